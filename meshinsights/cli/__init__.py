@@ -1,0 +1,10 @@
+"""The ``meshinsights`` command line (typer): run pipelines, inspect tables, seed the demo."""
+
+from __future__ import annotations
+
+from meshinsights.cli.app import app, main
+
+# Each module adds its commands to ``app`` when imported.
+from meshinsights.cli import core as _core  # noqa: E402,F401
+
+__all__ = ["app", "main"]

@@ -1,0 +1,154 @@
+"""``DBConnector`` (the connector contract) and ``PluginManager`` (registry + pooled instances).
+
+Connectors look like Airflow hooks: a ``conn_type``, a lazily created client, ``query(...)``
+returning a DataFrame, and vendor errors wrapped with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from meshinsights.errors import ConnectorError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DBConnector", "PluginManager", "ENTRY_POINT_GROUP", "default_manager"]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "meshinsights.connectors"
+
+
+class DBConnector(ABC):
+    """A source connection: connect lazily, run a parameterized query, close.
+
+    ``config`` holds everything that identifies the connection (URL, credentials, options);
+    it is never logged. Use as a context manager to close on exit.
+    """
+
+    conn_type: ClassVar[str] = ""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = dict(config)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The vendor client, created on first use."""
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
+
+    @abstractmethod
+    def connect(self) -> Any:
+        """Create and return the vendor client (engine, session, ...)."""
+
+    @abstractmethod
+    def query(self, query: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run ``query`` with bound ``params`` (never string-formatted) into a DataFrame."""
+
+    def close(self) -> None:
+        """Release the client; the connector can be used again (it reconnects lazily)."""
+        self._client = None
+
+    def __enter__(self) -> DBConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        """A safe one-line description for logs (no secrets)."""
+        return self.conn_type
+
+
+def config_key(conn_type: str, config: Mapping[str, Any]) -> str:
+    """Stable hash of a connector config: identical configs share an instance, others never do."""
+    blob = json.dumps({"type": conn_type, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class PluginManager:
+    """Registers connector classes by ``conn_type`` and pools their instances by config hash."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self._classes: dict[str, type[DBConnector]] = {}
+        self._pool: dict[str, DBConnector] = {}
+        self._lock = threading.Lock()
+        self._load_eps = load_entry_points
+        self._eps_loaded = False
+
+    def register(self, cls: type[DBConnector], *, name: str | None = None) -> type[DBConnector]:
+        """Register a connector class (usable as a decorator)."""
+        key = name or cls.conn_type
+        if not key:
+            raise ConnectorError(f"{cls.__qualname__} has no conn_type; set the class attribute")
+        self._classes[key] = cls
+        return cls
+
+    def _load_entry_points(self) -> None:
+        if self._eps_loaded or not self._load_eps:
+            return
+        self._eps_loaded = True
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                cls = ep.load()
+                self._classes.setdefault(cls.conn_type or ep.name, cls)
+            except Exception:  # one broken plugin must not hide the others
+                logger.exception("could not load connector plugin %s (%s)", ep.name, ep.value)
+
+    def known(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._classes)
+
+    def connector_class(self, conn_type: str) -> type[DBConnector]:
+        self._load_entry_points()
+        if conn_type in self._classes:
+            return self._classes[conn_type]
+        close = difflib.get_close_matches(conn_type, self._classes, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConnectorError(
+            f"unknown connector type {conn_type!r}.{hint} Known: {', '.join(self.known())}"
+        )
+
+    def get(self, conn_type: str, **config: Any) -> DBConnector:
+        """A pooled connector for this exact config (created on first request)."""
+        cls = self.connector_class(conn_type)
+        key = config_key(conn_type, config)
+        with self._lock:
+            if key not in self._pool:
+                self._pool[key] = cls(**config)
+            return self._pool[key]
+
+    def pooled(self) -> int:
+        return len(self._pool)
+
+    def cleanup(self) -> None:
+        """Close every pooled connector."""
+        with self._lock:
+            pool, self._pool = self._pool, {}
+        for conn in pool.values():
+            try:
+                conn.close()
+            except Exception:  # closing is best effort; keep closing the rest
+                logger.warning("closing %s failed", conn.describe(), exc_info=True)
+
+
+_default: PluginManager | None = None
+
+
+def default_manager() -> PluginManager:
+    """The process-wide manager with the built-in and entry-point connectors."""
+    global _default
+    if _default is None:
+        _default = PluginManager()
+    return _default

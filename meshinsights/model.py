@@ -1,0 +1,164 @@
+"""The data model: canonical table schemas, the ``Window`` a step runs over, and table names.
+
+No I/O here. Every artifact table has ``machine_id`` and ``ts`` (UTC); the store adds the
+``month`` partition column derived from ``ts``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from meshinsights.errors import ConfigError
+
+__all__ = [
+    "TS",
+    "TELEMETRY_SCHEMA",
+    "EVENTS_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "KEY_COLUMNS",
+    "PARTITION_COLUMNS",
+    "Window",
+    "check_table_name",
+    "check_machine_id",
+    "month_of",
+]
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: Columns every artifact table carries; the overwrite predicate is built from them.
+KEY_COLUMNS = ("machine_id", "ts")
+#: Partition layout: machine × month (coarse enough to keep file counts low at fleet scale;
+#: the ``ts`` range in the predicate still confines an overwrite to its window).
+PARTITION_COLUMNS = ("machine_id", "month")
+
+TELEMETRY_SCHEMA = pa.schema(
+    [
+        pa.field("machine_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("unit", pa.string()),
+        pa.field("ingested_at", TS),
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("machine_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("kind", pa.string()),  # event | alarm | log
+        pa.field("severity", pa.string()),
+        pa.field("code", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("ingested_at", TS),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("machine_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),  # the row's own time, or the window start if unparsable
+        pa.field("source_table", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("original", pa.string()),  # the offending row as JSON, values untouched
+    ]
+)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_MACHINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def check_table_name(name: str) -> str:
+    """Return ``name`` if it is a safe table name (it becomes a path segment), else raise."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"invalid table name {name!r}: use lowercase letters, digits and '_' "
+            "(starting with a letter, at most 63 characters)"
+        )
+    return name
+
+
+def check_machine_id(machine_id: str) -> str:
+    """Return ``machine_id`` if it is a safe machine id, else raise ConfigError."""
+    if not isinstance(machine_id, str) or not _MACHINE.match(machine_id):
+        raise ConfigError(
+            f"invalid machine id {machine_id!r}: use letters, digits, '_', '-', '.' "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return machine_id
+
+
+def month_of(ts: datetime | date) -> str:
+    """The ``month`` partition value of a timestamp: ``YYYY-MM``."""
+    return f"{ts.year:04d}-{ts.month:02d}"
+
+
+def _as_utc(value: datetime | str, field: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError(
+                f"window {field} {value!r} is not an ISO date/time; use e.g. 2024-01-31 or "
+                "2024-01-31T00:00:00+00:00"
+            ) from exc
+    if not isinstance(value, datetime):  # a date or pendulum Date
+        value = datetime(value.year, value.month, value.day)
+    # Naive times are taken as UTC: the documented normalization for CLI input.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A half-open time range ``[start, end)`` in UTC: what one run of a step covers."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        start, end = _as_utc(self.start, "start"), _as_utc(self.end, "end")
+        if end <= start:
+            raise ConfigError(
+                f"window end {end.isoformat()} is not after start {start.isoformat()}; "
+                "pass --end later than --start"
+            )
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+
+    @classmethod
+    def parse(cls, start: Any, end: Any) -> Window:
+        return cls(_as_utc(start, "start"), _as_utc(end, "end"))
+
+    @classmethod
+    def day(cls, day: date | str) -> Window:
+        start = _as_utc(day if isinstance(day, str) else datetime(day.year, day.month, day.day), "start")
+        return cls(start, start + timedelta(days=1))
+
+    def months(self) -> list[str]:
+        """Every ``month`` partition value the window touches."""
+        out, cur = [], datetime(self.start.year, self.start.month, 1, tzinfo=UTC)
+        while cur < self.end:
+            out.append(month_of(cur))
+            cur = datetime(cur.year + cur.month // 12, cur.month % 12 + 1, 1, tzinfo=UTC)
+        return out
+
+    def split(self, freq: timedelta) -> list[Window]:
+        """Consecutive sub-windows of length ``freq`` (the last may be shorter)."""
+        out, cur = [], self.start
+        while cur < self.end:
+            nxt = min(cur + freq, self.end)
+            out.append(Window(cur, nxt))
+            cur = nxt
+        return out
+
+    def as_dict(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"

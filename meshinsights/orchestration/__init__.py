@@ -1,0 +1,1 @@
+"""Layer 5, orchestration: configs → DAGs, the local runner, and task glue."""

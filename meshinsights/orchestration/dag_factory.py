@@ -1,0 +1,164 @@
+"""The DAG factory: one Airflow DAG per machine config, one TaskFlow task per step.
+
+``build_dags(config_dir)`` returns ``(dags, errors)``; a thin file in ``dags/`` registers the
+DAGs in ``globals()`` and turns each error into one visible import error, so a broken machine
+file never hides the rest of the fleet. Task bodies live in :mod:`.tasks` and import the heavy
+libraries only when a task runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
+from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
+from meshinsights.settings import get_settings
+
+__all__ = ["build_dags", "asset_for", "dag_id_for"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def dag_id_for(machine: MachineConfig) -> str:
+    return machine.dag_id
+
+
+def asset_for(store_uri: str, namespace: str, table: str) -> Any:
+    """The Airflow Asset of an artifact table (downstream DAGs can schedule on it)."""
+    from airflow.sdk import Asset
+
+    uri = store_uri if "://" in store_uri else f"file://{store_uri}"
+    return Asset(name=f"meshinsights.{namespace}.{table}", uri=f"{uri}/{namespace}/{table}")
+
+
+def _producers(steps: list[PlannedStep]) -> dict[str, str]:
+    out = {t: "ingest" for t in SOURCE_TABLES}
+    for s in steps:
+        out[s.output] = s.id
+    return out
+
+
+def _doc(machine: MachineConfig, pipeline: PipelineConfig, steps: list[PlannedStep]) -> str:
+    rows = "\n".join(
+        f"| `{s.id}` | `{s.spec.name}` | {', '.join(sorted(set(s.inputs.values())))} | "
+        f"`{s.output}` | {'branch' if s.when else ''} |"
+        for s in steps
+    )
+    return (
+        f"### {machine.machine_id} — pipeline `{pipeline.name}`\n\n{pipeline.description}\n\n"
+        f"Source: `{machine.source.type}`"
+        f"{' via connection `' + machine.source.conn_id + '`' if hasattr(machine.source, 'conn_id') else ''}."
+        " Trigger with conf `{\"start\": ISO, \"end\": ISO}` to process any window on demand.\n\n"
+        "| task | step | reads | writes | |\n|---|---|---|---|---|\n" + rows
+    )
+
+
+def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: str,
+               store_uri: str) -> Any:
+    from airflow.sdk import DAG, get_current_context, task
+    from airflow.sdk.definitions.param import Param
+
+    steps = plan(pipeline, machine)
+    producers = _producers(steps)
+    mid = machine.machine_id
+    start = datetime(machine.start_date.year, machine.start_date.month, machine.start_date.day,
+                     tzinfo=UTC)
+    dag = DAG(
+        dag_id=machine.dag_id,
+        schedule=machine.schedule,
+        start_date=start,
+        catchup=machine.catchup,
+        max_active_runs=4,
+        default_args={**DEFAULT_ARGS, "owner": machine.owner},
+        tags=["meshinsights", pipeline.name, *machine.tags],
+        doc_md=_doc(machine, pipeline, steps),
+        params={
+            "start": Param(None, type=["null", "string"], description="window start (ISO), on demand"),
+            "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
+        },
+        render_template_as_native_obj=False,
+    )
+    tasks: dict[str, Any] = {}
+    with dag:
+
+        @task(task_id="ingest",
+              outlets=[asset_for(store_uri, pipeline.name, t) for t in ("telemetry", "quarantine")])
+        def ingest() -> dict[str, Any]:
+            from meshinsights.orchestration.tasks import ingest_task
+
+            return ingest_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
+
+        tasks["ingest"] = ingest()
+        for s in steps:
+            tasks[s.id] = _step_task(s, configs_dir, store_uri, mid,
+                                     asset_for(store_uri, pipeline.name, s.output))
+            upstream = {producers[t] for t in s.tables_read if t in producers} - {s.id}
+            if s.when is not None:
+                check = _branch_task(s, configs_dir, store_uri, mid)
+                for u in sorted(upstream):
+                    tasks[u] >> check
+                check >> tasks[s.id]
+            else:
+                for u in sorted(upstream):
+                    tasks[u] >> tasks[s.id]
+    return dag
+
+
+def _ctx(context: Any) -> dict[str, Any]:
+    keys = ("dag_run", "data_interval_start", "data_interval_end", "run_id", "logical_date")
+    return {k: context.get(k) for k in keys}
+
+
+def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outlet: Any) -> Any:
+    from airflow.sdk import get_current_context, task
+
+    # A step downstream of a branch must still run when that branch was skipped.
+    @task(task_id=s.id, outlets=[outlet], trigger_rule="none_failed_min_one_success",
+          doc_md=s.spec.description)
+    def run() -> dict[str, Any]:
+        from meshinsights.orchestration.tasks import step_task
+
+        return step_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
+
+    return run()
+
+
+def _branch_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str) -> Any:
+    from airflow.sdk import get_current_context, task
+
+    @task.branch(task_id=f"check_{s.id}", trigger_rule="none_failed_min_one_success")
+    def check() -> str | None:
+        from meshinsights.orchestration.tasks import branch_task
+
+        return branch_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
+
+    return check()
+
+
+def build_dags(
+    config_dir: Path | str | None = None, *, store_uri: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every valid machine config as a DAG, plus ``{file: error}`` for every invalid one."""
+    settings = get_settings(configs=str(config_dir) if config_dir else None, store=store_uri)
+    configs: LoadedConfigs = load_configs(settings.configs_dir)
+    dags: dict[str, Any] = {}
+    errors = dict(configs.errors)
+    for mid, machine in sorted(configs.machines.items()):
+        try:
+            dags[machine.dag_id] = _build_one(
+                machine, configs.pipeline_of(machine), str(settings.configs_dir), settings.store_uri
+            )
+        except Exception as exc:  # one bad machine must not take the fleet down
+            errors[f"machine {mid}"] = f"machine {mid}: cannot build its DAG: {exc}"
+            logger.exception("building the DAG of %s failed", mid)
+    return dags, errors

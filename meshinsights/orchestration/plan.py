@@ -1,0 +1,53 @@
+"""Resolve a pipeline template (+ a machine's overrides) into ordered, wired steps.
+
+Light on purpose: the DAG factory calls this while Airflow parses DAG files, so it must not
+import the store (deltalake) or any I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meshinsights.config import MachineConfig, PipelineConfig, When
+from meshinsights.steps.registry import StepSpec, get_step
+
+__all__ = ["PlannedStep", "plan", "SOURCE_TABLES"]
+
+#: Tables the ingest task writes; steps reading them depend on ingest.
+SOURCE_TABLES = frozenset({"telemetry", "events", "quarantine"})
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A pipeline step resolved against the registry: what to read, call and write."""
+
+    id: str
+    spec: StepSpec
+    params: dict[str, Any]
+    inputs: dict[str, str]  # function argument -> table
+    output: str
+    when: When | None
+
+    @property
+    def tables_read(self) -> set[str]:
+        return set(self.inputs.values()) | (self.when.tables() if self.when else set())
+
+
+def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list[PlannedStep]:
+    """Resolve a pipeline's steps (and a machine's overrides) in execution order."""
+    planned = []
+    for s in pipeline.steps:
+        spec = get_step(s.step_name)
+        params = machine.params_for(s) if machine else dict(s.params)
+        planned.append(
+            PlannedStep(
+                id=s.id,
+                spec=spec,
+                params=spec.bind_params(params),
+                inputs={arg: s.inputs.get(arg, arg) for arg in spec.inputs},
+                output=s.output or spec.output,
+                when=s.when,
+            )
+        )
+    return planned

@@ -1,0 +1,95 @@
+"""Bodies of the Airflow tasks the DAG factory builds; glue between Airflow context and the runner.
+
+Everything heavy (pandas, deltalake) is imported when a task runs, never when a DAG file is
+parsed. XCom carries only the small summaries these functions return.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from meshinsights.errors import ConfigError, ConnectorError
+from meshinsights.model import Window
+
+__all__ = ["window_from_context", "ingest_task", "step_task", "branch_task"]
+
+logger = logging.getLogger(__name__)
+
+
+def window_from_context(context: dict[str, Any]) -> Window:
+    """The run's window: ``conf.start``/``conf.end`` if given (request mode), else the data interval."""
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    if conf.get("start") or conf.get("end"):
+        if not (conf.get("start") and conf.get("end")):
+            raise ConfigError("run conf needs both 'start' and 'end' (ISO times), e.g. "
+                              '{"start": "2024-01-01", "end": "2024-01-02"}')
+        return Window.parse(conf["start"], conf["end"])
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        raise ConfigError("this run has no data interval; trigger it with conf "
+                          '{"start": ISO, "end": ISO} or let the schedule run it')
+    return Window.parse(start, end)
+
+
+@lru_cache(maxsize=4)
+def _configs(configs_dir: str) -> Any:
+    from meshinsights.config import load_configs
+
+    return load_configs(configs_dir)
+
+
+def _resolve(conn_id: str) -> str:
+    # Environment first (AIRFLOW_CONN_* is also what Airflow reads), then the Connection API.
+    from meshinsights.connectors.credentials import airflow_resolver, env_resolver
+
+    try:
+        return env_resolver(conn_id)
+    except ConnectorError:
+        return airflow_resolver(conn_id)
+
+
+def _setup(configs_dir: str, store_uri: str, machine_id: str) -> tuple[Any, Any, Any, Any]:
+    from meshinsights.store import DeltaStore
+
+    configs = _configs(configs_dir)
+    machine = configs.machine(machine_id)
+    return configs, machine, configs.pipeline_of(machine), DeltaStore(store_uri)
+
+
+def _run_id(context: dict[str, Any]) -> str:
+    return str(context.get("run_id") or "airflow")
+
+
+def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
+                context: dict[str, Any]) -> dict[str, Any]:
+    from meshinsights.orchestration.ingest import run_ingest
+
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    return run_ingest(machine, pipeline, window_from_context(context), store,
+                      run_id=_run_id(context), resolver=_resolve)
+
+
+def step_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,
+              context: dict[str, Any]) -> dict[str, Any]:
+    from meshinsights.orchestration.runner import plan, run_step
+
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
+    return run_step(planned, machine_id, window_from_context(context), store,
+                    namespace=pipeline.name, run_id=_run_id(context))
+
+
+def branch_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,
+                context: dict[str, Any]) -> str | None:
+    """The step's task id when its rule holds, else None (Airflow then skips it)."""
+    from meshinsights.orchestration.runner import evaluate_when, plan
+
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
+    holds = evaluate_when(planned.when, store, pipeline.name, machine_id,
+                          window_from_context(context))
+    logger.info("branch %s for %s: rule %s", step_id, machine_id, "holds" if holds else "does not hold")
+    return step_id if holds else None

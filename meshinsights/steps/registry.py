@@ -1,0 +1,147 @@
+"""The step registry: ``@step`` binds a pure function to the tables it reads and writes.
+
+Wiring is checked at registration (kedro-style): every declared input must be a parameter of
+the function, and every other parameter must have a default or be ``window``. Third-party
+steps register through the ``meshinsights.steps`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pyarrow as pa
+
+from meshinsights.errors import StepError
+from meshinsights.model import check_table_name
+
+__all__ = ["StepSpec", "step", "get_step", "registered_steps", "ENTRY_POINT_GROUP"]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "meshinsights.steps"
+#: Parameters the runner supplies itself rather than from a table or the config.
+RUNTIME_PARAMS = frozenset({"window", "machine_id"})
+
+_REGISTRY: dict[str, StepSpec] = {}
+_entry_points_loaded = False
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A registered step: the function plus its declared inputs, output and output schema."""
+
+    name: str
+    func: Callable[..., Any]
+    inputs: tuple[str, ...]
+    output: str
+    schema: pa.Schema | None = None
+    description: str = ""
+    param_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def bind_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Merge config params over defaults; an unknown name is an error naming the known ones."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.param_defaults))
+        if unknown:
+            raise StepError(
+                f"step {self.name!r} has no parameter(s) {unknown}; its parameters are "
+                f"{sorted(self.param_defaults)}"
+            )
+        return {**self.param_defaults, **params}
+
+    @property
+    def wants(self) -> frozenset[str]:
+        return frozenset(inspect.signature(self.func).parameters) & RUNTIME_PARAMS
+
+
+def _check_signature(func: Callable[..., Any], inputs: tuple[str, ...]) -> dict[str, Any]:
+    sig = inspect.signature(func)
+    params = sig.parameters
+    missing = [name for name in inputs if name not in params]
+    if missing:
+        raise TypeError(
+            f"step {func.__qualname__}: declared input(s) {missing} are not parameters of the "
+            f"function; its signature is {func.__name__}{sig}"
+        )
+    defaults: dict[str, Any] = {}
+    for name, p in params.items():
+        if name in inputs or name in RUNTIME_PARAMS:
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"step {func.__qualname__}: *args/**kwargs are not allowed ({name})")
+        if p.default is p.empty:
+            raise TypeError(
+                f"step {func.__qualname__}: parameter {name!r} is neither a declared input "
+                f"{list(inputs)} nor has a default; give it a default or declare it as an input"
+            )
+        defaults[name] = p.default
+    return defaults
+
+
+def step(
+    *,
+    inputs: list[str],
+    output: str,
+    name: str | None = None,
+    schema: pa.Schema | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a pure function as a step reading ``inputs`` tables and writing ``output``.
+
+    The function is returned unchanged, so it stays directly callable in tests.
+    """
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        ins = tuple(inputs)
+        for table in (*ins, output):
+            check_table_name(table)
+        defaults = _check_signature(func, ins)
+        step_name = name or func.__name__
+        doc = (inspect.getdoc(func) or "").splitlines()
+        spec = StepSpec(step_name, func, ins, output, schema, doc[0] if doc else "", defaults)
+        previous = _REGISTRY.get(step_name)
+        if previous is not None and previous.func is not func and (
+            previous.func.__module__,
+            previous.func.__qualname__,
+        ) != (func.__module__, func.__qualname__):
+            raise StepError(
+                f"step name {step_name!r} is already registered by {previous.func.__module__}."
+                f"{previous.func.__qualname__}; pick another name with @step(name=...)"
+            )
+        _REGISTRY[step_name] = spec
+        return func
+
+    return decorator
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()  # importing the module runs its @step decorators
+        except Exception:  # a broken plugin must not hide every other step
+            logger.exception("could not load step plugin %s (%s)", ep.name, ep.value)
+
+
+def registered_steps() -> dict[str, StepSpec]:
+    """All steps, including those from installed plugins."""
+    _load_entry_points()
+    return dict(_REGISTRY)
+
+
+def get_step(name: str) -> StepSpec:
+    """The step called ``name``; an unknown name lists the known ones and the closest match."""
+    steps = registered_steps()
+    if name in steps:
+        return steps[name]
+    close = difflib.get_close_matches(name, steps, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise StepError(f"unknown step {name!r}.{hint} Known steps: {', '.join(sorted(steps))}")
