@@ -1,4 +1,4 @@
-"""Registers one DAG per machine config (see meshinsights.orchestration.dag_factory).
+"""Registers one Airflow DAG per machine config (see meshinsights.orchestration.dag_factory).
 
 Kept light: no pandas/deltalake at module level; task bodies import them when they run.
 Bad configs are reported by meshinsights_config_errors.py so they never hide valid DAGs.

@@ -218,6 +218,7 @@ class MachineConfig(_Model):
     )
     tags: list[str] = Field(default_factory=list)
     owner: str = "meshinsights"
+    retries: int = Field(2, ge=0, description="Airflow task retries (with exponential backoff)")
     alert_conn_id: str | None = Field(None, description="Connection holding a failure webhook URL")
 
     @field_validator("machine_id")

@@ -33,6 +33,27 @@ def dag_id_for(machine: MachineConfig) -> str:
     return machine.dag_id
 
 
+_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+}
+
+
+def timetable_for(schedule: str | None) -> Any:
+    """A *data-interval* timetable: each run covers [previous tick, this tick), its window.
+
+    Airflow 3 defaults cron schedules to trigger timetables whose interval is a single
+    point; a per-window pipeline needs real intervals (and backfills of them).
+    """
+    if schedule is None:
+        return None
+    from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(_PRESETS.get(schedule, schedule), timezone="UTC")
+
+
 def asset_for(store_uri: str, namespace: str, table: str) -> Any:
     """The Airflow Asset of an artifact table (downstream DAGs can schedule on it)."""
     from airflow.sdk import Asset
@@ -75,11 +96,11 @@ def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: st
                      tzinfo=UTC)
     dag = DAG(
         dag_id=machine.dag_id,
-        schedule=machine.schedule,
+        schedule=timetable_for(machine.schedule),
         start_date=start,
         catchup=machine.catchup,
         max_active_runs=4,
-        default_args={**DEFAULT_ARGS, "owner": machine.owner},
+        default_args={**DEFAULT_ARGS, "owner": machine.owner, "retries": machine.retries},
         tags=["meshinsights", pipeline.name, *machine.tags],
         doc_md=_doc(machine, pipeline, steps),
         params={
