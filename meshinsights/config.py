@@ -109,6 +109,22 @@ class StepConfig(_Model):
     )
     output: str | None = Field(None, description="output table (default: the step's own)")
     when: When | None = Field(None, description="branch rule; the step runs only if it holds")
+    lookback: str | None = Field(
+        None,
+        description="read inputs over [window end - lookback, window end), e.g. '90D'; the "
+        "output is still written for the run window only",
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import re
+
+        if not re.fullmatch(r"\d+(min|h|D|W)", v):
+            raise ValueError(f"lookback {v!r} must look like 90D, 12h, 30min or 2W")
+        return v
 
     @field_validator("id")
     @classmethod
@@ -332,7 +348,7 @@ def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
             raise ConfigError(f"{path}: field steps.{s.id}: {exc}") from None
         for arg in spec.inputs:
             table = s.inputs.get(arg, arg)
-            if table not in produced:
+            if table not in produced and arg not in spec.optional:
                 raise ConfigError(
                     f"{path}: field steps.{s.id}: input table {table!r} is produced by no earlier "
                     f"step; available: {sorted(produced)} — reorder the steps or map the input"

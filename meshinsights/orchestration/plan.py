@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshinsights.config import MachineConfig, PipelineConfig, When
+from meshinsights.model import Window
 from meshinsights.steps.registry import StepSpec, get_step
 
 __all__ = ["PlannedStep", "plan", "SOURCE_TABLES"]
@@ -28,10 +29,22 @@ class PlannedStep:
     inputs: dict[str, str]  # function argument -> table
     output: str
     when: When | None
+    lookback: str | None = None
 
     @property
     def tables_read(self) -> set[str]:
-        return set(self.inputs.values()) | (self.when.tables() if self.when else set())
+        """Tables this step depends on (its own output, read as a cache, excluded)."""
+        tables = set(self.inputs.values()) | (self.when.tables() if self.when else set())
+        return tables - {self.output}
+
+    def read_window(self, window: Window) -> Window:
+        """The window inputs are read over: the run window, widened back by ``lookback``."""
+        if not self.lookback:
+            return window
+        import pandas as pd
+
+        start = min(window.start, window.end - pd.Timedelta(self.lookback).to_pytimedelta())
+        return Window(start, window.end)
 
 
 def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list[PlannedStep]:
@@ -48,6 +61,7 @@ def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list
                 inputs={arg: s.inputs.get(arg, arg) for arg in spec.inputs},
                 output=s.output or spec.output,
                 when=s.when,
+                lookback=s.lookback,
             )
         )
     return planned

@@ -96,9 +96,16 @@ def run_step(
     machines = [machine] if isinstance(machine, str) else list(machine)
     run_id = run_id or new_run_id()
     frames_by_table: dict[str, pd.DataFrame] = {}
+    optional_tables = {t for a, t in planned.inputs.items() if a in planned.spec.optional}
+    read_window = planned.read_window(window)
     for table in set(planned.inputs.values()):
+        if table in optional_tables and not store.exists(namespace, table):
+            frames_by_table[table] = pd.DataFrame(columns=["machine_id", "ts"])
+            continue
+        # A step's own output (read as a cache) is read for the run window only.
+        w = window if table == planned.output else read_window
         try:
-            frames_by_table[table] = store.read(namespace, table, machines, window)
+            frames_by_table[table] = store.read(namespace, table, machines, w)
         except StoreError as exc:
             raise StepError(f"step {planned.id!r} cannot read its input: {exc}") from exc
     rows_in = sum(len(f) for f in frames_by_table.values())
@@ -139,7 +146,7 @@ def run_step(
 
 
 def _rows_of(frame: pd.DataFrame, machine_id: str, n_machines: int) -> pd.DataFrame:
-    if n_machines == 1:
+    if n_machines == 1 or frame.empty:
         return frame
     return frame[frame["machine_id"] == machine_id].reset_index(drop=True)
 

@@ -43,6 +43,7 @@ class StepSpec:
     schema: pa.Schema | None = None
     description: str = ""
     param_defaults: dict[str, Any] = field(default_factory=dict)
+    optional: frozenset[str] = frozenset()
 
     def bind_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Merge config params over defaults; an unknown name is an error naming the known ones."""
@@ -90,10 +91,13 @@ def step(
     output: str,
     name: str | None = None,
     schema: pa.Schema | None = None,
+    optional: list[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a pure function as a step reading ``inputs`` tables and writing ``output``.
 
-    The function is returned unchanged, so it stays directly callable in tests.
+    Inputs named in ``optional`` arrive as an empty frame when their table does not exist yet
+    (e.g. a step reading its own previous output as a cache). The function is returned
+    unchanged, so it stays directly callable in tests.
     """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,7 +107,11 @@ def step(
         defaults = _check_signature(func, ins)
         step_name = name or func.__name__
         doc = (inspect.getdoc(func) or "").splitlines()
-        spec = StepSpec(step_name, func, ins, output, schema, doc[0] if doc else "", defaults)
+        opt = frozenset(optional or ())
+        if not opt <= set(ins):
+            raise TypeError(f"step {func.__qualname__}: optional {sorted(opt - set(ins))} "
+                            f"are not among its inputs {list(ins)}")
+        spec = StepSpec(step_name, func, ins, output, schema, doc[0] if doc else "", defaults, opt)
         previous = _REGISTRY.get(step_name)
         if previous is not None and previous.func is not func and (
             previous.func.__module__,

@@ -1,0 +1,72 @@
+"""Shared fixtures. Airflow gets a private AIRFLOW_HOME per test session (set before any import)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_AF_HOME = Path(tempfile.mkdtemp(prefix="meshinsights-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AF_HOME))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("MESHINSIGHTS_STORE", str(_AF_HOME / "artifacts"))
+os.environ.setdefault("MESHINSIGHTS_DEMO_SOURCE", str(_AF_HOME / "demo_source.db"))
+
+from meshinsights.model import Window  # noqa: E402
+from meshinsights.store import DeltaStore  # noqa: E402
+
+CONFIGS = REPO / "configs"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DeltaStore:
+    """An empty artifact store in a fresh temporary folder."""
+    return DeltaStore(str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def day() -> Window:
+    """The first demo day, 2024-01-01 UTC."""
+    return Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded demo SQLite source (3 machines × 3 days) shared by the session."""
+    from meshinsights.demo import seed
+
+    path = tmp_path_factory.mktemp("demo") / "demo_source.db"
+    seed(f"sqlite:///{path}", machines=3, days=3, seed=7)
+    return path
+
+
+@pytest.fixture
+def demo_env(demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing configs at the repo, the demo connection at demo_db, a fresh store."""
+    env = {
+        "MESHINSIGHTS_CONFIGS": str(CONFIGS),
+        "MESHINSIGHTS_STORE": str(tmp_path / "artifacts"),
+        "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{demo_db}",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata DB (SQLite) in the session's private AIRFLOW_HOME."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if not (home / "airflow.db").exists():
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                       capture_output=True, env=os.environ.copy())
+    return home
