@@ -42,6 +42,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def _valid(check: Any, value: str) -> str:
+    # pydantic reports ValueError with the field's location; ConfigError would escape it.
+    try:
+        return check(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- pipeline templates
 
 
@@ -58,7 +66,7 @@ class Condition(_Model):
     @field_validator("table")
     @classmethod
     def _table(cls, v: str) -> str:
-        return check_table_name(v)
+        return _valid(check_table_name, v)
 
     @model_validator(mode="after")
     def _one_test(self) -> Condition:
@@ -129,7 +137,7 @@ class StepConfig(_Model):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        return check_table_name(v)
+        return _valid(check_table_name, v)
 
     @property
     def step_name(self) -> str:
@@ -152,7 +160,7 @@ class PipelineConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return check_table_name(v)
+        return _valid(check_table_name, v)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
@@ -240,7 +248,7 @@ class MachineConfig(_Model):
     @field_validator("machine_id")
     @classmethod
     def _mid(cls, v: str) -> str:
-        return check_machine_id(v)
+        return _valid(check_machine_id, v)
 
     @property
     def dag_id(self) -> str:

@@ -192,7 +192,7 @@ class DeltaStore:
         started = time.perf_counter()
         existing = self._open(namespace, table)
         target = schema if schema is not None else (
-            existing.schema().to_arrow() if existing is not None else None
+            pa.schema(existing.schema().to_arrow()) if existing is not None else None
         )
         arrow = _prepare(frame, table=f"{namespace}/{table}", schema=target, evolve=evolve)
         if existing is not None and schema is not None:
@@ -460,7 +460,7 @@ def _conform(arrow: pa.Table, schema: pa.Schema | None, table: str, evolve: bool
 
 
 def _check_against_table(existing: DeltaTable, arrow: pa.Table, table: str, evolve: bool) -> None:
-    current = set(existing.schema().to_arrow().names)
+    current = set(pa.schema(existing.schema().to_arrow()).names)
     extra = [c for c in arrow.column_names if c not in current]
     if extra and not evolve:
         raise StoreError(

@@ -1,0 +1,161 @@
+"""The partition store: idempotent overwrite, isolation of machines/windows, and bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pandas.testing import assert_frame_equal
+
+from meshinsights.errors import ConfigError, StoreError
+from meshinsights.model import TELEMETRY_SCHEMA, Window
+from meshinsights.store import DeltaStore
+from meshinsights.store.predicates import quote, window_predicate
+
+NS = "unit"
+
+
+def frame(machine: str, start: str, hours: int, value: float = 1.0) -> pd.DataFrame:
+    ts = pd.date_range(start, periods=hours, freq="1h", tz="UTC")
+    return pd.DataFrame({"machine_id": machine, "ts": ts, "metric": "temperature",
+                         "value": value + np.arange(hours, dtype=float), "unit": "degC",
+                         "ingested_at": ts})
+
+
+def write(store: DeltaStore, df: pd.DataFrame, machine: str, window: Window) -> None:
+    store.overwrite(NS, "telemetry", df, machine_ids=machine, window=window,
+                    schema=TELEMETRY_SCHEMA)
+
+
+def everything(store: DeltaStore) -> pd.DataFrame:
+    df = store.read_all(NS, "telemetry").drop(columns="month")
+    return df.sort_values(["machine_id", "ts"]).reset_index(drop=True)
+
+
+def test_overwrite_twice_leaves_same_rows_and_others_untouched(store: DeltaStore, day: Window):
+    day2 = Window(day.end, day.end + timedelta(days=1))
+    write(store, frame("a", "2024-01-01", 24), "a", day)
+    write(store, frame("a", "2024-01-02", 24, 100.0), "a", day2)
+    write(store, frame("b", "2024-01-01", 24, 50.0), "b", day)
+    before = everything(store)
+
+    write(store, frame("a", "2024-01-01", 24), "a", day)
+    assert_frame_equal(everything(store), before)
+
+    # A changed rerun replaces only machine a, day 1.
+    write(store, frame("a", "2024-01-01", 12, 7.0), "a", day)
+    after = everything(store)
+    assert len(after) == 24 + 24 + 12
+    got = after[(after.machine_id == "a") & (after.ts < pd.Timestamp(day.end))]
+    assert got["value"].tolist() == [7.0 + i for i in range(12)]
+    untouched = before[(before.machine_id == "b") | (before.ts >= pd.Timestamp(day.end))]
+    rest = after[(after.machine_id == "b") | (after.ts >= pd.Timestamp(day.end))]
+    assert_frame_equal(rest.reset_index(drop=True), untouched.reset_index(drop=True))
+
+
+def test_read_returns_only_the_machine_window(store: DeltaStore, day: Window):
+    write(store, frame("a", "2024-01-01", 48), "a", Window(day.start, day.start + timedelta(days=2)))
+    write(store, frame("b", "2024-01-01", 24), "b", day)
+    got = store.read(NS, "telemetry", "a", day)
+    assert set(got.machine_id) == {"a"}
+    assert len(got) == 24
+    assert got.ts.min() == pd.Timestamp("2024-01-01", tz="UTC")
+    assert got.ts.max() == pd.Timestamp("2024-01-01T23:00", tz="UTC")
+
+
+def test_window_spanning_months_and_group_write(store: DeltaStore):
+    w = Window(datetime(2024, 1, 31, tzinfo=UTC), datetime(2024, 2, 2, tzinfo=UTC))
+    both = pd.concat([frame("a", "2024-01-31", 48), frame("b", "2024-01-31", 48)])
+    store.overwrite(NS, "telemetry", both, machine_ids=["a", "b"], window=w,
+                    schema=TELEMETRY_SCHEMA)
+    assert w.months() == ["2024-01", "2024-02"]
+    assert len(store.read(NS, "telemetry", ["a", "b"], w)) == 96
+    assert sorted(store.read_all(NS, "telemetry")["month"].unique()) == ["2024-01", "2024-02"]
+
+
+def test_empty_frame_clears_the_window(store: DeltaStore, day: Window):
+    write(store, frame("a", "2024-01-01", 24), "a", day)
+    write(store, frame("a", "2024-01-01", 0), "a", day)
+    assert store.read(NS, "telemetry", "a", day).empty
+
+
+def test_commit_metadata_is_recorded(store: DeltaStore, day: Window):
+    store.overwrite(NS, "telemetry", frame("a", "2024-01-01", 3), machine_ids="a", window=day,
+                    schema=TELEMETRY_SCHEMA, metadata={"meshinsights.run_id": "r-1"})
+    last = store.history(NS, "telemetry", 1)[0]
+    assert last["meshinsights.run_id"] == "r-1"
+    assert last["meshinsights.rows_written"] == 3
+    assert last["meshinsights.window"] == day.as_dict()
+
+
+def test_nan_is_stored_as_null(store: DeltaStore, day: Window):
+    df = frame("a", "2024-01-01", 3)
+    df.loc[1, "value"] = np.nan
+    write(store, df, "a", day)
+    got = store.read(NS, "telemetry", "a", day)
+    assert got["value"].isna().tolist() == [False, True, False]
+
+
+BAD_CASES = [
+    ("naive_ts", lambda df: df.assign(ts=df.ts.dt.tz_localize(None)), "timezone-naive"),
+    ("string_ts", lambda df: df.assign(ts=df.ts.astype(str)), "expected timezone-aware"),
+    ("missing_machine", lambda df: df.drop(columns="machine_id"), "lacks key column"),
+    ("inf_value", lambda df: df.assign(value=[np.inf, 1.0, 2.0]), "infinite"),
+    ("text_in_value", lambda df: df.assign(value=["x", "1", "2"]), "column value has type"),
+    ("missing_column", lambda df: df.drop(columns="unit"), "lacks column(s) ['unit']"),
+    ("extra_column", lambda df: df.assign(extra=1), "does not declare"),
+    ("outside_window", lambda df: df.assign(ts=df.ts + pd.Timedelta(days=3)), "outside the window"),
+    ("other_machine", lambda df: df.assign(machine_id="z"), "other than"),
+    ("null_machine", lambda df: df.assign(machine_id=None), "null machine_id"),
+]
+
+
+@pytest.mark.parametrize("mutate,message", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_input_is_a_clear_error_and_writes_nothing(store: DeltaStore, day: Window, mutate,
+                                                       message):
+    write(store, frame("a", "2024-01-01", 3), "a", day)
+    before = store.version(NS, "telemetry")
+    with pytest.raises(StoreError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        write(store, mutate(frame("a", "2024-01-01", 3)), "a", day)
+    assert store.version(NS, "telemetry") == before
+
+
+def test_schema_evolution_is_explicit(store: DeltaStore, day: Window):
+    schema = pa.schema([("machine_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+                        ("v", pa.float64())])
+    df = pd.DataFrame({"machine_id": ["a"], "ts": [pd.Timestamp("2024-01-01", tz="UTC")],
+                       "v": [1.0]})
+    store.overwrite(NS, "t", df, machine_ids="a", window=day, schema=schema)
+    with pytest.raises(StoreError, match="evolve=True"):
+        store.overwrite(NS, "t", df.assign(w=2.0), machine_ids="a", window=day)
+    store.overwrite(NS, "t", df.assign(w=2.0), machine_ids="a", window=day, evolve=True)
+    assert store.read(NS, "t", "a", day)["w"].tolist() == [2.0]
+
+
+def test_unsafe_names_are_rejected(store: DeltaStore):
+    for bad in ("../etc", "a/b", "Tele", ""):
+        with pytest.raises(ConfigError):
+            store.uri(NS, bad)
+
+
+def test_predicate_quotes_values(day: Window):
+    assert quote("o'neil") == "'o''neil'"
+    pred = window_predicate(["x' OR '1'='1"], day)
+    assert "machine_id = 'x'' OR ''1''=''1'" in pred
+    assert "month = '2024-01'" in pred
+
+
+def test_missing_table_read_is_a_clear_error(store: DeltaStore, day: Window):
+    with pytest.raises(StoreError, match="does not exist.*run the step"):
+        store.read(NS, "nothing", "a", day)
+
+
+def test_tables_lists_versions_and_rows(store: DeltaStore, day: Window):
+    write(store, frame("a", "2024-01-01", 5), "a", day)
+    write(store, frame("b", "2024-01-01", 7), "b", day)
+    (info,) = store.tables()
+    assert (info.namespace, info.name, info.version, info.rows) == (NS, "telemetry", 1, 12)
