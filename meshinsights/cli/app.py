@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from meshinsights.errors import MeshInsightsError
 from meshinsights.settings import Settings, get_settings
@@ -58,5 +59,5 @@ def main() -> None:
     try:
         app()
     except MeshInsightsError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)

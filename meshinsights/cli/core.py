@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from meshinsights.cli.app import app, console, demo_app, out, state
@@ -119,7 +120,7 @@ def validate_configs() -> None:
     """Check every pipeline and machine config; list every problem; exit 1 if any."""
     configs = _configs()
     for path, msg in sorted(configs.errors.items()):
-        console.print(f"[red]✗[/] {msg}", highlight=False)
+        console.print(f"[red]✗[/] {escape(msg)}", highlight=False, soft_wrap=True)
     out.print(f"{len(configs.pipelines)} pipeline(s), {len(configs.machines)} machine(s) valid; "
               f"{len(configs.errors)} problem(s)")
     if configs.errors:
