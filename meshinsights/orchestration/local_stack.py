@@ -1,0 +1,334 @@
+"""The local stack behind ``make run`` / ``make stop``: Airflow standalone plus the dashboard.
+
+Every process is started in its own session with a pid file under ``$AIRFLOW_HOME/run/``, so
+Ctrl-C in the ``make run`` terminal or ``make stop`` from another shell stops exactly the
+processes this stack started (by process group id, never by name). The same helpers start the
+separate Airflow components (scheduler, api-server, dag-processor, Celery worker) for the
+integration tests. ``python -m meshinsights.orchestration.local_stack run|stop|demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshinsights.settings import PROJECT_ROOT, get_settings
+
+__all__ = [
+    "Component",
+    "airflow_env",
+    "ensure_password",
+    "run_stack",
+    "spawn",
+    "stop_all",
+    "wait_http",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of SimpleAuthManager's generated-passwords file inside AIRFLOW_HOME (Airflow 3.3).
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+# SimpleAuthManager's own alphabet (no look-alike characters).
+_ALPHABET = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow").resolve()
+
+
+def run_dir(home: Path) -> Path:
+    path = home / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def airflow_env(
+    home: Path, *, api_port: int = 8080, dashboard_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every component shares: one AIRFLOW_HOME, the repo's DAGs and plugins."""
+    settings = get_settings()
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": env.get("AIRFLOW__CORE__DAGS_FOLDER",
+                                              str(PROJECT_ROOT / "dags")),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": env.get("AIRFLOW__CORE__PLUGINS_FOLDER",
+                                                 str(PROJECT_ROOT / "plugins")),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__PORT": str(api_port),
+        # The task supervisor reaches the Execution API through this URL (default port 8080).
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
+        "MESHINSIGHTS_CONFIGS": str(settings.configs_dir),
+        "MESHINSIGHTS_STORE": settings.store_uri,
+        "MESHINSIGHTS_DEMO_SOURCE": str(settings.demo_source),
+        # `airflow standalone` runs `airflow ...` from PATH: make it this venv's.
+        "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+    })
+    if dashboard_url:
+        env["MESHINSIGHTS_DASHBOARD_URL"] = dashboard_url
+    env.update(extra or {})
+    return env
+
+
+def ensure_password(home: Path, user: str = "admin") -> str:
+    """The user's SimpleAuthManager password, generated (random, 16 chars) on first use.
+
+    Airflow reads the same JSON file, so the login printed here is the one the UI accepts.
+    """
+    path = home / PASSWORDS_FILE
+    home.mkdir(parents=True, exist_ok=True)
+    passwords: dict[str, str] = {}
+    if path.exists() and path.read_text().strip():
+        passwords = json.loads(path.read_text())
+    if user not in passwords:
+        passwords[user] = "".join(secrets.choice(_ALPHABET) for _ in range(16))
+        path.write_text(json.dumps(passwords) + "\n")
+        path.chmod(0o600)
+    return passwords[user]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One long-running process of the stack: its name (pid/log file stem) and command."""
+
+    name: str
+    argv: Sequence[str]
+
+
+def spawn(component: Component, env: Mapping[str, str], directory: Path) -> subprocess.Popen[bytes]:
+    """Start a component in its own session (its pid is its process group id) with a pid file."""
+    log = (directory / f"{component.name}.log").open("ab")
+    proc = subprocess.Popen(list(component.argv), env=dict(env), stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=str(PROJECT_ROOT))
+    log.close()
+    (directory / f"{component.name}.pid").write_text(f"{proc.pid}\n")
+    logger.info("started %s (pid %d): %s", component.name, proc.pid, " ".join(component.argv))
+    return proc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(OSError):
+        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
+            return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _alive(pgid) or _any_in_group(pgid)
+
+
+def _any_in_group(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def stop_group(pgid: int, *, timeout: float = 30.0) -> None:
+    """SIGINT the process group (graceful for Airflow), then SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pgid, os.WNOHANG)
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.2)
+        logger.warning("process group %d ignored %s", pgid, sig.name)
+
+
+def stop_all(directory: Path, *, timeout: float = 30.0) -> list[str]:
+    """Stop every component with a pid file in ``directory``; returns the names stopped."""
+    stopped = []
+    for pid_file in sorted(directory.glob("*.pid")):
+        try:
+            pgid = int(pid_file.read_text().split()[0])
+        except (ValueError, IndexError, OSError):
+            pid_file.unlink(missing_ok=True)
+            continue
+        if _group_alive(pgid):
+            stop_group(pgid, timeout=timeout)
+            stopped.append(pid_file.stem)
+        pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def wait_http(url: str, *, timeout: float, procs: Sequence[subprocess.Popen[bytes]] = ()) -> bool:
+    """Poll ``url`` until it answers 2xx/3xx; False on timeout or when a watched process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback URL)
+                if resp.status < 400:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _has_dashboard() -> bool:
+    return importlib.util.find_spec("meshinsights.cli.dashboard") is not None
+
+
+def _seed_demo(env: Mapping[str, str]) -> None:
+    exe = str(Path(sys.executable).parent / "meshinsights")
+    subprocess.run([exe, "demo", "seed"], env=dict(env), check=True)
+
+
+def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> int:
+    """Seed, start Airflow standalone and the dashboard, print URLs and login, wait for Ctrl-C."""
+    home = airflow_home()
+    directory = run_dir(home)
+    if (directory / "stack.pid").exists() and _alive(int((directory / "stack.pid").read_text())):
+        _say("the stack is already running; stop it with `make stop`")
+        return 1
+    stop_all(directory)  # leftovers of a run that was killed hard
+    started = time.monotonic()
+    dashboard_url = f"http://localhost:{dashboard_port}"
+    env = airflow_env(home, api_port=api_port, dashboard_url=dashboard_url)
+    _seed_demo(env)
+    password = ensure_password(home)
+    (directory / "stack.pid").write_text(f"{os.getpid()}\n")
+    procs = {"airflow": spawn(Component("airflow", ["airflow", "standalone"]), env, directory)}
+    if _has_dashboard():
+        exe = str(Path(sys.executable).parent / "meshinsights")
+        procs["dashboard"] = spawn(
+            Component("dashboard", [exe, "dashboard", "--port", str(dashboard_port)]), env, directory)
+    else:
+        _say("(the dashboard command is not available in this build yet; starting Airflow only)")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _say(f"starting Airflow on port {api_port} (logs: {directory}/*.log) …")
+        if not wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=timeout,
+                         procs=list(procs.values())):
+            _say(f"Airflow did not come up; last lines of its log:\n{_tail(directory / 'airflow.log')}")
+            return 1
+        if "dashboard" in procs and not wait_http(
+                f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=60,
+                procs=[procs["dashboard"]]):
+            _say(f"the dashboard did not come up:\n{_tail(directory / 'dashboard.log')}")
+        _banner(api_port, dashboard_url if "dashboard" in procs else None, password, home,
+                time.monotonic() - started)
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(1)
+        dead = [n for n, p in procs.items() if p.poll() is not None]
+        _say(f"{', '.join(dead)} exited; stopping the stack")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _say("stopping …")
+        stop_all(directory)
+        (directory / "stack.pid").unlink(missing_ok=True)
+        _say("stopped")
+
+
+def _banner(api_port: int, dashboard_url: str | None, password: str, home: Path,
+            seconds: float) -> None:
+    lines = [
+        "",
+        f"MeshInsights is up ({seconds:.0f}s)",
+        f"  Airflow UI : http://localhost:{api_port}   login: admin / {password}",
+        f"               (password stored in {home / PASSWORDS_FILE})",
+    ]
+    if dashboard_url:
+        lines.append(f"  Dashboard  : {dashboard_url}")
+    lines += [
+        "  DAGs start paused: unpause one in the UI, or trigger a window on demand:",
+        '    airflow dags trigger minimal__hvac-001 --conf \'{"start": "2024-01-01", '
+        '"end": "2024-01-02"}\'',
+        "  Stop with Ctrl-C here, or `make stop` from another shell.",
+        "",
+    ]
+    _say("\n".join(lines))
+
+
+def stop_stack() -> int:
+    """Stop a running ``make run`` (its supervisor first, then any leftover component)."""
+    directory = run_dir(airflow_home())
+    stack = directory / "stack.pid"
+    if stack.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            pid = int(stack.read_text())
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.3)
+        stack.unlink(missing_ok=True)
+    stopped = stop_all(directory)
+    _say("stopped" + (f" leftover {', '.join(stopped)}" if stopped else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``run`` | ``stop`` | ``demo``."""
+    parser = argparse.ArgumentParser(prog="local_stack", description=__doc__)
+    parser.add_argument("command", choices=["run", "stop", "demo"])
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
+    parser.add_argument("--dashboard-port", type=int,
+                        default=int(os.environ.get("DASHBOARD_PORT", 8501)))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run":
+        return run_stack(api_port=args.api_port, dashboard_port=args.dashboard_port)
+    if args.command == "stop":
+        return stop_stack()
+    from meshinsights.orchestration.airflow_demo import run_demo
+
+    return run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
