@@ -35,17 +35,16 @@ lint: venv
 	$(BIN)/ruff format --check meshinsights
 	$(BIN)/mypy meshinsights
 
+# Headless: seed, run every demo machine's DAG once through Airflow, print tables + a DuckDB query.
 demo: venv
-	$(BIN)/meshinsights demo seed
-	$(BIN)/meshinsights run hvac-001 --start 2024-01-01 --end 2024-01-03
-	$(BIN)/meshinsights tables
+	scripts/run.sh demo
 
+# Airflow standalone + dashboard; prints URLs and login. Ctrl-C or `make stop` ends it.
 run: venv
-	$(BIN)/meshinsights demo seed
-	@echo "make run: full stack (Airflow + dashboard) arrives with the 'Run it as users do' issue"
+	scripts/run.sh run
 
 stop:
-	@true
+	@test -x $(BIN)/python && scripts/run.sh stop || true
 
 bench: venv
 	@echo "benchmarks arrive with the benchmarks issue"

@@ -25,6 +25,7 @@ __all__ = [
     "Condition",
     "When",
     "MetricRule",
+    "EventRules",
     "StepConfig",
     "PipelineConfig",
     "SQLSource",
@@ -106,6 +107,16 @@ class MetricRule(_Model):
     unit: str | None = Field(None, description="canonical unit; sources in other units convert")
 
 
+class EventRules(_Model):
+    """Validation for events/alarms/logs; failing rows go to quarantine with the rule's name."""
+
+    kinds: list[str] = Field(["event", "alarm", "log"], description="allowed kinds")
+    severities: list[str] | None = Field(None, description="allowed severities (default: any)")
+    codes: dict[str, list[str]] = Field(
+        default_factory=dict, description="allowed codes per kind; kinds not listed accept any"
+    )
+
+
 class StepConfig(_Model):
     """One step of a pipeline template."""
 
@@ -153,6 +164,9 @@ class PipelineConfig(_Model):
     validation: dict[str, MetricRule] = Field(
         default_factory=dict, description="per-metric validation rules applied at ingest"
     )
+    events: EventRules = Field(
+        default_factory=EventRules, description="validation of events/alarms/logs at ingest"
+    )
     source_window: str | None = Field(
         None, description="how far back ingest reads (e.g. '90D'); default: the run window"
     )
@@ -174,7 +188,29 @@ class PipelineConfig(_Model):
 # ---------------------------------------------------------------- machines and sources
 
 
-class SQLSource(_Model):
+class _SourceShape(_Model):
+    """Options every source shares: layout, time zone, units, late-data lookback."""
+
+    layout: Literal["long", "wide", "tsdb"] = Field(
+        "long", description="long (ts, metric, value), wide (a column per metric) or tsdb "
+        "(time, deviceId, measure_name, measure_value)"
+    )
+    metrics: dict[str, str] = Field(
+        default_factory=dict, description="wide layout: {column: metric name} (default: all)"
+    )
+    timezone: str = Field("UTC", description="zone of naive source timestamps")
+    ts_format: str | None = Field(None, description="strftime format of text timestamps")
+    units: dict[str, str] = Field(
+        default_factory=dict, description="unit of each metric in the source; converted to "
+        "the validation rule's unit"
+    )
+    late_lookback: str = Field(
+        "31D", pattern=r"^\d+(min|h|D|W)$",
+        description="how far back late rows can reopen windows (e.g. 31D)",
+    )
+
+
+class SQLSource(_SourceShape):
     """A SQL database (SQLite, MySQL/MariaDB, PostgreSQL) read through SQLAlchemy."""
 
     type: Literal["sql"]
@@ -182,27 +218,32 @@ class SQLSource(_Model):
     query: str = Field(
         description="parameterized SQL; :machine_id, :start and :end are bound per run"
     )
-    events_query: str | None = Field(None, description="optional query for events/alarms/logs")
+    events_query: str | None = Field(
+        None, description="optional query for events/alarms/logs (same parameters)"
+    )
+    late_query: str | None = Field(
+        None, description="optional: return the ts of rows ingested after :watermark with "
+        ":since <= ts < :start; their windows are reprocessed (late data)"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="extra bound parameters")
-    layout: Literal["long", "wide"] = "long"
-    timezone: str = Field("UTC", description="zone of naive source timestamps")
-    units: dict[str, str] = Field(default_factory=dict, description="unit of each metric")
 
 
-class ADXSource(_Model):
+class ADXSource(_SourceShape):
     """Azure Data Explorer (Kusto), queried with declared parameters."""
 
     type: Literal["adx"]
-    conn_id: str
-    database: str
+    conn_id: str = Field(description="Airflow Connection id (or AIRFLOW_CONN_<ID> variable)")
+    database: str = Field(description="Kusto database")
     query: str = Field(description="KQL; declare parameters, e.g. 'declare query_parameters(...)'")
+    events_query: str | None = Field(None, description="optional KQL for events/alarms/logs")
+    late_query: str | None = Field(
+        None, description="optional KQL returning ts of rows ingested after watermark with "
+        "since <= ts < start"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
-    layout: Literal["long", "wide", "tsdb"] = "long"
-    timezone: str = "UTC"
-    units: dict[str, str] = Field(default_factory=dict)
 
 
-class FileSource(_Model):
+class FileSource(_SourceShape):
     """CSV or Parquet files (a file or a folder)."""
 
     type: Literal["file"]
@@ -214,14 +255,12 @@ class FileSource(_Model):
     header: bool = True
     names: list[str] | None = Field(None, description="column names when header is false")
     na_values: list[Any] = Field(default_factory=list, description="values that mean missing")
+    encoding: str = "utf-8"
     ts_column: str = "timestamp"
-    ts_format: str | None = None
-    timezone: str = "UTC"
     machine_column: str | None = Field(None, description="column holding the machine id, if any")
-    metrics: dict[str, str] = Field(
-        default_factory=dict, description="wide layout: {column: metric name}"
+    ingested_column: str | None = Field(
+        None, description="column holding the ingestion time; enables late-data reprocessing"
     )
-    units: dict[str, str] = Field(default_factory=dict)
 
 
 Source = Annotated[SQLSource | ADXSource | FileSource, Field(discriminator="type")]

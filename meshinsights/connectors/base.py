@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import json
 import logging
 import threading
@@ -26,6 +27,13 @@ __all__ = ["DBConnector", "PluginManager", "ENTRY_POINT_GROUP", "default_manager
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "meshinsights.connectors"
+
+#: Built-in connectors, imported on first use (DAG parsing must not pay for pandas/kusto).
+BUILTINS = {
+    "sql": "meshinsights.connectors.sql:SQLConnector",
+    "adx": "meshinsights.connectors.adx:ADXConnector",
+    "file": "meshinsights.connectors.files:FileConnector",
+}
 
 
 class DBConnector(ABC):
@@ -80,12 +88,19 @@ def config_key(conn_type: str, config: Mapping[str, Any]) -> str:
 class PluginManager:
     """Registers connector classes by ``conn_type`` and pools their instances by config hash."""
 
-    def __init__(self, *, load_entry_points: bool = True) -> None:
+    def __init__(self, *, load_entry_points: bool = True, builtins: bool = True) -> None:
         self._classes: dict[str, type[DBConnector]] = {}
+        self._lazy: dict[str, str] = dict(BUILTINS) if builtins else {}
         self._pool: dict[str, DBConnector] = {}
         self._lock = threading.Lock()
         self._load_eps = load_entry_points
         self._eps_loaded = False
+
+    def __enter__(self) -> PluginManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
 
     def register(self, cls: type[DBConnector], *, name: str | None = None) -> type[DBConnector]:
         """Register a connector class (usable as a decorator)."""
@@ -100,6 +115,8 @@ class PluginManager:
             return
         self._eps_loaded = True
         for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value in self._lazy.values() or ep.name in self._classes:
+                continue  # a built-in (declared in our own pyproject) or registered explicitly
             try:
                 cls = ep.load()
                 self._classes.setdefault(cls.conn_type or ep.name, cls)
@@ -108,20 +125,29 @@ class PluginManager:
 
     def known(self) -> list[str]:
         self._load_entry_points()
-        return sorted(self._classes)
+        return sorted(set(self._classes) | set(self._lazy))
 
     def connector_class(self, conn_type: str) -> type[DBConnector]:
         self._load_entry_points()
         if conn_type in self._classes:
             return self._classes[conn_type]
-        close = difflib.get_close_matches(conn_type, self._classes, n=1)
+        if conn_type in self._lazy:
+            module, _, attr = self._lazy[conn_type].partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+            self._classes[conn_type] = cls
+            return cls
+        close = difflib.get_close_matches(conn_type, self.known(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConnectorError(
             f"unknown connector type {conn_type!r}.{hint} Known: {', '.join(self.known())}"
         )
 
     def get(self, conn_type: str, **config: Any) -> DBConnector:
-        """A pooled connector for this exact config (created on first request)."""
+        """A pooled connector for this exact config (created on first request).
+
+        The pool key hashes the whole config, secrets included: two machines with the same
+        URL share one engine; another tenant, login or password always gets its own.
+        """
         cls = self.connector_class(conn_type)
         key = config_key(conn_type, config)
         with self._lock:

@@ -1,7 +1,9 @@
 """Resolve a connection id to a URL: Airflow Connections inside Airflow, env vars outside.
 
 The local runner reads ``AIRFLOW_CONN_<CONN_ID>`` (URI or Airflow's JSON form) — the same
-variable Airflow itself honours — so one setting serves both. Nothing here logs a secret.
+variable Airflow itself honours — from the environment or, failing that, a ``.env`` file
+(``$MESHINSIGHTS_ENV_FILE``, ``./.env`` or the checkout's ``.env``; keep it out of git). Nothing
+here logs a secret, and YAML configs only ever name a connection id.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import json
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 from meshinsights.errors import ConnectorError
 
-__all__ = ["ConnectionResolver", "env_resolver", "airflow_resolver", "redact", "env_var_name"]
+__all__ = ["ConnectionResolver", "env_resolver", "airflow_resolver", "redact", "env_var_name",
+           "dotenv_value", "adx_url"]
 
 ConnectionResolver = Callable[[str], str]
 
@@ -34,11 +38,36 @@ def env_var_name(conn_id: str) -> str:
     return "AIRFLOW_CONN_" + re.sub(r"[^A-Za-z0-9]", "_", conn_id).upper()
 
 
+_ADX_TYPES = ("azure_data_explorer", "azure-data-explorer", "adx")
+
+
+def adx_url(host: str, login: str | None, password: str | None,
+            extra: dict[str, object] | None) -> str:
+    """An ADX connector URL from Airflow Connection fields (host = the cluster URL)."""
+    scheme, _, rest = host.partition("://")
+    if not rest:
+        scheme, rest = "https", host
+    auth = f"{quote(login, safe='')}:{quote(password or '', safe='')}@" if login else ""
+    query = {k.removeprefix("extra__azure_data_explorer__"): v for k, v in (extra or {}).items()
+             if v not in (None, "")}
+    if "tenant" not in query and "tenant_id" in query:
+        query["tenant"] = query.pop("tenant_id")
+    url = f"{scheme}://{auth}{rest.rstrip('/')}"
+    if query:
+        url += "?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in sorted(query.items()))
+    return url
+
+
 def _from_json(data: dict[str, object]) -> str:
     conn_type = str(data.get("conn_type", ""))
     host = str(data.get("host") or "")
     if conn_type == "sqlite":
         return f"sqlite:///{host}"
+    if conn_type in _ADX_TYPES:
+        extra = data.get("extra")
+        return adx_url(host, str(data.get("login") or "") or None,
+                       str(data.get("password") or "") or None,
+                       extra if isinstance(extra, dict) else None)
     login = quote(str(data.get("login") or ""), safe="")
     password = quote(str(data.get("password") or ""), safe="")
     auth = f"{login}:{password}@" if login or password else ""
@@ -59,10 +88,33 @@ def normalize_url(url: str) -> str:
     return f"{_SCHEMES.get(scheme, scheme)}://{rest}"
 
 
+def _env_file() -> Path | None:
+    """The ``.env`` file the local runner reads: $MESHINSIGHTS_ENV_FILE, ./.env, <repo>/.env."""
+    explicit = os.environ.get("MESHINSIGHTS_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    from meshinsights.settings import PROJECT_ROOT
+
+    for candidate in (Path.cwd() / ".env", PROJECT_ROOT / ".env"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dotenv_value(name: str) -> str | None:
+    """``name`` from the local ``.env`` file (never written into os.environ), if any."""
+    path = _env_file()
+    if path is None or not path.is_file():
+        return None
+    from dotenv import dotenv_values
+
+    return dotenv_values(path).get(name)
+
+
 def env_resolver(conn_id: str) -> str:
-    """The URL in ``AIRFLOW_CONN_<CONN_ID>``; a clear error naming the variable if unset."""
+    """The URL in ``AIRFLOW_CONN_<CONN_ID>`` (environment, then ``.env``); clear error if unset."""
     name = env_var_name(conn_id)
-    raw = os.environ.get(name)
+    raw = os.environ.get(name) or dotenv_value(name)
     if not raw and conn_id == DEMO_CONN_ID:
         # Day one works with no set-up: the demo connection defaults to the seeded SQLite file.
         from meshinsights.settings import get_settings
@@ -71,7 +123,8 @@ def env_resolver(conn_id: str) -> str:
     if not raw:
         raise ConnectorError(
             f"connection {conn_id!r} is not configured: set {name} (a URL such as "
-            f"mysql://user:pass@host:3306/db) or create the Airflow Connection {conn_id!r}"
+            f"mysql://user:pass@host:3306/db) in the environment or a .env file, or create the "
+            f"Airflow Connection {conn_id!r}"
         )
     raw = raw.strip()
     if raw.startswith("{"):
@@ -95,6 +148,8 @@ def airflow_resolver(conn_id: str) -> str:
         ) from exc
     if conn.conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
+    if conn.conn_type in _ADX_TYPES:
+        return adx_url(conn.host or "", conn.login, conn.password, conn.extra_dejson)
     return conn.get_uri()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,12 @@ _MYSQL_TRANSIENT = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 # failure, deadlock, admin shutdown, too many connections.
 _PG_TRANSIENT_PREFIX = ("08", "57P", "53")
 _PG_TRANSIENT = {"40001", "40P01"}
+_UNKNOWN_HOST = ("name or service not known", "could not translate host name",
+                 "nodename nor servname", "temporary failure in name resolution",
+                 "unknown mysql server host", "getaddrinfo failed")
+_TRANSIENT_TEXT = ("timeout", "timed out", "connection refused", "server closed",
+                   "lost connection", "server has gone away", "database is locked",
+                   "connection reset", "could not connect")
 
 
 class SQLConnector(DBConnector):
@@ -49,7 +56,18 @@ class SQLConnector(DBConnector):
 
     def connect(self) -> Any:
         from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
 
+        try:
+            url = make_url(self.url)
+        except Exception:
+            raise ConnectorError(f"connection URL {self.describe()} is not a valid database URL; "
+                                 "use e.g. mysql://user:pass@host:3306/db") from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+                and not Path(url.database).exists():
+            # sqlite3 would silently create an empty file and fail later on "no such table".
+            raise ConnectorError(f"SQLite file {url.database} does not exist; run "
+                                 "`meshinsights demo seed` or fix the path in the connection")
         args: dict[str, Any] = {}
         if self.url.startswith(("mysql", "postgresql")):
             args["connect_timeout"] = self.config["connect_timeout"]
@@ -73,7 +91,8 @@ class SQLConnector(DBConnector):
             # data uses so string comparison equals time comparison.
             for k, v in bound.items():
                 if isinstance(v, datetime):
-                    bound[k] = v.strftime("%Y-%m-%d %H:%M:%S")
+                    fmt = "%Y-%m-%d %H:%M:%S" + (".%f" if v.microsecond else "")
+                    bound[k] = v.strftime(fmt)
         return bound
 
     def query(self, query: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -88,29 +107,50 @@ class SQLConnector(DBConnector):
             raise self._wrap(exc) from None
 
     def _wrap(self, exc: Exception) -> ConnectorError:
-        orig = getattr(exc, "orig", None) or exc
-        detail = redact(str(orig).splitlines()[0] if str(orig) else type(orig).__name__,
-                        self._password)
+        """One actionable line, secret-free; transient faults as TransientConnectorError."""
+        orig = _driver_error(exc)
+        text = str(orig).strip()
+        detail = redact(text.splitlines()[0] if text else type(orig).__name__, self._password)
         where = self.describe()
-        code = getattr(orig, "args", [None])[0] if orig.args else None
+        args = getattr(orig, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
         pgcode = getattr(orig, "pgcode", None)
-        if isinstance(code, int) and code in _MYSQL_TRANSIENT and "Unknown" not in detail:
-            return TransientConnectorError(f"{where}: transient database error ({detail}); retrying helps")
-        if pgcode and (pgcode in _PG_TRANSIENT or pgcode.startswith(_PG_TRANSIENT_PREFIX)):
-            return TransientConnectorError(f"{where}: transient database error ({detail})")
         low = detail.lower()
-        if "access denied" in low or "password authentication failed" in low:
+        # Permanent causes first: a DNS failure also carries MySQL's "can't connect" code.
+        if "access denied" in low or "password authentication failed" in low \
+                or code == 1045 or pgcode == "28P01":
             return ConnectorError(f"{where}: authentication failed ({detail}); check the login "
                                   "and password of the connection")
-        if "unknown" in low and "host" in low or "name or service not known" in low \
-                or "could not translate host name" in low:
+        if any(p in low for p in _UNKNOWN_HOST):
             return ConnectorError(f"{where}: unknown host ({detail}); check the host name")
-        if "doesn't exist" in low or "no such table" in low or "does not exist" in low:
+        if code in (1146, 1054) or pgcode in ("42P01", "42703") or "no such table" in low \
+                or "no such column" in low or "doesn't exist" in low:
             return ConnectorError(f"{where}: missing table or column ({detail}); check the query "
                                   "and that the source is seeded")
-        if "syntax" in low:
+        if code == 1049 or pgcode == "3D000" or ("database" in low and "does not exist" in low):
+            return ConnectorError(f"{where}: unknown database ({detail}); check the database "
+                                  "name in the connection")
+        if code == 1064 or pgcode == "42601" or "syntax" in low:
             return ConnectorError(f"{where}: SQL syntax error ({detail}); fix the query")
-        if ("timeout" in low or "timed out" in low or "connection refused" in low
-                or "server closed" in low or "lost connection" in low):
-            return TransientConnectorError(f"{where}: {detail}; the server may be down or busy")
+        if code in _MYSQL_TRANSIENT or (pgcode and (
+                pgcode in _PG_TRANSIENT or pgcode.startswith(_PG_TRANSIENT_PREFIX))) \
+                or any(p in low for p in _TRANSIENT_TEXT):
+            return TransientConnectorError(f"{where}: transient database error ({detail}); the "
+                                           "server may be down or busy — retrying")
         return ConnectorError(f"{where}: query failed ({detail})")
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The DB-API error under SQLAlchemy's and pandas' wrappers (it carries the codes)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        orig = getattr(cur, "orig", None)
+        if orig is not None:
+            return orig
+        if getattr(cur, "pgcode", None) or type(cur).__module__.startswith(
+                ("pymysql", "psycopg2", "sqlite3")):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return exc

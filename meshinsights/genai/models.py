@@ -129,7 +129,8 @@ GENAI_SCHEMA = pa.schema(
         ("status", pa.string()),  # ok | fallback
         ("provider", pa.string()),  # who answered: openai | azure | compatible | offline
         ("requested_provider", pa.string()),
-        ("model", pa.string()),
+        ("model", pa.string()),  # the model that answered (offline rows: the rules' version)
+        ("requested_model", pa.string()),
         ("cache_key", pa.string()),
         ("prompt_hash", pa.string()),
         ("input_hash", pa.string()),

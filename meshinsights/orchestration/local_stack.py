@@ -218,6 +218,11 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # `make stop` sends SIGTERM: unwind through the same cleanup as Ctrl-C.
+    raise KeyboardInterrupt
+
+
 def _has_dashboard() -> bool:
     return importlib.util.find_spec("meshinsights.cli.dashboard") is not None
 
@@ -248,7 +253,7 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> 
             Component("dashboard", [exe, "dashboard", "--port", str(dashboard_port)]), env, directory)
     else:
         _say("(the dashboard command is not available in this build yet; starting Airflow only)")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _say(f"starting Airflow on port {api_port} (logs: {directory}/*.log) …")
         if not wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=timeout,

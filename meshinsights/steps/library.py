@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from meshinsights.steps import basic  # noqa: F401
+from meshinsights.genai import step as genai_step  # noqa: F401
 
 __all__: list[str] = []

@@ -248,24 +248,30 @@ class DeltaStore:
         self, uri: str, arrow: pa.Table, predicate: str, meta: dict[str, str], evolve: bool
     ) -> int:
         props = CommitProperties(custom_metadata=meta)
-        existing = _try_open(uri, self.storage_options)
+        existing = _try_open(uri, self.storage_options) or self._create(uri, arrow.schema)
         if arrow.num_rows == 0:
-            if existing is None:
-                write_deltalake(uri, arrow, mode="append", partition_by=["machine_id", "month"],
-                                storage_options=self.storage_options, commit_properties=props)
-            else:
-                existing.delete(predicate, commit_properties=props)
-        elif existing is None:
-            write_deltalake(uri, arrow, mode="append", partition_by=["machine_id", "month"],
-                            storage_options=self.storage_options, commit_properties=props)
+            existing.delete(predicate, commit_properties=props)
         else:
             write_deltalake(
-                uri, arrow, mode="overwrite", predicate=predicate,
-                schema_mode="merge" if evolve else None,
-                storage_options=self.storage_options, commit_properties=props,
+                existing, arrow, mode="overwrite", predicate=predicate,
+                schema_mode="merge" if evolve else None, commit_properties=props,
             )
-        dt = DeltaTable(uri, storage_options=self.storage_options)
-        return int(dt.version())
+        # The table object now holds the snapshot of its own commit: this is our version even
+        # when other writers commit right after us.
+        return int(existing.version())
+
+    def _create(self, uri: str, schema: pa.Schema) -> DeltaTable:
+        """Create an empty table; if a concurrent writer created it first, open theirs."""
+        try:
+            write_deltalake(uri, schema.empty_table(), mode="append",
+                            partition_by=["machine_id", "month"],
+                            storage_options=self.storage_options)
+        except Exception as exc:  # lost the creation race (or a real failure: reopen tells)
+            logger.info("creating %s: %s; opening the existing table", uri, exc)
+        table = _try_open(uri, self.storage_options)
+        if table is None:
+            raise StoreError(f"could not create table {uri}; check the store URI and permissions")
+        return table
 
     # ------------------------------------------------------------------ metadata
     def history(self, namespace: str, table: str, limit: int | None = None) -> list[dict[str, Any]]:

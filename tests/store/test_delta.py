@@ -158,4 +158,5 @@ def test_tables_lists_versions_and_rows(store: DeltaStore, day: Window):
     write(store, frame("a", "2024-01-01", 5), "a", day)
     write(store, frame("b", "2024-01-01", 7), "b", day)
     (info,) = store.tables()
-    assert (info.namespace, info.name, info.version, info.rows) == (NS, "telemetry", 1, 12)
+    # version 0 creates the empty table, then one commit per write
+    assert (info.namespace, info.name, info.version, info.rows) == (NS, "telemetry", 2, 12)

@@ -1,0 +1,173 @@
+"""Compressor cycle detection from power: stage segments, their filtering and per-stage medians.
+
+A *cycle* here is a maximal run of grid samples at one stage (0 = off, 1, 2, ... by
+``stage_edges``). A cycle is recorded when it ends — its ``ts`` is the end time and
+``start_ts`` the start — so a cycle crossing a window boundary is reported once, complete, by
+the window it ends in (give the step a ``lookback`` longer than the longest cycle). A cycle
+next to a gap or at the start of the data has an unknown length: ``complete`` is false.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from meshinsights.model import TS, Window
+from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step, runs
+from meshinsights.steps.registry import step
+
+__all__ = [
+    "detect_cycles",
+    "cycle_medians",
+    "stage_of",
+    "filter_cycles",
+    "CYCLES_SCHEMA",
+    "CYCLE_STATS_SCHEMA",
+]
+
+logger = logging.getLogger(__name__)
+
+CYCLES_SCHEMA = pa.schema(
+    [
+        ("machine_id", pa.string()),
+        ("ts", TS),  # end of the cycle (exclusive): when it was known to be over
+        ("start_ts", TS),
+        ("metric", pa.string()),
+        ("stage", pa.int64()),
+        ("duration_min", pa.float64()),
+        ("n_samples", pa.int64()),
+        ("median", pa.float64()),
+        ("mean", pa.float64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+        ("complete", pa.bool_()),
+        ("valid", pa.bool_()),
+        ("reject_reason", pa.string()),
+    ]
+)
+
+CYCLE_STATS_SCHEMA = pa.schema(
+    [
+        ("machine_id", pa.string()),
+        ("ts", TS),  # window start
+        ("stage", pa.int64()),
+        ("n_cycles", pa.int64()),
+        ("n_rejected", pa.int64()),
+        ("median", pa.float64()),
+        ("mad", pa.float64()),
+        ("cv", pa.float64()),
+        ("median_duration_min", pa.float64()),
+        ("total_minutes", pa.float64()),
+        ("cycles_per_hour", pa.float64()),
+    ]
+)
+
+
+def stage_of(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Stage per sample: the number of edges at or below the value; -1 where it is null."""
+    v = np.asarray(values, dtype="float64")
+    stage = np.searchsorted(np.asarray(sorted(edges), dtype="float64"), v, side="right")
+    return np.where(np.isnan(v), -1, stage).astype("int64")
+
+
+def _segments(s: pd.Series, edges: list[float], step: pd.Timedelta) -> pd.DataFrame:
+    values = s.to_numpy(dtype="float64")
+    idx = s.index
+    stage = stage_of(values, edges)
+    starts, lengths = runs(stage)
+    rows = []
+    n_total = len(values)
+    for start, n in zip(starts, lengths, strict=True):
+        if stage[start] < 0:
+            continue
+        after = start + n
+        if after == n_total:
+            continue  # still running at the end of the data: the next window reports it
+        contiguous_before = start > 0 and idx[start] - idx[start - 1] <= step
+        known_before = contiguous_before and stage[start - 1] >= 0
+        known_after = stage[after] >= 0 and idx[after] - idx[after - 1] <= step
+        seg = values[start:after]
+        rows.append({
+            "ts": idx[after - 1] + step,
+            "start_ts": idx[start],
+            "stage": int(stage[start]),
+            "duration_min": n * step / pd.Timedelta(minutes=1),
+            "n_samples": int(n),
+            "median": float(np.median(seg)),
+            "mean": float(seg.mean()),
+            "min": float(seg.min()),
+            "max": float(seg.max()),
+            "complete": bool(known_before and known_after),
+        })
+    return pd.DataFrame(rows)
+
+
+def filter_cycles(cycles: pd.DataFrame, *, min_minutes: float, max_minutes: float) -> pd.DataFrame:
+    """Mark cycles valid or give the reason: incomplete, too_short, or too_long (on-stages only)."""
+    out = cycles.copy()
+    reason = pd.Series(None, index=out.index, dtype=object)
+    reason = reason.mask(out["duration_min"] < min_minutes, "too_short")
+    reason = reason.mask((out["stage"] > 0) & (out["duration_min"] > max_minutes), "too_long")
+    reason = reason.mask(~out["complete"].astype(bool), "incomplete")
+    out["valid"] = reason.isna()
+    out["reject_reason"] = reason
+    return out
+
+
+@step(inputs=["clean"], output="cycles", schema=CYCLES_SCHEMA)
+def detect_cycles(
+    clean: pd.DataFrame,
+    *,
+    metric: str = "power_kw",
+    stage_edges: tuple[float, ...] | list[float] = (1.5, 4.5),
+    min_minutes: float = 3.0,
+    max_minutes: float = 240.0,
+    window: Window | None = None,
+) -> pd.DataFrame:
+    """One row per stage segment of ``metric`` that ended in the window, flagged valid or not."""
+    rows = clean[clean["metric"] == metric] if not clean.empty else clean
+    if rows.empty:
+        return empty_frame(CYCLES_SCHEMA)
+    rows = rows.sort_values("ts", kind="stable")
+    s = pd.Series(rows["value"].to_numpy(dtype="float64", na_value=np.nan),
+                  index=pd.DatetimeIndex(rows["ts"]))
+    seg = _segments(s, list(stage_edges), infer_step(rows["ts"]))
+    if seg.empty:
+        return empty_frame(CYCLES_SCHEMA)
+    seg.insert(2, "metric", metric)
+    seg = filter_cycles(seg, min_minutes=min_minutes, max_minutes=max_minutes)
+    for col in ("ts", "start_ts"):
+        seg[col] = seg[col].astype(UTC_US)
+    return in_window(seg, window)
+
+
+@step(inputs=["cycles"], output="cycle_stats", schema=CYCLE_STATS_SCHEMA)
+def cycle_medians(cycles: pd.DataFrame, *, window: Window) -> pd.DataFrame:
+    """Per stage: valid-cycle count, median of cycle medians, MAD, CV, durations, cycle rate."""
+    if cycles.empty:
+        return empty_frame(CYCLE_STATS_SCHEMA)
+    hours = (window.end - window.start).total_seconds() / 3600.0
+    out = []
+    for stage, group in cycles.groupby("stage", sort=True):
+        valid = group[group["valid"].astype(bool)]
+        med = valid["median"].astype("float64")
+        center = float(med.median()) if len(med) else np.nan
+        mean = float(med.mean()) if len(med) else np.nan
+        out.append({
+            "ts": pd.Timestamp(window.start),
+            "stage": int(stage),
+            "n_cycles": len(valid),
+            "n_rejected": int(len(group) - len(valid)),
+            "median": center,
+            "mad": float((med - center).abs().median()) if len(med) else np.nan,
+            "cv": float(med.std(ddof=1) / mean) if len(med) > 1 and mean else np.nan,
+            "median_duration_min": float(valid["duration_min"].median()) if len(valid) else np.nan,
+            "total_minutes": float(group["duration_min"].sum()),
+            "cycles_per_hour": float(group["complete"].astype(bool).sum() / hours),
+        })
+    frame = pd.DataFrame(out)
+    frame["ts"] = frame["ts"].astype(UTC_US)
+    return frame
