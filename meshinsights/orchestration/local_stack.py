@@ -76,6 +76,8 @@ def airflow_env(
         "AIRFLOW__CORE__PLUGINS_FOLDER": env.get("AIRFLOW__CORE__PLUGINS_FOLDER",
                                                  str(PROJECT_ROOT / "plugins")),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
+        "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
         "AIRFLOW__API__PORT": str(api_port),
         # The task supervisor reaches the Execution API through this URL (default port 8080).
         "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
@@ -163,11 +165,15 @@ def _any_in_group(pgid: int) -> bool:
 
 
 def stop_group(pgid: int, *, timeout: float = 30.0) -> None:
-    """SIGINT the process group (graceful for Airflow), then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+    """SIGINT the group's leader (it shuts its children down), then SIGTERM/SIGKILL the group."""
+    steps = ((os.kill, signal.SIGINT, timeout), (os.killpg, signal.SIGTERM, 10.0),
+             (os.killpg, signal.SIGKILL, 5.0))
+    for send, sig, wait in steps:
         try:
-            os.killpg(pgid, sig)
+            send(pgid, sig)
         except ProcessLookupError:
+            if send is os.kill:
+                continue
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -325,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dashboard-port", type=int,
                         default=int(os.environ.get("DASHBOARD_PORT", 8501)))
     args = parser.parse_args(argv)
+    # A shell that starts us in the background ignores SIGINT, and ignored signals stay ignored
+    # across exec: handle it here so every component we start gets the default (graceful) one.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         return run_stack(api_port=args.api_port, dashboard_port=args.dashboard_port)

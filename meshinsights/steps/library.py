@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from meshinsights.steps import basic  # noqa: F401
 from meshinsights.genai import step as genai_step  # noqa: F401
+from meshinsights.steps import (  # noqa: F401
+    anomaly,
+    basic,
+    cycles,
+    derivatives,
+    events,
+    forecast,
+    issues,
+    power,
+    resample,
+)
 
 __all__: list[str] = []

@@ -40,6 +40,7 @@ def test_bad_table_names_are_refused():
 
 
 def test_name_clash_with_another_function_is_refused():
+    registered_steps()  # the built-ins are loaded lazily; load them before clashing
     with pytest.raises(StepError, match="already registered"):
         @step(inputs=["telemetry"], output="x_out", name="average_temperature")
         def other(telemetry: pd.DataFrame) -> pd.DataFrame:
@@ -60,3 +61,32 @@ def test_builtin_steps_come_through_the_entry_point():
     assert spec.description.startswith("Mean, min, max")
     with pytest.raises(StepError, match=r"no parameter\(s\) \['bogus'\]"):
         spec.bind_params({"bogus": 1})
+
+
+def test_third_party_steps_register_through_the_entry_point_group(tmp_path, monkeypatch):
+    """A package that declares `meshinsights.steps` entry points is picked up on first use."""
+    import sys
+
+    from meshinsights.steps import registry
+
+    (tmp_path / "acme_steps.py").write_text(
+        "import pandas as pd\n"
+        "from meshinsights.steps.registry import step\n"
+        "@step(inputs=['telemetry'], output='acme_out')\n"
+        "def acme_rows(telemetry: pd.DataFrame) -> pd.DataFrame:\n"
+        "    '''Count rows.'''\n"
+        "    return telemetry.head(1)\n"
+    )
+    dist = tmp_path / "acme_steps-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-steps\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[meshinsights.steps]\nacme = acme_steps\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        spec = get_step("acme_rows")
+        assert (spec.inputs, spec.output, spec.description) == (("telemetry",), "acme_out",
+                                                                 "Count rows.")
+    finally:
+        registry._REGISTRY.pop("acme_rows", None)
+        sys.modules.pop("acme_steps", None)

@@ -1,0 +1,1 @@
+"""MeshInsights benchmarks (run by `make bench`, not by `make test`)."""

@@ -1,0 +1,158 @@
+"""Run the benchmarks: ``python -m bench.run [--only NAME ...] [--quick]``.
+
+Prints one rich table and writes ``bench/results/latest.json`` (or ``--out``). ``--quick`` uses
+small sizes and 3 repetitions (a smoke run, under two minutes); the full run uses the sizes of
+the benchmarks issue and at least 5 interleaved repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import REPO, Bench, machine_info
+
+__all__ = ["BENCHMARKS", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+
+def _overhead(workdir: Path, quick: bool) -> Bench:
+    from bench.overhead import bench_overhead
+
+    return bench_overhead(workdir, quick=quick)
+
+
+def _engine(workdir: Path, quick: bool) -> Bench:
+    from bench.engine import bench_engine
+
+    return bench_engine(workdir, quick=quick)
+
+
+def _partitions(workdir: Path, quick: bool) -> Bench:
+    from bench.partitions import bench_partitions
+
+    return bench_partitions(workdir, quick=quick)
+
+
+def _fleet(workdir: Path, quick: bool) -> Bench:
+    from bench.fleet import bench_fleet
+
+    return bench_fleet(workdir, quick=quick)
+
+
+def _incremental(workdir: Path, quick: bool) -> Bench:
+    from bench.incremental import bench_incremental
+
+    return bench_incremental(workdir, quick=quick)
+
+
+def _orchestration(workdir: Path, quick: bool) -> Bench:
+    from bench.orchestration import bench_orchestration
+
+    return bench_orchestration(workdir, quick=quick)
+
+
+def _maintenance(workdir: Path, quick: bool) -> Bench:
+    from bench.maintenance import bench_maintenance
+
+    return bench_maintenance(workdir, quick=quick)
+
+
+#: Name -> benchmark, in the order of the issue.
+BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
+    "overhead": _overhead,
+    "engine": _engine,
+    "partitions": _partitions,
+    "fleet": _fleet,
+    "incremental": _incremental,
+    "orchestration": _orchestration,
+    "maintenance": _maintenance,
+}
+
+
+def run(names: list[str], *, quick: bool, workdir: Path) -> dict[str, Any]:
+    """Run the named benchmarks; a failing one is recorded with its error, the rest still run."""
+    results: dict[str, Any] = {}
+    for name in names:
+        started = time.perf_counter()
+        try:
+            bench = BENCHMARKS[name](workdir / name, quick)
+            bench.seconds = time.perf_counter() - started
+            results[name] = bench.as_dict()
+        except Exception as exc:  # report and carry on: one broken benchmark is one row
+            logger.error("benchmark %s failed: %s", name, exc)
+            results[name] = {"name": name, "error": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc()[-3000:],
+                             "seconds": round(time.perf_counter() - started, 2)}
+    return {"meta": {**machine_info(), "quick": quick, "command": _command(names, quick)},
+            "benchmarks": results}
+
+
+def _command(names: list[str], quick: bool) -> str:
+    only = "" if names == list(BENCHMARKS) else " " + " ".join(f"--only {n}" for n in names)
+    return f"python -m bench.run{only}{' --quick' if quick else ''}"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"MeshInsights benchmarks ({'quick' if report['meta']['quick'] else 'full'})")
+    for col in ("benchmark", "figure", "value", "target", "ok"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for name, res in report["benchmarks"].items():
+        if "error" in res:
+            table.add_row(name, "[red]error[/red]", "", "", res["error"][:80])
+            continue
+        for i, row in enumerate(res["rows"]):
+            ok = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[row["ok"]]
+            value = row["value"]
+            text = f"{value:,.4g}" if isinstance(value, float) else str(value)
+            table.add_row(name if i == 0 else "", row["metric"],
+                          f"{text} {row['unit']}".strip(), row["target"], ok)
+        table.add_section()
+    Console().print(table)
+    for name, res in report["benchmarks"].items():
+        for note in res.get("notes", []):
+            Console().print(f"[dim]{name}: {note}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
+                        help="run only this benchmark (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="scratch folder (default: a temporary folder, removed at the end)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.pop("OPENAI_API_KEY", None)  # the GenAI step must use the offline analyst here
+    names = args.only or list(BENCHMARKS)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        report = run(names, quick=args.quick, workdir=args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="meshinsights-bench-") as tmp:
+            report = run(names, quick=args.quick, workdir=Path(tmp))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print_table(report)
+    print(f"results: {args.out}")
+    return 1 if any("error" in r for r in report["benchmarks"].values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
