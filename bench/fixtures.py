@@ -9,16 +9,12 @@ from typing import Any
 
 from bench.harness import REPO
 
-__all__ = ["pick_pipeline", "write_configs", "seed_source", "ingest", "machine_ids"]
+__all__ = ["pick_pipeline", "write_configs", "seed_source", "ingest", "load"]
 
 logger = logging.getLogger(__name__)
 
 PREFERRED = "hvac_power"
 FALLBACK = "minimal"
-
-
-def machine_ids(n: int) -> list[str]:
-    return [f"hvac-{i:03d}" if n < 1000 else f"hvac-{i:04d}" for i in range(1, n + 1)]
 
 
 def pick_pipeline(configs_dir: Path = REPO / "configs") -> str:
@@ -53,14 +49,14 @@ def load(folder: Path) -> Any:
     return loaded
 
 
-def seed_source(path: Path, *, machines: int, days: int) -> str:
-    """Seed the demo SQLite source; returns its URL."""
+def seed_source(path: Path, *, machines: int, days: int) -> tuple[str, list[str]]:
+    """Seed the demo SQLite source; returns its URL and the machine ids written."""
     from meshinsights.demo import seed
 
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path}"
-    seed(url, machines=machines, days=days, seed=7)
-    return url
+    fleet = seed(url, machines=machines, days=days, seed=7)
+    return url, list(fleet.machines)
 
 
 def ingest(configs: Any, machine_id: str, window: Any, store: Any, url: str) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def prepare(workdir: Path, *, days: int) -> Prepared:
     if (root / "READY").exists():
         return Prepared(root, pipeline, days)
     fresh_dir(root)
-    url = fixtures.seed_source(root / "source.db", machines=1, days=days)
+    url, _ = fixtures.seed_source(root / "source.db", machines=1, days=days)
     configs = fixtures.load(fixtures.write_configs(root / "configs", pipeline, [MACHINE]))
     start = pd.Timestamp("2024-01-01", tz="UTC")
     window = Window(start.to_pydatetime(), (start + pd.Timedelta(days=days)).to_pydatetime())

@@ -85,7 +85,8 @@ def _cycles(rng: np.random.Generator, n: int, fault: str, load: np.ndarray) -> t
     cycle = np.repeat(np.arange(2 * k), durations)[:n]
     starts = np.concatenate([[0], np.cumsum(durations)[:-1]])
     start_load = load[np.minimum(starts, n - 1)]
-    stage_of = np.where(rng.random(2 * k) < 0.1 + 0.6 * start_load, 2, 1)
+    # Stage 2 engages on some cycles at peak load (hot afternoons), stage 1 otherwise.
+    stage_of = np.where(rng.random(2 * k) < 0.3 * np.clip((start_load - 0.6) / 0.4, 0, 1), 2, 1)
     stage_of[0::2] = 0  # even segments are the off periods
     if fault == "power_variance":
         mult = np.clip(rng.lognormal(0.0, 0.45, 2 * k), 0.35, 2.5)
@@ -140,7 +141,8 @@ def generate_machine(number: int, start: datetime, days: int, seed: int) -> Mach
     ingest = minute + 1
     if fault == "late_rows":  # a 3-hour block each week arrives two days late
         for s in range(1440 + 9 * 60, n, 7 * 1440):
-            ingest[(minute >= s) & (minute < s + 180)] += 2 * 1440
+            block = (minute >= s) & (minute < s + 180)
+            ingest[block] = minute[block] + 2 * 1440
     if fault == "spikes_duplicates":  # the gateway re-sends ~0.5% of its rows verbatim
         dup = np.sort(rng.choice(len(minute), size=max(1, len(minute) // 200), replace=False))
         order = np.sort(np.concatenate([np.arange(len(minute)), dup]), kind="stable")

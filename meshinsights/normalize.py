@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,21 +128,44 @@ def quarantine_frame(
 
 
 def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
-    """Parse timestamps (naive ones in ``tz``) to UTC; unparsable values become NaT."""
+    """Parse timestamps (naive ones in ``tz``) to UTC; unparsable values become NaT.
+
+    Numbers are epoch seconds. Text with an explicit offset (``Z``, ``+02:00``) keeps it,
+    even in a column that otherwise holds naive local times.
+    """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        ts = pd.to_datetime(values, unit="s", errors="coerce", utc=True)  # epoch seconds
+        ts = pd.to_datetime(values, unit="s", errors="coerce", utc=True)
     elif pd.api.types.is_datetime64_any_dtype(values):
         ts = values
     else:
+        ts = _parse_text(values, fmt)
+    if getattr(ts.dt, "tz", None) is None:
+        ts = ts.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    ts = ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        failed = ts.isna() & values.notna()
+        if failed.any():
+            text = values[failed].astype(str).str.strip()
+            offset = text[text.str.contains(_OFFSET, regex=True)]
+            if len(offset):
+                ts.loc[offset.index] = pd.to_datetime(offset, errors="coerce", utc=True,
+                                                      format="ISO8601")
+    return ts
+
+
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _parse_text(values: pd.Series, fmt: str | None) -> pd.Series:
+    with warnings.catch_warnings():  # "could not infer format": per-element is intended
+        warnings.simplefilter("ignore", UserWarning)
         try:
             ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=False)
         except (ValueError, TypeError):  # mixed offsets or aware/naive mix
             ts = None
         if ts is None or not pd.api.types.is_datetime64_any_dtype(ts):
             ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
-    if getattr(ts.dt, "tz", None) is None:
-        ts = ts.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return ts
 
 
 class _Sorter:
@@ -276,20 +300,22 @@ def _units(sorter: _Sorter, units: Mapping[str, str], rules: Mapping[str, Any]) 
     df = sorter.df
     unit = df["unit"] if "unit" in df.columns else pd.Series(None, index=df.index, dtype=object)
     unit = unit.astype(object).where(unit.notna(), df["metric"].map(dict(units)))
-    df["unit"] = unit.map(canonical_unit).astype(object)
+    spellings = {u: canonical_unit(u) for u in unit.dropna().unique()}
+    df["unit"] = unit.map(spellings).astype(object)
     targets = {m: _get(r, "unit") for m, r in rules.items() if _get(r, "unit")}
     if not targets:
         return
     target = df["metric"].map(targets)
-    for (src, dst), idx in df[target.notna()].groupby([df["unit"].fillna(""), target]).groups.items():
-        if not src or canonical_unit(src) == canonical_unit(dst):
+    pairs = df[target.notna() & df["unit"].notna()].groupby(
+        [df["unit"], target], sort=False).groups
+    bad = pd.Series(False, index=df.index)
+    for (src, dst), idx in pairs.items():
+        if canonical_unit(src) == canonical_unit(dst):
             continue
-        if not can_convert(src, dst):
-            continue
-        df.loc[idx, "value"] = convert_units(df.loc[idx, "value"], src, dst)
-        logger.debug("converted %d value(s) from %s to %s", len(idx), src, dst)
-    bad = target.notna() & df["unit"].notna() & ~pd.Series(
-        [can_convert(u, t) for u, t in zip(df["unit"], target, strict=True)], index=df.index)
+        if can_convert(src, dst):
+            df.loc[idx, "value"] = convert_units(df.loc[idx, "value"], src, dst)
+        else:
+            bad[idx] = True
     sorter.reject(bad, "unit", "unit " + df["unit"].astype(str) + " cannot be converted to "
                   + target.astype(str))
     fill = target.loc[sorter.df.index]
@@ -430,7 +456,7 @@ def normalize_events(
         if col not in sorter.df.columns:
             sorter.df[col] = None
         sorter.df[col] = sorter.df[col].astype(object).map(_text)
-    sorter.df["kind"] = sorter.df["kind"].map(lambda k: k.lower() if k else k)
+    sorter.df["kind"] = sorter.df["kind"].map(lambda k: k.lower() if isinstance(k, str) else None)
     kinds = list((_get(rules, "kinds") if rules is not None else None) or DEFAULT_KINDS)
     sorter.reject(~sorter.df["kind"].isin(kinds), "events.kind",
                   f"kind missing or not one of {kinds}")

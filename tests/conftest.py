@@ -19,6 +19,11 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("MESHINSIGHTS_STORE", str(_AF_HOME / "artifacts"))
 os.environ.setdefault("MESHINSIGHTS_DEMO_SOURCE", str(_AF_HOME / "demo_source.db"))
+# The alert-threshold sink's default SQLite file (connection meshinsights_alerts unset).
+os.environ.setdefault("MESHINSIGHTS_ALERTS_DB", str(_AF_HOME / "alerts.db"))
+# Tests never reach a real LLM provider: without a key the GenAI step uses its offline analyst.
+for _var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AIRFLOW_CONN_MESHINSIGHTS_GENAI"):
+    os.environ.pop(_var, None)
 
 from meshinsights.model import Window  # noqa: E402
 from meshinsights.store import DeltaStore  # noqa: E402

@@ -211,7 +211,8 @@ class ADXConnector(DBConnector):
             return TransientConnectorError(f"{where}: cannot reach the cluster ({detail}); "
                                            "retrying")
         if isinstance(exc, KustoThrottlingError) or (status and status >= 500):
-            return TransientConnectorError(f"{where}: the cluster is busy ({detail}); retrying")
+            return TransientConnectorError(f"{where}: the cluster is busy (HTTP {status}); "
+                                           "retrying")
         if status in (401, 403):
             return ConnectorError(f"{where}: authentication failed (HTTP {status}); check the "
                                   "credentials and the principal's database permissions")

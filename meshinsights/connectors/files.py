@@ -84,9 +84,9 @@ class FileConnector(DBConnector):
         try:
             if c["format"] == "parquet":
                 frame = pd.read_parquet(path)
-                if c["na_values"]:
-                    keep = frame.columns != c["ts_column"]
-                    frame.loc[:, keep] = frame.loc[:, keep].replace(c["na_values"], None)
+                for col in frame.columns:
+                    if c["na_values"] and col != c["ts_column"]:
+                        frame[col] = frame[col].mask(frame[col].isin(c["na_values"]))
                 return frame
             return pd.read_csv(
                 path, sep=c["separator"], decimal=c["decimal"], header=0 if c["header"] else None,

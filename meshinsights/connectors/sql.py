@@ -24,7 +24,8 @@ _MYSQL_TRANSIENT = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 # PostgreSQL SQLSTATE classes/codes worth a retry: connection exceptions, serialization
 # failure, deadlock, admin shutdown, too many connections.
 _PG_TRANSIENT_PREFIX = ("08", "57P", "53")
-_PG_TRANSIENT = {"40001", "40P01"}
+# lock not available (lock_timeout) and query canceled (statement_timeout) too.
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57014"}
 _UNKNOWN_HOST = ("name or service not known", "could not translate host name",
                  "nodename nor servname", "temporary failure in name resolution",
                  "unknown mysql server host", "getaddrinfo failed")

@@ -5,7 +5,8 @@ Importing this package is light (no ``openai`` import); the SDK loads when a pro
 
 from __future__ import annotations
 
-from meshinsights.genai.client import ClientConfig, Completion, Credentials, GenAIError, resolve
+from meshinsights.genai.client import ClientConfig, Completion, GenAIError
+from meshinsights.genai.credentials import Credentials, resolve
 from meshinsights.genai.models import GENAI_SCHEMA, Action, Analysis, Finding, parse_answer
 from meshinsights.genai.offline import OFFLINE_MODEL, analyze
 from meshinsights.genai.prompt import Prompt, build_prompt, estimate_tokens

@@ -29,9 +29,19 @@ SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 # Words device tables and other tools use for severities, mapped onto ours.
 _SEVERITY_SYNONYMS = {
-    "debug": "info", "notice": "info", "ok": "info", "minor": "low", "warn": "medium",
-    "warning": "medium", "moderate": "medium", "major": "high", "error": "high",
-    "severe": "high", "fatal": "critical", "emergency": "critical", "alarm": "high",
+    "debug": "info",
+    "notice": "info",
+    "ok": "info",
+    "minor": "low",
+    "warn": "medium",
+    "warning": "medium",
+    "moderate": "medium",
+    "major": "high",
+    "error": "high",
+    "severe": "high",
+    "fatal": "critical",
+    "emergency": "critical",
+    "alarm": "high",
 }
 
 
@@ -83,8 +93,12 @@ class Analysis(_Strict):
     @classmethod
     def from_text(cls, text: str) -> Analysis:
         """The plain-text fallback: the model's words as the summary, no structured findings."""
-        return cls(summary=text.strip()[:4000], overall_severity="info", findings=[],
-                   recommended_actions=[])
+        return cls(
+            summary=text.strip()[:4000],
+            overall_severity="info",
+            findings=[],
+            recommended_actions=[],
+        )
 
 
 #: The JSON schema sent as the structured-output format (strict-mode compatible).
@@ -106,7 +120,7 @@ def parse_answer(content: str) -> tuple[Analysis, str]:
     candidates = [m.group(1) for m in _FENCED_JSON.finditer(content)]
     start, end = content.find("{"), content.rfind("}")
     if 0 <= start < end:
-        candidates.append(content[start:end + 1])
+        candidates.append(content[start : end + 1])
     for candidate in candidates:
         try:
             data = json.loads(candidate)

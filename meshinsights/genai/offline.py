@@ -48,33 +48,66 @@ def _fmt(value: object) -> str:
     return "n/a" if num is None else f"{num:.4g}"
 
 
+def _metric_rules(rec: dict[str, object], metric: str, unit: str, count: int) -> Rules:
+    """No samples, or a flat line (a stuck sensor), for one metric's summary row."""
+    if count == 0:
+        return [
+            Finding(
+                title=f"No valid samples for {metric}",
+                severity="medium",
+                detail=f"{metric} has no valid values in this window.",
+                evidence=["summary", metric],
+            )
+        ], [
+            Action(
+                action="Check the device's connectivity and the data feed",
+                priority="soon",
+                reason=f"no samples for {metric}",
+            )
+        ]
+    std, lo, hi = _num(rec.get("std")), _num(rec.get("min")), _num(rec.get("max"))
+    if count < 10 or not (std == 0 or (lo is not None and lo == hi)):
+        return [], []
+    return [
+        Finding(
+            title=f"{metric} is flat (possible stuck sensor)",
+            severity="high",
+            detail=f"All {count} samples of {metric} equal {_fmt(lo)}{unit}.",
+            evidence=["summary", metric],
+        )
+    ], [
+        Action(
+            action=f"Inspect the {metric} sensor and its wiring",
+            priority="soon",
+            reason=f"{metric} reads a constant value",
+        )
+    ]
+
+
 def _summary_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
-    findings, actions, overview = [], [], []
+    findings: list[Finding] = []
+    actions: list[Action] = []
+    overview = []
     for rec in frame.to_dict("records"):
         metric = clean_text(rec.get("metric", "?"), 60)
         unit = f" {clean_text(rec['unit'], 20)}" if isinstance(rec.get("unit"), str) else ""
         count = int(_num(rec.get("count")) or 0)
-        overview.append(f"{metric}: mean {_fmt(rec.get('mean'))}{unit} (min {_fmt(rec.get('min'))},"
-                        f" max {_fmt(rec.get('max'))}, n={count})")
-        if count == 0:
-            findings.append(Finding(title=f"No valid samples for {metric}", severity="medium",
-                                    detail=f"{metric} has no valid values in this window.",
-                                    evidence=["summary", metric]))
-            actions.append(Action(action="Check the device's connectivity and the data feed",
-                                  priority="soon", reason=f"no samples for {metric}"))
-            continue
-        std, lo, hi = _num(rec.get("std")), _num(rec.get("min")), _num(rec.get("max"))
-        if count >= 10 and (std == 0 or (lo is not None and lo == hi)):
-            findings.append(Finding(
-                title=f"{metric} is flat (possible stuck sensor)", severity="high",
-                detail=f"All {count} samples of {metric} equal {_fmt(lo)}{unit}.",
-                evidence=["summary", metric]))
-            actions.append(Action(action=f"Inspect the {metric} sensor and its wiring",
-                                  priority="soon", reason=f"{metric} reads a constant value"))
-        findings.extend(_coverage(rec, metric, window))
+        overview.append(
+            f"{metric}: mean {_fmt(rec.get('mean'))}{unit} (min "
+            f"{_fmt(rec.get('min'))}, max {_fmt(rec.get('max'))}, n={count})"
+        )
+        f, a = _metric_rules(rec, metric, unit, count)
+        findings += f + (_coverage(rec, metric, window) if count else [])
+        actions += a
     if overview:
-        findings.append(Finding(title="Window overview", severity="info",
-                                detail="; ".join(overview) + ".", evidence=["summary"]))
+        findings.append(
+            Finding(
+                title="Window overview",
+                severity="info",
+                detail="; ".join(overview) + ".",
+                evidence=["summary"],
+            )
+        )
     return findings, actions
 
 
@@ -86,18 +119,29 @@ def _coverage(rec: dict[str, object], metric: str, window: Window | None) -> lis
     missing = (first - pd.Timestamp(window.start)) + (pd.Timestamp(window.end) - last)
     if missing <= max(length / 4, timedelta(minutes=5)):
         return []
-    return [Finding(
-        title=f"{metric} covers only part of the window", severity="medium",
-        detail=f"{metric} data runs from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC; "
-               f"about {missing / length:.0%} of the window has no data.",
-        evidence=["summary", metric])]
+    return [
+        Finding(
+            title=f"{metric} covers only part of the window",
+            severity="medium",
+            detail=f"{metric} data runs from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC; "
+            f"about {missing / length:.0%} of the window has no data.",
+            evidence=["summary", metric],
+        )
+    ]
 
 
 def _issue_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
-    name_col = next((c for c in ("issue", "check", "kind", "type", "name", "code")
-                     if c in frame.columns), None)
-    detail_col = next((c for c in ("evidence", "detail", "message", "reason", "description")
-                       if c in frame.columns), None)
+    name_col = next(
+        (c for c in ("issue", "check", "kind", "type", "name", "code") if c in frame.columns), None
+    )
+    detail_col = next(
+        (
+            c
+            for c in ("evidence", "detail", "message", "reason", "description")
+            if c in frame.columns
+        ),
+        None,
+    )
     findings, actions = [], []
     ranked = rank_rows("issues", frame)
     for rec in ranked.head(10).to_dict("records"):
@@ -105,16 +149,33 @@ def _issue_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
         metric = clean_text(rec["metric"], 60) if isinstance(rec.get("metric"), str) else None
         severity = normalize_severity(rec.get("severity"), "medium")
         title = f"{issue} on {metric}" if metric else issue
-        detail = clean_text(rec.get(detail_col), 300) if detail_col and rec.get(detail_col) else title
-        findings.append(Finding(title=title, severity=severity, detail=detail,  # type: ignore[arg-type]
-                                evidence=["issues"] + ([metric] if metric else [])))
+        raw = rec.get(detail_col) if detail_col else None
+        detail = clean_text(raw, 300) if raw else title
+        findings.append(
+            Finding(
+                title=title,
+                severity=severity,
+                detail=detail,  # type: ignore[arg-type]
+                evidence=["issues"] + ([metric] if metric else []),
+            )
+        )
         todo = next((a for k, a in _ACTIONS if k in issue.lower()), f"Investigate {issue}")
-        actions.append(Action(action=todo, priority="now" if severity in ("high", "critical")
-                              else "soon", reason=title))
+        actions.append(
+            Action(
+                action=todo,
+                priority="now" if severity in ("high", "critical") else "soon",
+                reason=title,
+            )
+        )
     if len(ranked) > 10:
-        findings.append(Finding(title=f"{len(ranked) - 10} more issues", severity="info",
-                                detail="See the issues table for the full list.",
-                                evidence=["issues"]))
+        findings.append(
+            Finding(
+                title=f"{len(ranked) - 10} more issues",
+                severity="info",
+                detail="See the issues table for the full list.",
+                evidence=["issues"],
+            )
+        )
     return findings, actions
 
 
@@ -127,15 +188,32 @@ def _variance_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     cv_col = next((c for c in frame.columns if "cv" in str(c).lower()), None)
     cv = f" (coefficient of variation {_fmt(frame[cv_col].max())})" if cv_col else ""
     if worst == "low":
-        return [Finding(title="Power variance is low", severity="info",
-                        detail=f"Power variance is classed low{cv}; thresholds can be updated.",
-                        evidence=["variance"])], []
+        return [
+            Finding(
+                title="Power variance is low",
+                severity="info",
+                detail=f"Power variance is classed low{cv}; thresholds can be updated.",
+                evidence=["variance"],
+            )
+        ], []
     severity = "high" if worst == "high" else "medium"
-    return ([Finding(title=f"Power variance is {worst}", severity=severity,
-                     detail=f"Power variance is classed {worst}{cv}; cycle power is inconsistent.",
-                     evidence=["variance"])],
-            [Action(action="Review compressor behaviour before updating alarm thresholds",
-                    priority="soon", reason=f"power variance is {worst}")])
+    return (
+        [
+            Finding(
+                title=f"Power variance is {worst}",
+                severity=severity,
+                detail=f"Power variance is classed {worst}{cv}; cycle power is inconsistent.",
+                evidence=["variance"],
+            )
+        ],
+        [
+            Action(
+                action="Review compressor behaviour before updating alarm thresholds",
+                priority="soon",
+                reason=f"power variance is {worst}",
+            )
+        ],
+    )
 
 
 def _anomaly_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
@@ -148,11 +226,23 @@ def _anomaly_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
         counts = flagged["metric"].astype(str).value_counts().head(5)
         by_metric = " (" + ", ".join(f"{clean_text(m, 40)}: {n}" for m, n in counts.items()) + ")"
     severity = "high" if share >= 0.05 and len(flagged) < len(frame) else "medium"
-    return ([Finding(title=f"{len(flagged)} anomalous points", severity=severity,
-                     detail=f"{len(flagged)} of {len(frame)} scored rows are flagged{by_metric}.",
-                     evidence=["anomalies"])],
-            [Action(action="Review the flagged periods in the dashboard against operating logs",
-                    priority="soon", reason="anomalies flagged")])
+    return (
+        [
+            Finding(
+                title=f"{len(flagged)} anomalous points",
+                severity=severity,
+                detail=f"{len(flagged)} of {len(frame)} scored rows are flagged{by_metric}.",
+                evidence=["anomalies"],
+            )
+        ],
+        [
+            Action(
+                action="Review the flagged periods in the dashboard against operating logs",
+                priority="soon",
+                reason="anomalies flagged",
+            )
+        ],
+    )
 
 
 def _event_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
@@ -161,40 +251,77 @@ def _event_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     alarms = frame[frame["kind"].astype(str).str.lower() == "alarm"]
     if alarms.empty:
         return [], []
-    severity = max_severity([normalize_severity(s, "medium") for s in alarms.get(
-        "severity", pd.Series(["medium"] * len(alarms)))], "medium")
+    severity = max_severity(
+        [
+            normalize_severity(s, "medium")
+            for s in alarms.get("severity", pd.Series(["medium"] * len(alarms)))
+        ],
+        "medium",
+    )
     codes = ""
     if "code" in alarms.columns:
         top = alarms["code"].dropna().astype(str).value_counts().head(3)
         codes = "; top codes: " + ", ".join(f"{clean_text(c, 40)} ×{n}" for c, n in top.items())
-    return ([Finding(title=f"{len(alarms)} alarms raised", severity=severity,  # type: ignore[arg-type]
-                     detail=f"{len(alarms)} alarm records in this window{codes}.",
-                     evidence=["events"])],
-            [Action(action="Investigate the most frequent alarm codes", priority="soon",
-                    reason="alarms raised")])
+    return (
+        [
+            Finding(
+                title=f"{len(alarms)} alarms raised",
+                severity=severity,  # type: ignore[arg-type]
+                detail=f"{len(alarms)} alarm records in this window{codes}.",
+                evidence=["events"],
+            )
+        ],
+        [
+            Action(
+                action="Investigate the most frequent alarm codes",
+                priority="soon",
+                reason="alarms raised",
+            )
+        ],
+    )
 
 
 def _threshold_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     if frame.empty:
         return [], []
-    return [Finding(title="Alarm thresholds computed", severity="info",
-                    detail=f"{len(frame)} threshold rows are available for this window.",
-                    evidence=["thresholds"])], []
+    return [
+        Finding(
+            title="Alarm thresholds computed",
+            severity="info",
+            detail=f"{len(frame)} threshold rows are available for this window.",
+            evidence=["thresholds"],
+        )
+    ], []
 
 
 def _forecast_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
-    col = next((c for c in frame.columns if any(k in str(c).lower()
-                                                for k in ("mae", "rmse", "mape", "error"))), None)
+    col = next(
+        (
+            c
+            for c in frame.columns
+            if any(k in str(c).lower() for k in ("mae", "rmse", "mape", "error"))
+        ),
+        None,
+    )
     if col is None or frame.empty:
         return [], []
-    return [Finding(title="Forecast available", severity="info",
-                    detail=f"{len(frame)} forecast rows; backtest {col} up to {_fmt(frame[col].max())}.",
-                    evidence=["forecasts"])], []
+    return [
+        Finding(
+            title="Forecast available",
+            severity="info",
+            detail=f"{len(frame)} forecast rows; backtest {col} up to {_fmt(frame[col].max())}.",
+            evidence=["forecasts"],
+        )
+    ], []
 
 
 _RULES: dict[str, Callable[[pd.DataFrame, Window | None], Rules]] = {
-    "summary": _summary_rules, "issues": _issue_rules, "variance": _variance_rules,
-    "anomalies": _anomaly_rules, "events": _event_rules, "thresholds": _threshold_rules,
+    "summary": _summary_rules,
+    "issues": _issue_rules,
+    "variance": _variance_rules,
+    "anomalies": _anomaly_rules,
+    "events": _event_rules,
+    "thresholds": _threshold_rules,
     "forecasts": _forecast_rules,
 }
 
@@ -213,8 +340,10 @@ def analyze(tables: Mapping[str, pd.DataFrame | None], *, window: Window | None 
         actions += a
     ranks = ("critical", "high", "medium", "low", "info")
     findings.sort(key=lambda f: ranks.index(f.severity))
-    seen: set[str] = set()
-    unique = [a for a in actions if not (a.action in seen or seen.add(a.action))]
+    unique: list[Action] = []
+    for act in actions:
+        if all(act.action != u.action for u in unique):
+            unique.append(act)
     unique.sort(key=lambda a: ("now", "soon", "later").index(a.priority))
     notable = [f for f in findings if f.severity != "info"]
     overall = max_severity([f.severity for f in findings])
@@ -223,5 +352,9 @@ def analyze(tables: Mapping[str, pd.DataFrame | None], *, window: Window | None 
         text = f"{DISCLAIMER} {len(notable)} notable finding(s), most severe {overall}: {tops}."
     else:
         text = f"{DISCLAIMER} Nothing notable in this window's tables."
-    return Analysis(summary=text, overall_severity=overall, findings=findings,  # type: ignore[arg-type]
-                    recommended_actions=unique)
+    return Analysis(
+        summary=text,
+        overall_severity=overall,
+        findings=findings,  # type: ignore[arg-type]
+        recommended_actions=unique,
+    )

@@ -19,15 +19,8 @@ import pandas as pd
 
 from meshinsights.errors import ConfigError, StepError
 from meshinsights.genai import offline
-from meshinsights.genai.client import (
-    DEFAULT_CONN_ID,
-    ClientConfig,
-    Credentials,
-    GenAIError,
-    complete,
-    estimate_cost,
-    resolve,
-)
+from meshinsights.genai.client import ClientConfig, GenAIError, complete, estimate_cost
+from meshinsights.genai.credentials import DEFAULT_CONN_ID, Credentials, resolve
 from meshinsights.genai.models import GENAI_SCHEMA
 from meshinsights.genai.prompt import PROMPT_VERSION, Prompt, build_prompt, is_absent
 from meshinsights.model import Window
@@ -37,8 +30,16 @@ __all__ = ["genai_analysis", "OPTIONAL_INPUTS", "GENAI_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
-OPTIONAL_INPUTS = ["variance", "thresholds", "issues", "anomalies", "forecasts", "events",
-                   "genai_analysis"]
+_TABLES = ("summary", "variance", "thresholds", "issues", "anomalies", "forecasts", "events")
+OPTIONAL_INPUTS = [
+    "variance",
+    "thresholds",
+    "issues",
+    "anomalies",
+    "forecasts",
+    "events",
+    "genai_analysis",
+]
 _STRUCTURED = ("json_schema", "json_object", "none")
 
 
@@ -54,8 +55,10 @@ def _fingerprint(frame: pd.DataFrame) -> str:
 
 
 def _inputs(tables: dict[str, pd.DataFrame]) -> tuple[str, str]:
-    info = {name: "absent" if is_absent(frame) else {"rows": len(frame), "hash": _fingerprint(frame)}
-            for name, frame in sorted(tables.items())}
+    info = {
+        name: "absent" if is_absent(f) else {"rows": len(f), "hash": _fingerprint(f)}
+        for name, f in sorted(tables.items())
+    }
     text = json.dumps(info, sort_keys=True)
     return text, hashlib.sha256(text.encode()).hexdigest()
 
@@ -67,10 +70,16 @@ def _cache_key(provider: str, model: str, content_hash: str) -> str:
 def _base_row(prompt: Prompt, window: Window, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = {name: None for name in GENAI_SCHEMA.names if name != "machine_id"}
     row.update(
-        ts=pd.Timestamp(window.start), window_end=pd.Timestamp(window.end),
-        analyzed_at=pd.Timestamp.now(tz="UTC"), current=True, prompt_hash=prompt.hash,
-        prompt_version=PROMPT_VERSION, system_prompt=prompt.system, user_prompt=prompt.user,
-        prompt_tokens_est=prompt.tokens, sections=prompt.stats_json(),
+        ts=pd.Timestamp(window.start),
+        window_end=pd.Timestamp(window.end),
+        analyzed_at=pd.Timestamp.now(tz="UTC"),
+        current=True,
+        prompt_hash=prompt.hash,
+        prompt_version=PROMPT_VERSION,
+        system_prompt=prompt.system,
+        user_prompt=prompt.user,
+        prompt_tokens_est=prompt.tokens,
+        sections=prompt.stats_json(),
     )
     row.update(fields)
     return row
@@ -80,35 +89,65 @@ def _offline_fields(tables: dict[str, pd.DataFrame], window: Window) -> dict[str
     started = time.perf_counter()
     analysis = offline.analyze(tables, window=window)
     text = analysis.model_dump_json()
-    return dict(provider="offline", model=offline.OFFLINE_MODEL, response=text,
-                parse_status="offline", findings=text, summary=analysis.summary,
-                overall_severity=analysis.overall_severity, attempts=0, retry_waits="[]",
-                latency_s=round(time.perf_counter() - started, 4), estimated_cost_usd=0.0)
-
-
-def _llm_fields(config: ClientConfig, creds: Credentials, prompt: Prompt,
-                prices: tuple[float | None, float | None]) -> dict[str, Any]:
-    done = complete(config, creds, prompt.system, prompt.user)
     return dict(
-        provider=config.provider, model=done.model, response=done.content,
-        parse_status=done.parse_status, findings=done.analysis.model_dump_json(),
-        summary=done.analysis.summary, overall_severity=done.analysis.overall_severity,
-        prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
-        latency_s=round(done.latency_s, 4), attempts=done.attempts,
-        retry_waits=json.dumps(done.waits),
-        estimated_cost_usd=estimate_cost(done.model, done.prompt_tokens, done.completion_tokens,
-                                         price_in=prices[0], price_out=prices[1]),
+        provider="offline",
+        model=offline.OFFLINE_MODEL,
+        response=text,
+        parse_status="offline",
+        findings=text,
+        summary=analysis.summary,
+        overall_severity=analysis.overall_severity,
+        attempts=0,
+        retry_waits="[]",
+        latency_s=round(time.perf_counter() - started, 4),
+        estimated_cost_usd=0.0,
     )
 
 
-def _history(previous: pd.DataFrame, keep: int, new: dict[str, Any] | None,
-             current_key: str) -> pd.DataFrame:
+def _llm_fields(
+    config: ClientConfig,
+    creds: Credentials,
+    prompt: Prompt,
+    prices: tuple[float | None, float | None],
+) -> dict[str, Any]:
+    done = complete(config, creds, prompt.system, prompt.user)
+    return dict(
+        provider=config.provider,
+        model=done.model,
+        response=done.content,
+        parse_status=done.parse_status,
+        findings=done.analysis.model_dump_json(),
+        summary=done.analysis.summary,
+        overall_severity=done.analysis.overall_severity,
+        prompt_tokens=done.prompt_tokens,
+        completion_tokens=done.completion_tokens,
+        latency_s=round(done.latency_s, 4),
+        attempts=done.attempts,
+        retry_waits=json.dumps(done.waits),
+        estimated_cost_usd=estimate_cost(
+            done.model,
+            done.prompt_tokens,
+            done.completion_tokens,
+            price_in=prices[0],
+            price_out=prices[1],
+        ),
+    )
+
+
+def _history(
+    previous: pd.DataFrame, keep: int, new: dict[str, Any] | None, current_key: str
+) -> pd.DataFrame:
     """Earlier analyses of the window (newest first, at most ``keep``), one marked current."""
     cols = [c for c in GENAI_SCHEMA.names if c != "machine_id"]
-    old = previous[cols] if not is_absent(previous) and len(previous) else pd.DataFrame(columns=cols)
+    old = (
+        previous[cols] if not is_absent(previous) and len(previous) else pd.DataFrame(columns=cols)
+    )
     frames = [pd.DataFrame([new], columns=cols)] if new is not None else []
-    out = pd.concat([*frames, old], ignore_index=True) if frames and len(old) else (
-        frames[0] if frames else old.copy())
+    out = (
+        pd.concat([*frames, old], ignore_index=True)
+        if frames and len(old)
+        else (frames[0] if frames else old.copy())
+    )
     out = out.sort_values("analyzed_at", ascending=False, kind="stable").reset_index(drop=True)
     if new is not None:
         out = out.head(max(keep, 1))
@@ -119,79 +158,194 @@ def _history(previous: pd.DataFrame, keep: int, new: dict[str, Any] | None,
     return out
 
 
+def _has_answer(previous: pd.DataFrame, key: str) -> bool:
+    """Whether the window's stored analyses hold a successful answer under this cache key."""
+    if is_absent(previous) or previous.empty:
+        return False
+    return bool(((previous["cache_key"] == key) & (previous["status"] == "ok")).any())
+
+
 def _check(provider: str, structured: str, max_attempts: int, timeout: float) -> None:
     if structured not in _STRUCTURED:
         raise ConfigError(f"genai structured={structured!r}; use one of {list(_STRUCTURED)}")
     if max_attempts < 1 or timeout <= 0:
-        raise ConfigError(f"genai max_attempts={max_attempts} / timeout={timeout}: need "
-                          "max_attempts >= 1 and timeout > 0")
+        raise ConfigError(
+            f"genai max_attempts={max_attempts} / timeout={timeout}: need "
+            "max_attempts >= 1 and timeout > 0"
+        )
 
 
-@step(inputs=["summary", *OPTIONAL_INPUTS], output="genai_analysis", schema=GENAI_SCHEMA,
-      optional=OPTIONAL_INPUTS)
+@step(
+    inputs=["summary", *OPTIONAL_INPUTS],
+    output="genai_analysis",
+    schema=GENAI_SCHEMA,
+    optional=OPTIONAL_INPUTS,
+)
 def genai_analysis(
-    summary: pd.DataFrame, variance: pd.DataFrame, thresholds: pd.DataFrame,
-    issues: pd.DataFrame, anomalies: pd.DataFrame, forecasts: pd.DataFrame,
-    events: pd.DataFrame, genai_analysis: pd.DataFrame, *,
-    provider: str = "auto", model: str = "gpt-4o-mini", temperature: float | None = 0.2,
-    max_tokens: int = 800, prompt_budget: int = 6000, max_rows: int = 40,
-    conn_id: str | None = DEFAULT_CONN_ID, api_key_env: str | None = None,
-    base_url: str | None = None, azure_endpoint: str | None = None,
-    api_version: str | None = None, timeout: float = 30.0, max_attempts: int = 4,
-    backoff_base: float = 0.5, max_retry_after: float = 60.0, structured: str = "json_schema",
-    price_in_per_1m: float | None = None, price_out_per_1m: float | None = None,
-    keep_history: int = 10, window: Window | None = None, machine_id: str | None = None,
+    summary: pd.DataFrame,
+    variance: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    issues: pd.DataFrame,
+    anomalies: pd.DataFrame,
+    forecasts: pd.DataFrame,
+    events: pd.DataFrame,
+    genai_analysis: pd.DataFrame,
+    *,
+    provider: str = "auto",
+    model: str = "gpt-4o-mini",
+    temperature: float | None = 0.2,
+    max_tokens: int = 800,
+    prompt_budget: int = 6000,
+    max_rows: int = 40,
+    conn_id: str | None = DEFAULT_CONN_ID,
+    api_key_env: str | None = None,
+    base_url: str | None = None,
+    azure_endpoint: str | None = None,
+    api_version: str | None = None,
+    timeout: float = 30.0,
+    max_attempts: int = 4,
+    backoff_base: float = 0.5,
+    max_retry_after: float = 60.0,
+    structured: str = "json_schema",
+    price_in_per_1m: float | None = None,
+    price_out_per_1m: float | None = None,
+    keep_history: int = 10,
+    window: Window | None = None,
+    machine_id: str | None = None,
 ) -> pd.DataFrame:
-    """Findings, severity and recommended actions for the window from an LLM or the offline analyst."""
+    """Findings, severity and recommended actions for the window, by an LLM or offline rules."""
     if window is None:
         raise StepError("genai_analysis needs the run window (the runner passes it)")
     _check(provider, structured, max_attempts, timeout)
-    tables = {"summary": summary, "variance": variance, "thresholds": thresholds,
-              "issues": issues, "anomalies": anomalies, "forecasts": forecasts, "events": events}
-    prompt = build_prompt(tables, machine_id=machine_id, window=window, budget=prompt_budget,
-                          max_rows=max_rows)
-    chosen, creds = resolve(provider, conn_id=conn_id, api_key_env=api_key_env,
-                            base_url=base_url, azure_endpoint=azure_endpoint,
-                            api_version=api_version)
+    frames = (summary, variance, thresholds, issues, anomalies, forecasts, events)
+    tables = dict(zip(_TABLES, frames, strict=True))
+    prompt = build_prompt(
+        tables, machine_id=machine_id, window=window, budget=prompt_budget, max_rows=max_rows
+    )
+    chosen, creds = resolve(
+        provider,
+        conn_id=conn_id,
+        api_key_env=api_key_env,
+        base_url=base_url,
+        azure_endpoint=azure_endpoint,
+        api_version=api_version,
+    )
+    config = ClientConfig(
+        chosen,
+        model,
+        temperature,
+        max_tokens,
+        timeout,
+        max_attempts,
+        backoff_base,
+        max(backoff_base, 8.0),
+        max_retry_after,
+        structured,  # type: ignore[arg-type]
+    )
+    requested = provider if provider != "auto" else f"auto:{chosen}"
+    prices = (price_in_per_1m, price_out_per_1m)
+    return _analyse(
+        tables,
+        prompt,
+        window,
+        config,
+        creds,
+        genai_analysis,
+        requested=requested,
+        keep=keep_history,
+        prices=prices,
+        machine_id=machine_id,
+    )
+
+
+def _analyse(
+    tables: dict[str, pd.DataFrame],
+    prompt: Prompt,
+    window: Window,
+    config: ClientConfig,
+    creds: Credentials | None,
+    previous: pd.DataFrame,
+    *,
+    requested: str,
+    keep: int,
+    prices: tuple[float | None, float | None],
+    machine_id: str | None,
+) -> pd.DataFrame:
+    """The cached answer when one matches, else a fresh one appended to the window's history."""
     input_tables, input_hash = _inputs(tables)
-    key = _cache_key(chosen, offline.OFFLINE_MODEL if chosen == "offline" else model,
-                     input_hash if chosen == "offline" else prompt.hash)
-    previous = genai_analysis
-    if not is_absent(previous) and ((previous["cache_key"] == key)
-                                    & (previous["status"] == "ok")).any():
-        logger.info("genai %s %s: cache hit (provider=%s model=%s prompt=%s); no API call",
-                    machine_id, window, chosen, model, prompt.hash[:12])
-        return _history(previous, keep_history, None, key)
-    common = dict(cache_key=key, input_tables=input_tables, input_hash=input_hash,
-                  requested_provider=provider if provider != "auto" else f"auto:{chosen}",
-                  requested_model=model, temperature=temperature, max_tokens=max_tokens)
-    if chosen == "offline" or creds is None:
+    is_offline = config.provider == "offline" or creds is None
+    key = _cache_key(
+        config.provider,
+        offline.OFFLINE_MODEL if is_offline else config.model,
+        input_hash if is_offline else prompt.hash,
+    )
+    if _has_answer(previous, key):
+        logger.info(
+            "genai %s %s: cache hit (provider=%s model=%s prompt=%s); no API call",
+            machine_id,
+            window,
+            config.provider,
+            config.model,
+            prompt.hash[:12],
+        )
+        return _history(previous, keep, None, key)
+    if is_offline:
         fields = {**_offline_fields(tables, window), "status": "ok"}
     else:
-        config = ClientConfig(chosen, model, temperature, max_tokens, timeout, max_attempts,
-                              backoff_base, max(backoff_base, 8.0), max_retry_after,
-                              structured)  # type: ignore[arg-type]
-        fields = _ask(config, creds, prompt, tables, window, (price_in_per_1m, price_out_per_1m))
-    row = _base_row(prompt, window, **common, **fields)
-    logger.info("genai %s %s: provider=%s model=%s status=%s prompt=%s tokens≈%d %.2fs",
-                machine_id, window, row["provider"], row["model"], row["status"],
-                prompt.hash[:12], prompt.tokens, row["latency_s"] or 0.0)
-    return _history(previous, keep_history, row, key)
+        assert creds is not None
+        fields = _ask(config, creds, prompt, tables, window, prices)
+    row = _base_row(
+        prompt,
+        window,
+        cache_key=key,
+        input_tables=input_tables,
+        input_hash=input_hash,
+        requested_provider=requested,
+        requested_model=config.model,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        **fields,
+    )
+    logger.info(
+        "genai %s %s: provider=%s model=%s status=%s prompt=%s tokens≈%d %.2fs",
+        machine_id,
+        window,
+        row["provider"],
+        row["model"],
+        row["status"],
+        prompt.hash[:12],
+        prompt.tokens,
+        row["latency_s"] or 0.0,
+    )
+    return _history(previous, keep, row, key)
 
 
-def _ask(config: ClientConfig, creds: Credentials, prompt: Prompt, tables: dict[str, pd.DataFrame],
-         window: Window, prices: tuple[float | None, float | None]) -> dict[str, Any]:
+def _ask(
+    config: ClientConfig,
+    creds: Credentials,
+    prompt: Prompt,
+    tables: dict[str, pd.DataFrame],
+    window: Window,
+    prices: tuple[float | None, float | None],
+) -> dict[str, Any]:
     """The provider's answer, or the offline analyst's flagged as a fallback with the reason."""
     try:
         if creds.api_key is None:
-            raise GenAIError(f"no API key for {config.provider}: {creds.source} is not set; set it "
-                             "or create the Airflow Connection named by the genai param conn_id")
+            raise GenAIError(
+                f"no API key for {config.provider}: {creds.source} is not set; set it "
+                "or create the Airflow Connection named by the genai param conn_id"
+            )
         return {**_llm_fields(config, creds, prompt, prices), "status": "ok"}
     except GenAIError as exc:
-        logger.warning("genai %s %s failed, using the offline analyst: %s", config.provider,
-                       config.model, exc)
+        logger.warning(
+            "genai %s %s failed, using the offline analyst: %s", config.provider, config.model, exc
+        )
         fields = _offline_fields(tables, window)
-        fields.update(status="fallback", error=str(exc)[:1000], attempts=exc.attempts,
-                      retry_waits=json.dumps(exc.waits),
-                      latency_s=round(exc.latency_s + fields["latency_s"], 4))
+        fields.update(
+            status="fallback",
+            error=str(exc)[:1000],
+            attempts=exc.attempts,
+            retry_waits=json.dumps(exc.waits),
+            latency_s=round(exc.latency_s + fields["latency_s"], 4),
+        )
         return fields

@@ -79,6 +79,7 @@ def airflow_env(
         # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
         "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
         # The task supervisor reaches the Execution API through this URL (default port 8080).
         "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",

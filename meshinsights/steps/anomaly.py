@@ -91,13 +91,14 @@ def _zscore_metric(rows: pd.DataFrame, *, baseline: str, z_max: float, min_fract
     step = infer_step(rows["ts"])
     n = max(1, int(pd.Timedelta(baseline) / step))
     value = rows["value"].to_numpy(dtype="float64", na_value=np.nan)
+    # Filled cells are the resampler's estimate: neither baseline nor scored.
     usable = value.copy()
     if "filled" in rows:
         usable[rows["filled"].to_numpy(dtype=bool)] = np.nan
     med, mad = rolling_median_mad(usable, n, min_count=max(1, int(min_fraction * n)),
                                   hop=max(1, n // hops) if hops else 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        score = MAD_Z * (value - med) / np.maximum(mad, min_mad)
+        score = MAD_Z * (usable - med) / np.maximum(mad, min_mad)
     return pd.DataFrame({"ts": rows["ts"].to_numpy(), "value": value, "baseline": med,
                          "mad": mad, "score": score,
                          "flagged": np.nan_to_num(np.abs(score), nan=0.0) > z_max})

@@ -29,7 +29,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CLEAR_PATTERN = r"(?i)\b(?:clear|cleared|reset|resolved|normal|ok)\b"
+CLEAR_PATTERN = r"(?i)\b(?:clear|cleared|reset|resolved|back to normal|returned to normal)\b"
 
 EVENT_COUNTS_SCHEMA = pa.schema(
     [
@@ -57,8 +57,8 @@ ALARM_FLOODS_SCHEMA = pa.schema(
     ]
 )
 
-SEVERITY_ORDER = ("debug", "info", "notice", "warning", "minor", "major", "error", "critical",
-                  "alarm", "emergency")
+SEVERITY_ORDER = ("debug", "info", "notice", "low", "warning", "minor", "medium", "major", "high",
+                  "error", "critical", "alarm", "emergency")
 
 
 def _is_clear(events: pd.DataFrame, pattern: str) -> pd.Series:

@@ -21,7 +21,7 @@ from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step, window_bounds
 from meshinsights.steps.registry import step
 
-__all__ = ["forecast", "forecast_errors", "fit_lag_regression", "FORECAST_SCHEMA",
+__all__ = ["forecast", "forecast_errors", "LagRegression", "FORECAST_SCHEMA",
            "FORECAST_ERRORS_SCHEMA", "METHODS"]
 
 logger = logging.getLogger(__name__)
@@ -57,15 +57,40 @@ FORECAST_ERRORS_SCHEMA = pa.schema(
 )
 
 
-def fit_lag_regression(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-    """Ridge regression of every horizon on the lags at once: returns (coef, intercept)."""
-    xm, ym = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - xm, y - ym
-    gram = xc.T @ xc
-    lam = ridge * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
-    coef = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), xc.T @ yc)
-    return coef, ym - xm @ coef
+class LagRegression:
+    """Ridge regression of every horizon on the lags, refit as training rows accrue.
+
+    Sums of the augmented design (a ones column plus the lags) are accumulated row by row, so
+    refitting at each origin costs one small solve instead of a pass over the history. The
+    intercept is not penalised; ``ridge`` is relative to the mean lag variance.
+    """
+
+    def __init__(self, history: int, horizon: int) -> None:
+        self.gram = np.zeros((history + 1, history + 1))
+        self.cross = np.zeros((history + 1, horizon))
+        self.next = 0
+
+    @property
+    def n(self) -> int:
+        return int(self.gram[0, 0])
+
+    def add(self, x: np.ndarray, y: np.ndarray, usable: np.ndarray, upto: int) -> None:
+        """Add the usable rows ``next .. upto-1`` (only ever moves forward in time)."""
+        if upto <= self.next:
+            return
+        rows = np.flatnonzero(usable[self.next:upto]) + self.next
+        a = np.column_stack([np.ones(len(rows)), x[rows]])
+        self.gram += a.T @ a
+        self.cross += a.T @ y[rows]
+        self.next = upto
+
+    def predict(self, x_row: np.ndarray, ridge: float) -> np.ndarray:
+        n, sx, sy = self.gram[0, 0], self.gram[0, 1:], self.cross[0]
+        cxx = self.gram[1:, 1:] - np.outer(sx, sx) / n
+        cxy = self.cross[1:] - np.outer(sx, sy) / n
+        lam = ridge * max(float(np.trace(cxx)) / len(sx), 1e-12)
+        coef = np.linalg.solve(cxx + lam * np.eye(len(sx)), cxy)
+        return sy / n + (x_row - sx / n) @ coef
 
 
 def _origins(ts: pd.DatetimeIndex, lo: pd.Timestamp, hi: pd.Timestamp, every: str) -> np.ndarray:
@@ -83,18 +108,6 @@ def _design(v: np.ndarray, history: int, horizon: int) -> tuple[np.ndarray, np.n
     pad_x = np.concatenate([np.full(history - 1, np.nan), v])
     pad_y = np.concatenate([v[1:], np.full(horizon, np.nan)])
     return sliding_window_view(pad_x, history)[:n], sliding_window_view(pad_y, horizon)[:n]
-
-
-def _predict(o: int, x: np.ndarray, y: np.ndarray, complete: np.ndarray, method: str, *,
-             horizon: int, ridge: float, min_train: int) -> np.ndarray | None:
-    if method == "moving_average":
-        return np.full(horizon, x[o].mean())
-    known = np.arange(len(x)) + horizon <= o  # targets observed by the origin: no leakage
-    train = known & complete
-    if train.sum() < min_train:
-        return None
-    coef, intercept = fit_lag_regression(x[train], y[train], ridge)
-    return x[o] @ coef + intercept
 
 
 @step(inputs=["clean"], output="forecasts", schema=FORECAST_SCHEMA)
@@ -132,7 +145,13 @@ def forecast(
         observed[rows["filled"].to_numpy(dtype=bool)] = np.nan
     x, _ = _design(v, history, horizon)
     _, y = _design(observed, history, horizon)
-    complete = ~np.isnan(x).any(axis=1) & ~np.isnan(y).any(axis=1)
+    # Shifting by one constant (the first value: nothing from the future) leaves the fit
+    # unchanged and keeps the running sums well conditioned when values sit far from zero.
+    finite = v[np.isfinite(v)]
+    shift = float(finite[0]) if len(finite) else 0.0
+    x, y = x - shift, y - shift
+    usable = ~np.isnan(x).any(axis=1) & ~np.isnan(y).any(axis=1)
+    model = LagRegression(history, horizon)
     lo, hi = window_bounds(window, rows["ts"])
     out = []
     for o in _origins(ts, lo, hi, origin_every):
@@ -140,10 +159,13 @@ def forecast(
             continue
         targets = ts[o] + step_ * np.arange(1, horizon + 1)
         actual = _actuals(ts, observed, targets)
+        model.add(x, y, usable, o - horizon + 1)  # targets observed by the origin: no leakage
         for method in methods:
-            yhat = _predict(o, x, y, complete, method, horizon=horizon, ridge=ridge,
-                            min_train=min_train)
-            if yhat is None:
+            if method == "moving_average":
+                yhat = np.full(horizon, x[o].mean()) + shift
+            elif model.n >= min_train:
+                yhat = model.predict(x[o], ridge) + shift
+            else:
                 continue
             out.append(pd.DataFrame({
                 "ts": ts[o], "target_ts": targets, "metric": metric, "method": method,

@@ -190,9 +190,10 @@ def check_out_of_range(clean: pd.DataFrame, quarantine: pd.DataFrame, *,
         times = pd.concat([bad["ts"], qrows["ts"]])
         share = n / max(len(rows) + len(qrows), 1)
         severity = "critical" if share >= 0.01 else "warning"
+        outside = f"{len(bad)} reading(s) outside [{lo:g}, {hi:g}], " if metric in ranges else ""
         out.append(_issue(
             "out_of_range", metric, severity, n, 0, times.min(), times.max(),
-            f"{n} {metric} reading(s) outside [{lo:g}, {hi:g}] or rejected at ingest",
+            f"{metric}: {outside}{len(qrows)} rejected at ingest by range/rate rules",
             outside_range=len(bad), quarantined=len(qrows),
             extreme=None if bad.empty else float(bad["value"].abs().max()),
             quarantine_rules=sorted(set(qrows["rule"].astype(str))),
@@ -275,7 +276,8 @@ def detect_issues(
     if not found:
         return empty_frame(ISSUES_SCHEMA)
     out = pd.DataFrame(found)
-    start = window.start if window is not None else clean["ts"].min()
+    start = window.start if window is not None else min(
+        f["ts"].min() for f in (clean, cycles) if not f.empty)
     out.insert(0, "ts", pd.Timestamp(start))
     for col in ("ts", "first_ts", "last_ts"):
         out[col] = pd.to_datetime(out[col], utc=True).astype(UTC_US)

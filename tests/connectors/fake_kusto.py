@@ -96,7 +96,8 @@ class FakeKusto:
     def __enter__(self) -> FakeKusto:
         handler = type("Handler", (_Handler,), {"kusto": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

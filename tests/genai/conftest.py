@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-from .fake_openai import FakeOpenAI
 
 from meshinsights.model import Window
+
+from .fake_openai import FakeOpenAI
 
 _PROVIDER_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
                   "OPENAI_BASE_URL", "OPENAI_API_VERSION", "AIRFLOW_CONN_MESHINSIGHTS_GENAI")

@@ -147,7 +147,8 @@ class FakeOpenAI:
                 if reply.status >= 400 and reply.body is None:
                     payload = {"error": {"message": f"fake error {reply.status}",
                                          "type": "server_error", "code": None}}
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                data = text.encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")

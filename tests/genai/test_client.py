@@ -6,19 +6,19 @@ import json
 import time
 
 import pytest
-from .fake_openai import Reply, analysis_json, completion
 
 from meshinsights.errors import ConfigError
 from meshinsights.genai.client import (
     ClientConfig,
-    Credentials,
     GenAIError,
     complete,
     estimate_cost,
-    resolve,
     retry_after,
 )
+from meshinsights.genai.credentials import Credentials, resolve
 from meshinsights.genai.models import RESPONSE_SCHEMA
+
+from .fake_openai import Reply, analysis_json, completion
 
 KEY = "sk-test-Secret-0123456789"
 

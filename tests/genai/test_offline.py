@@ -1,4 +1,4 @@
-"""The offline analyst: deterministic rules, the same structured result, and plain about what it is."""
+"""The offline analyst: deterministic rules, the same structured result, plain about what it is."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_issues_variance_anomalies_and_alarms(summary, window):
     })
     events = pd.DataFrame({
         "machine_id": "hvac-001", "ts": pd.date_range(window.start, periods=4, freq="1h"),
-        "kind": ["alarm", "alarm", "log", "alarm"], "severity": ["warning", "critical", "info", "warning"],
+        "kind": ["alarm", "alarm", "log", "alarm"],
+        "severity": ["warning", "critical", "info", "warning"],
         "code": ["HP1", "HP1", "L0", "LP2"], "message": ["x"] * 4,
     })
     variance = pd.DataFrame({"machine_id": "hvac-001", "ts": [pd.Timestamp(window.start)],

@@ -68,7 +68,8 @@ def test_summary_prompt_holds_every_metric_and_a_stable_hash(summary, window):
     assert result.hash == build_prompt({"summary": summary}, machine_id="hvac-001",
                                        window=window).hash
     changed = summary.assign(mean=[2.148, 20.01])
-    assert build_prompt({"summary": changed}, machine_id="hvac-001", window=window).hash != result.hash
+    other = build_prompt({"summary": changed}, machine_id="hvac-001", window=window)
+    assert other.hash != result.hash
 
 
 @pytest.mark.parametrize("budget", [900, 1200, 1600, 2500, 4000, 20000])

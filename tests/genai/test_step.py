@@ -7,8 +7,6 @@ import re
 
 import pandas as pd
 import pytest
-from .fake_openai import Reply
-from .test_prompt import INJECTION, events_frame
 
 from meshinsights.genai.models import GENAI_SCHEMA, Analysis
 from meshinsights.genai.offline import DISCLAIMER, OFFLINE_MODEL
@@ -17,6 +15,9 @@ from meshinsights.genai.step import genai_analysis
 from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_step
 from meshinsights.steps.registry import get_step
+
+from .fake_openai import Reply
+from .test_prompt import INJECTION, events_frame
 
 KEY = "sk-test-NeverStoreMe-42"
 ABSENT = pd.DataFrame(columns=["machine_id", "ts"])
