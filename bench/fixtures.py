@@ -33,7 +33,7 @@ def write_configs(folder: Path, pipeline: str, machines: list[str]) -> Path:
     shutil.copy(REPO / "configs" / "machines" / "_defaults.yaml", folder / "machines")
     for mid in machines:
         (folder / "machines" / f"{mid}.yaml").write_text(
-            f"machine_id: {mid}\npipeline: {pipeline}\ntags: [bench]\n"
+            f"machine_id: {mid}\npipeline: {pipeline}\nretries: 0\ntags: [bench]\n"
         )
     return folder
 

@@ -192,8 +192,9 @@ class _SourceShape(_Model):
     """Options every source shares: layout, time zone, units, late-data lookback."""
 
     layout: Literal["long", "wide", "tsdb"] = Field(
-        "long", description="long (ts, metric, value), wide (a column per metric) or tsdb "
-        "(time, deviceId, measure_name, measure_value)"
+        "long",
+        description="long (ts, metric, value), wide (a column per metric) or tsdb "
+        "(time, deviceId, measure_name, measure_value)",
     )
     metrics: dict[str, str] = Field(
         default_factory=dict, description="wide layout: {column: metric name} (default: all)"
@@ -201,11 +202,12 @@ class _SourceShape(_Model):
     timezone: str = Field("UTC", description="zone of naive source timestamps")
     ts_format: str | None = Field(None, description="strftime format of text timestamps")
     units: dict[str, str] = Field(
-        default_factory=dict, description="unit of each metric in the source; converted to "
-        "the validation rule's unit"
+        default_factory=dict,
+        description="unit of each metric in the source; converted to the rule's unit",
     )
     late_lookback: str = Field(
-        "31D", pattern=r"^\d+(min|h|D|W)$",
+        "31D",
+        pattern=r"^\d+(min|h|D|W)$",
         description="how far back late rows can reopen windows (e.g. 31D)",
     )
 
@@ -222,8 +224,9 @@ class SQLSource(_SourceShape):
         None, description="optional query for events/alarms/logs (same parameters)"
     )
     late_query: str | None = Field(
-        None, description="optional: return the ts of rows ingested after :watermark with "
-        ":since <= ts < :start; their windows are reprocessed (late data)"
+        None,
+        description="optional: return the ts of rows ingested after :watermark with "
+        ":since <= ts < :start; their windows are reprocessed (late data)",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="extra bound parameters")
 
@@ -237,8 +240,9 @@ class ADXSource(_SourceShape):
     query: str = Field(description="KQL; declare parameters, e.g. 'declare query_parameters(...)'")
     events_query: str | None = Field(None, description="optional KQL for events/alarms/logs")
     late_query: str | None = Field(
-        None, description="optional KQL returning ts of rows ingested after watermark with "
-        "since <= ts < start"
+        None,
+        description="optional KQL returning ts of rows ingested after watermark with "
+        "since <= ts < start",
     )
     params: dict[str, Any] = Field(default_factory=dict)
 

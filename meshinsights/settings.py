@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Settings", "get_settings", "PROJECT_ROOT"]
+__all__ = ["Settings", "get_settings", "storage_options_from_env", "PROJECT_ROOT"]
 
 # The repository root when running from a checkout; settings default relative to it so that
 # `make run`, tests and Airflow (whose cwd differs) all agree on the same folders.
@@ -20,10 +22,39 @@ class Settings:
     configs_dir: Path
     store_uri: str
     demo_source: Path
+    #: deltalake/object_store options for the store (endpoint, credentials, locking); never logged.
+    storage_options: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
 
     @property
     def demo_source_url(self) -> str:
         return f"sqlite:///{self.demo_source}"
+
+    def open_store(self) -> Any:
+        """The artifact store these settings point at (with its storage options)."""
+        from meshinsights.store import DeltaStore
+
+        return DeltaStore(self.store_uri, storage_options=self.storage_options)
+
+
+def storage_options_from_env() -> dict[str, str]:
+    """``MESHINSIGHTS_STORAGE_OPTIONS`` (a JSON object of strings), e.g. for S3 or Azure.
+
+    Unset, deltalake still reads the standard ``AWS_*`` / ``AZURE_STORAGE_*`` variables itself.
+    """
+    raw = os.environ.get("MESHINSIGHTS_STORAGE_OPTIONS", "").strip()
+    if not raw:
+        return {}
+    from meshinsights.errors import ConfigError
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        # The value may hold credentials: name the variable, never echo it.
+        raise ConfigError("MESHINSIGHTS_STORAGE_OPTIONS must be a JSON object of strings, e.g. "
+                          '{"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}')
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _abs_uri(value: str) -> str:
@@ -44,4 +75,5 @@ def get_settings(*, configs: str | None = None, store: str | None = None) -> Set
         configs_dir=Path(configs_dir).resolve(),
         store_uri=_abs_uri(store_uri),
         demo_source=Path(demo).resolve(),
+        storage_options=storage_options_from_env(),
     )

@@ -1,4 +1,4 @@
-"""Ingest end to end: the demo fleet's faults, accounting in commit metadata, events, idempotency."""
+"""Ingest end to end: the demo fleet's faults, accounting in commit metadata, idempotency."""
 
 from __future__ import annotations
 

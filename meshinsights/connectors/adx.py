@@ -35,8 +35,15 @@ __all__ = ["ADXConnector", "kql_literal", "frame_from_table"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMES = {"https": "https", "http": "http", "adx": "https", "azure-data-explorer": "https",
-            "azure_data_explorer": "https", "adx+https": "https", "adx+http": "http"}
+_SCHEMES = {
+    "https": "https",
+    "http": "http",
+    "adx": "https",
+    "azure-data-explorer": "https",
+    "azure_data_explorer": "https",
+    "adx+https": "https",
+    "adx+http": "http",
+}
 _AUTHS = ("none", "app_key", "azcli", "msi", "default")
 
 
@@ -54,8 +61,10 @@ def kql_literal(value: Any) -> str:
         total = pd.Timedelta(value)
         sign = "-" if total < pd.Timedelta(0) else ""
         c = abs(total).components
-        return (f"timespan({sign}{c.days}.{c.hours:02d}:{c.minutes:02d}:{c.seconds:02d}."
-                f"{c.milliseconds * 1000 + c.microseconds:06d})")
+        return (
+            f"timespan({sign}{c.days}.{c.hours:02d}:{c.minutes:02d}:{c.seconds:02d}."
+            f"{c.milliseconds * 1000 + c.microseconds:06d})"
+        )
     if isinstance(value, dict | list | tuple):
         return f"dynamic({json.dumps(value, default=str)})"
     if isinstance(value, Decimal):
@@ -79,8 +88,9 @@ def _to_timedelta(col: str, df: pd.DataFrame) -> pd.Series:
 #: Kusto type → column conversion (datetime to UTC, timespan to Timedelta, decimal to float;
 #: dynamic stays as parsed JSON objects).
 _CONVERTERS: dict[str, Any] = {
-    "datetime": lambda col, df: pd.to_datetime(df[col], format="ISO8601", utc=True,
-                                               errors="coerce"),
+    "datetime": lambda col, df: pd.to_datetime(
+        df[col], format="ISO8601", utc=True, errors="coerce"
+    ),
     "date": lambda col, df: pd.to_datetime(df[col], format="ISO8601", utc=True, errors="coerce"),
     "timespan": _to_timedelta,
     "time": _to_timedelta,
@@ -98,8 +108,7 @@ def frame_from_table(table: Any) -> pd.DataFrame:
 
     if not table.columns:
         return pd.DataFrame()
-    return dataframe_from_result_table(table, nullable_bools=True,
-                                       converters_by_type=_CONVERTERS)
+    return dataframe_from_result_table(table, nullable_bools=True, converters_by_type=_CONVERTERS)
 
 
 class ADXConnector(DBConnector):
@@ -107,8 +116,9 @@ class ADXConnector(DBConnector):
 
     conn_type = "adx"
 
-    def __init__(self, *, url: str, database: str | None = None, timeout_s: int = 240,
-                 **options: Any) -> None:
+    def __init__(
+        self, *, url: str, database: str | None = None, timeout_s: int = 240, **options: Any
+    ) -> None:
         super().__init__(url=url, database=database, timeout_s=timeout_s, **options)
         self.url = url
 
@@ -121,8 +131,11 @@ class ADXConnector(DBConnector):
 
     def describe(self) -> str:
         parts = urlsplit(self.url)
-        return redact(f"adx {parts.scheme}://{parts.hostname or ''}"
-                      f"{':' + str(parts.port) if parts.port else ''}", self._secret)
+        return redact(
+            f"adx {parts.scheme}://{parts.hostname or ''}"
+            f"{':' + str(parts.port) if parts.port else ''}",
+            self._secret,
+        )
 
     def connect(self) -> Any:
         from azure.kusto.data import KustoClient
@@ -137,8 +150,10 @@ class ADXConnector(DBConnector):
         parts = urlsplit(self.url)
         scheme = _SCHEMES.get(parts.scheme.lower())
         if scheme is None or not parts.hostname:
-            raise ConnectorError(f"{self.describe()}: not an ADX URL; use https://<cluster> "
-                                 "(or http://host:port for the local emulator)")
+            raise ConnectorError(
+                f"{self.describe()}: not an ADX URL; use https://<cluster> "
+                "(or http://host:port for the local emulator)"
+            )
         cluster = f"{scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
         qs = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         default = "app_key" if parts.username else ("none" if scheme == "http" else "default")
@@ -147,20 +162,25 @@ class ADXConnector(DBConnector):
             raise ConnectorError(f"{self.describe()}: unknown auth {auth!r}; use one of {_AUTHS}")
         if auth == "none":
             if scheme != "http":
-                raise ConnectorError(f"{self.describe()}: auth=none is only allowed over http "
-                                     "(a local emulator); use AAD auth for https clusters")
+                raise ConnectorError(
+                    f"{self.describe()}: auth=none is only allowed over http "
+                    "(a local emulator); use AAD auth for https clusters"
+                )
             return KCSB.with_no_authentication(cluster)
         if auth == "app_key":
             if not (parts.username and qs.get("tenant")):
-                raise ConnectorError(f"{self.describe()}: application-key auth needs "
-                                     "https://<app_id>:<secret>@<cluster>?tenant=<tenant id>")
+                raise ConnectorError(
+                    f"{self.describe()}: application-key auth needs "
+                    "https://<app_id>:<secret>@<cluster>?tenant=<tenant id>"
+                )
             return KCSB.with_aad_application_key_authentication(
-                cluster, unquote(parts.username), unquote(parts.password or ""), qs["tenant"])
+                cluster, unquote(parts.username), unquote(parts.password or ""), qs["tenant"]
+            )
         if auth == "azcli":
             return KCSB.with_az_cli_authentication(cluster)
         if auth == "msi":
-            return KCSB.with_aad_managed_service_identity_authentication(
-                cluster, client_id=qs.get("client_id"))
+            client_id: Any = qs.get("client_id")  # None: the system-assigned identity
+            return KCSB.with_aad_managed_service_identity_authentication(cluster, client_id)
         from azure.identity import DefaultAzureCredential
 
         return KCSB.with_azure_token_credential(cluster, DefaultAzureCredential())
@@ -175,15 +195,19 @@ class ADXConnector(DBConnector):
 
         props = ClientRequestProperties()
         props.application = "meshinsights"
-        props.set_option(ClientRequestProperties.request_timeout_option_name,
-                         timedelta(seconds=int(self.config["timeout_s"])))
+        props.set_option(
+            ClientRequestProperties.request_timeout_option_name,
+            timedelta(seconds=int(self.config["timeout_s"])),
+        )
         for name, value in (params or {}).items():
             props.set_parameter(name, kql_literal(value))
         try:
             response = self.client.execute_query(self.config["database"], query, props)
             if response.errors_count:
-                raise ConnectorError(f"{self.describe()}: query failed "
-                                     f"({'; '.join(response.get_exceptions())[:300]})")
+                raise ConnectorError(
+                    f"{self.describe()}: query failed "
+                    f"({'; '.join(response.get_exceptions())[:300]})"
+                )
             primary = response.primary_results
             return frame_from_table(primary[0]) if primary else pd.DataFrame()
         except ConnectorError:
@@ -205,24 +229,41 @@ class ADXConnector(DBConnector):
         detail = redact(_first_line(exc), self._secret)
         status = getattr(getattr(exc, "http_response", None), "status_code", None)
         if isinstance(exc, KustoNetworkError):
-            if any(p in chain for p in ("name or service not known", "nameresolution",
-                                        "failed to resolve", "getaddrinfo")):
+            if any(
+                p in chain
+                for p in (
+                    "name or service not known",
+                    "nameresolution",
+                    "failed to resolve",
+                    "getaddrinfo",
+                )
+            ):
                 return ConnectorError(f"{where}: unknown host; check the cluster URL")
-            return TransientConnectorError(f"{where}: cannot reach the cluster ({detail}); "
-                                           "retrying")
+            return TransientConnectorError(
+                f"{where}: cannot reach the cluster ({detail}); retrying"
+            )
         if isinstance(exc, KustoThrottlingError) or (status and status >= 500):
-            return TransientConnectorError(f"{where}: the cluster is busy (HTTP {status}); "
-                                           "retrying")
+            return TransientConnectorError(
+                f"{where}: the cluster is busy (HTTP {status}); retrying"
+            )
         if status in (401, 403):
-            return ConnectorError(f"{where}: authentication failed (HTTP {status}); check the "
-                                  "credentials and the principal's database permissions")
-        errors = (exc.get_api_errors() if isinstance(exc, KustoMultiApiError)
-                  else [exc.get_api_error()] if isinstance(exc, KustoApiError) else [])
+            return ConnectorError(
+                f"{where}: authentication failed (HTTP {status}); check the "
+                "credentials and the principal's database permissions"
+            )
+        errors = (
+            exc.get_api_errors()
+            if isinstance(exc, KustoMultiApiError)
+            else [exc.get_api_error()]
+            if isinstance(exc, KustoApiError)
+            else []
+        )
         if errors and any(e.permanent is False for e in errors):
             return TransientConnectorError(f"{where}: transient query failure ({detail})")
         if errors:
-            return ConnectorError(f"{where}: query failed ({detail}); fix the KQL or the "
-                                  "declared parameters")
+            return ConnectorError(
+                f"{where}: query failed ({detail}); fix the KQL or the declared parameters"
+            )
         return ConnectorError(f"{where}: query failed ({detail})")
 
 
@@ -232,7 +273,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _chain_text(exc: BaseException) -> str:
-    parts, cur, seen = [], exc, set()
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         parts.append(f"{type(cur).__name__} {cur}")

@@ -41,10 +41,31 @@ logger = logging.getLogger(__name__)
 #: Connection id of the alert database; unset, it defaults to a SQLite file under data/.
 ALERTS_CONN_ID = "meshinsights_alerts"
 #: Columns the sink needs from a ``threshold_updates`` frame.
-REQUIRED = ("machine_id", "stage", "metric", "lower", "upper", "center", "method", "n_cycles",
-            "variance_class", "cv", "valid_from")
-_VALUES = ("metric", "lower_limit", "upper_limit", "center", "method", "n_cycles",
-           "variance_class", "cv", "run_id", "written_at")
+REQUIRED = (
+    "machine_id",
+    "stage",
+    "metric",
+    "lower",
+    "upper",
+    "center",
+    "method",
+    "n_cycles",
+    "variance_class",
+    "cv",
+    "valid_from",
+)
+_VALUES = (
+    "metric",
+    "lower_limit",
+    "upper_limit",
+    "center",
+    "method",
+    "n_cycles",
+    "variance_class",
+    "cv",
+    "run_id",
+    "written_at",
+)
 
 
 def default_alerts_path() -> Path:
@@ -54,8 +75,7 @@ def default_alerts_path() -> Path:
     return Path(os.environ.get("MESHINSIGHTS_ALERTS_DB") or PROJECT_ROOT / "data" / "alerts.db")
 
 
-def alerts_url(conn_id: str = ALERTS_CONN_ID,
-               resolver: Callable[[str], str] | None = None) -> str:
+def alerts_url(conn_id: str = ALERTS_CONN_ID, resolver: Callable[[str], str] | None = None) -> str:
     """The alert database URL: the connection if configured, else (default id) the SQLite file."""
     from meshinsights.connectors.credentials import env_resolver
 
@@ -90,28 +110,43 @@ def _tables(name: str) -> tuple[Any, Any]:
         ]
 
     current = sa.Table(name, meta, *columns(), sa.PrimaryKeyConstraint("machine_id", "stage"))
-    history = sa.Table(f"{name}_history", meta, *columns(),
-                       sa.PrimaryKeyConstraint("machine_id", "stage", "valid_from"))
+    history = sa.Table(
+        f"{name}_history",
+        meta,
+        *columns(),
+        sa.PrimaryKeyConstraint("machine_id", "stage", "valid_from"),
+    )
     return current, history
 
 
 def _records(frame: pd.DataFrame, run_id: str) -> list[dict[str, Any]]:
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise ConfigError(f"threshold sink: rows lack column(s) {missing}; the sink expects the "
-                          "output of the update_thresholds step (table threshold_updates)")
+        raise ConfigError(
+            f"threshold sink: rows lack column(s) {missing}; the sink expects the "
+            "output of the update_thresholds step (table threshold_updates)"
+        )
     now = pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()
     valid_from = pd.to_datetime(frame["valid_from"], utc=True).dt.tz_localize(None)
     out = []
     for row, vf in zip(frame.to_dict("records"), valid_from, strict=True):
-        out.append({
-            "machine_id": str(row["machine_id"]), "stage": int(row["stage"]),
-            "metric": str(row["metric"]), "lower_limit": float(row["lower"]),
-            "upper_limit": float(row["upper"]), "center": _num(row["center"]),
-            "method": row["method"], "n_cycles": None if pd.isna(row["n_cycles"]) else int(
-                row["n_cycles"]), "variance_class": row["variance_class"], "cv": _num(row["cv"]),
-            "valid_from": vf.to_pydatetime(), "run_id": run_id, "written_at": now,
-        })
+        out.append(
+            {
+                "machine_id": str(row["machine_id"]),
+                "stage": int(row["stage"]),
+                "metric": str(row["metric"]),
+                "lower_limit": float(row["lower"]),
+                "upper_limit": float(row["upper"]),
+                "center": _num(row["center"]),
+                "method": row["method"],
+                "n_cycles": None if pd.isna(row["n_cycles"]) else int(row["n_cycles"]),
+                "variance_class": row["variance_class"],
+                "cv": _num(row["cv"]),
+                "valid_from": vf.to_pydatetime(),
+                "run_id": run_id,
+                "written_at": now,
+            }
+        )
     return out
 
 
@@ -119,8 +154,9 @@ def _num(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str],
-            newer_only: bool) -> None:
+def _upsert(
+    conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str], newer_only: bool
+) -> None:
     """Insert, or update the row with the same key (only from a newer valid_from if asked)."""
     import sqlalchemy as sa
 
@@ -143,13 +179,22 @@ def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str],
         newer = table.c.valid_from <= stmt.inserted.valid_from
         # MySQL applies assignments left to right: valid_from must be compared before it moves.
         cols = [c for c in (*_VALUES, "valid_from") if c not in keys]
-        stmt = stmt.on_duplicate_key_update([
-            (c, sa.case((newer, stmt.inserted[c]), else_=table.c[c]) if newer_only
-             else stmt.inserted[c]) for c in cols
-        ])
+        stmt = stmt.on_duplicate_key_update(
+            [
+                (
+                    c,
+                    sa.case((newer, stmt.inserted[c]), else_=table.c[c])
+                    if newer_only
+                    else stmt.inserted[c],
+                )
+                for c in cols
+            ]
+        )
     else:
-        raise ConfigError(f"threshold sink: database dialect {dialect!r} is not supported; use "
-                          "SQLite, MySQL/MariaDB or PostgreSQL")
+        raise ConfigError(
+            f"threshold sink: database dialect {dialect!r} is not supported; use "
+            "SQLite, MySQL/MariaDB or PostgreSQL"
+        )
     conn.execute(stmt)
 
 
@@ -162,7 +207,7 @@ class AlertThresholdSink:
         self.table = check_table_name(table)
         self.url = normalize_url(url)
         if self.url.startswith("sqlite:///"):
-            path = Path(self.url[len("sqlite:///"):])
+            path = Path(self.url[len("sqlite:///") :])
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(exist_ok=True)
         self._sql = SQLConnector(url=self.url)
@@ -186,17 +231,23 @@ class AlertThresholdSink:
         started = time.perf_counter()
         rows = _records(frame, run_id)
         if rows:
+
             def tx(conn: Any) -> None:
                 self.current.metadata.create_all(conn, checkfirst=True)
                 _upsert(conn, self.history, rows, ["machine_id", "stage", "valid_from"], False)
                 _upsert(conn, self.current, rows, ["machine_id", "stage"], True)
 
             self._run("write", tx)
-        summary = {"sink": "alert_thresholds", "table": self.table, "rows": len(rows),
-                   "target": self._sql.describe(),
-                   "seconds": round(time.perf_counter() - started, 4)}
-        logger.info("threshold sink: %d row(s) to %s in %s", len(rows), self.table,
-                    summary["target"])
+        summary = {
+            "sink": "alert_thresholds",
+            "table": self.table,
+            "rows": len(rows),
+            "target": self._sql.describe(),
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+        logger.info(
+            "threshold sink: %d row(s) to %s in %s", len(rows), self.table, summary["target"]
+        )
         return summary
 
     def read(self, *, history: bool = False, machine_id: str | None = None) -> pd.DataFrame:
@@ -211,14 +262,16 @@ class AlertThresholdSink:
             query = sa.select(table)
             if machine_id is not None:
                 query = query.where(table.c.machine_id == machine_id)
-            return pd.read_sql(query.order_by(table.c.machine_id, table.c.stage,
-                                              table.c.valid_from), conn)
+            return pd.read_sql(
+                query.order_by(table.c.machine_id, table.c.stage, table.c.valid_from), conn
+            )
 
         return self._run("read", tx)
 
 
-def write_threshold_updates(frame: pd.DataFrame, *, url: str, run_id: str,
-                            table: str = "alert_thresholds") -> dict[str, Any]:
+def write_threshold_updates(
+    frame: pd.DataFrame, *, url: str, run_id: str, table: str = "alert_thresholds"
+) -> dict[str, Any]:
     """One-shot: write ``frame`` (a ``threshold_updates`` partition) to the alert database."""
     sink = AlertThresholdSink(url, table=table)
     try:
@@ -227,8 +280,13 @@ def write_threshold_updates(frame: pd.DataFrame, *, url: str, run_id: str,
         sink.close()
 
 
-def run_sink(sink: Mapping[str, Any], frame: pd.DataFrame, *, run_id: str,
-             resolver: Callable[[str], str] | None = None) -> dict[str, Any]:
+def run_sink(
+    sink: Mapping[str, Any],
+    frame: pd.DataFrame,
+    *,
+    run_id: str,
+    resolver: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
     """Entry point for the runner: ``sink`` is the step's ``sink:`` config mapping.
 
     ``{type: alert_thresholds, conn_id: meshinsights_alerts, table: alert_thresholds}``
@@ -241,5 +299,6 @@ def run_sink(sink: Mapping[str, Any], frame: pd.DataFrame, *, run_id: str,
     if unknown:
         raise ConfigError(f"sink has unknown field(s) {unknown}; allowed: type, conn_id, table")
     url = alerts_url(sink.get("conn_id", ALERTS_CONN_ID), resolver)
-    return write_threshold_updates(frame, url=url, run_id=run_id,
-                                   table=sink.get("table", "alert_thresholds"))
+    return write_threshold_updates(
+        frame, url=url, run_id=run_id, table=sink.get("table", "alert_thresholds")
+    )

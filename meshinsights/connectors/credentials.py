@@ -17,8 +17,15 @@ from urllib.parse import quote
 
 from meshinsights.errors import ConnectorError
 
-__all__ = ["ConnectionResolver", "env_resolver", "airflow_resolver", "redact", "env_var_name",
-           "dotenv_value", "adx_url"]
+__all__ = [
+    "ConnectionResolver",
+    "env_resolver",
+    "airflow_resolver",
+    "redact",
+    "env_var_name",
+    "dotenv_value",
+    "adx_url",
+]
 
 ConnectionResolver = Callable[[str], str]
 
@@ -41,15 +48,19 @@ def env_var_name(conn_id: str) -> str:
 _ADX_TYPES = ("azure_data_explorer", "azure-data-explorer", "adx")
 
 
-def adx_url(host: str, login: str | None, password: str | None,
-            extra: dict[str, object] | None) -> str:
+def adx_url(
+    host: str, login: str | None, password: str | None, extra: dict[str, object] | None
+) -> str:
     """An ADX connector URL from Airflow Connection fields (host = the cluster URL)."""
     scheme, _, rest = host.partition("://")
     if not rest:
         scheme, rest = "https", host
     auth = f"{quote(login, safe='')}:{quote(password or '', safe='')}@" if login else ""
-    query = {k.removeprefix("extra__azure_data_explorer__"): v for k, v in (extra or {}).items()
-             if v not in (None, "")}
+    query = {
+        k.removeprefix("extra__azure_data_explorer__"): v
+        for k, v in (extra or {}).items()
+        if v not in (None, "")
+    }
     if "tenant" not in query and "tenant_id" in query:
         query["tenant"] = query.pop("tenant_id")
     url = f"{scheme}://{auth}{rest.rstrip('/')}"
@@ -65,9 +76,12 @@ def _from_json(data: dict[str, object]) -> str:
         return f"sqlite:///{host}"
     if conn_type in _ADX_TYPES:
         extra = data.get("extra")
-        return adx_url(host, str(data.get("login") or "") or None,
-                       str(data.get("password") or "") or None,
-                       extra if isinstance(extra, dict) else None)
+        return adx_url(
+            host,
+            str(data.get("login") or "") or None,
+            str(data.get("password") or "") or None,
+            extra if isinstance(extra, dict) else None,
+        )
     login = quote(str(data.get("login") or ""), safe="")
     password = quote(str(data.get("password") or ""), safe="")
     auth = f"{login}:{password}@" if login or password else ""
@@ -131,7 +145,9 @@ def env_resolver(conn_id: str) -> str:
         try:
             return _from_json(json.loads(raw))
         except ValueError as exc:
-            raise ConnectorError(f"{name} holds invalid JSON; use a URL or Airflow's JSON form") from exc
+            raise ConnectorError(
+                f"{name} holds invalid JSON; use a URL or Airflow's JSON form"
+            ) from exc
     return raw
 
 

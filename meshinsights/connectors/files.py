@@ -47,10 +47,20 @@ class FileConnector(DBConnector):
         timezone: str = "UTC",
         **options: Any,
     ) -> None:
-        super().__init__(path=path, format=format, separator=separator, decimal=decimal,
-                         header=header, names=names, na_values=na_values or [],
-                         encoding=encoding, ts_column=ts_column, ts_format=ts_format,
-                         timezone=timezone, **options)
+        super().__init__(
+            path=path,
+            format=format,
+            separator=separator,
+            decimal=decimal,
+            header=header,
+            names=names,
+            na_values=na_values or [],
+            encoding=encoding,
+            ts_column=ts_column,
+            ts_format=ts_format,
+            timezone=timezone,
+            **options,
+        )
         self.path = Path(path)
         self._cache: tuple[tuple[Any, ...], pd.DataFrame, pd.Series] | None = None
 
@@ -61,13 +71,18 @@ class FileConnector(DBConnector):
         """The files this source reads, in name order; a clear error if there are none."""
         fmt = self.config["format"]
         if self.path.is_dir():
-            found = sorted(p for p in self.path.iterdir()
-                           if p.is_file() and p.suffix.lower() in (f".{fmt}", f".{fmt}.gz"))
+            found = sorted(
+                p
+                for p in self.path.iterdir()
+                if p.is_file() and p.suffix.lower() in (f".{fmt}", f".{fmt}.gz")
+            )
         elif self.path.is_file():
             found = [self.path]
         else:
-            raise ConnectorError(f"{self.describe()}: no such file or folder; check 'path' "
-                                 "(relative paths start at the config folder)")
+            raise ConnectorError(
+                f"{self.describe()}: no such file or folder; check 'path' "
+                "(relative paths start at the config folder)"
+            )
         if not found:
             raise ConnectorError(f"{self.describe()}: the folder holds no .{fmt} files")
         return found
@@ -89,13 +104,21 @@ class FileConnector(DBConnector):
                         frame[col] = frame[col].mask(frame[col].isin(c["na_values"]))
                 return frame
             return pd.read_csv(
-                path, sep=c["separator"], decimal=c["decimal"], header=0 if c["header"] else None,
-                names=c["names"], na_values=c["na_values"], encoding=c["encoding"],
-                dtype={c["ts_column"]: "string"}, skipinitialspace=True,
+                path,
+                sep=c["separator"],
+                decimal=c["decimal"],
+                header=0 if c["header"] else None,
+                names=c["names"],
+                na_values=c["na_values"],
+                encoding=c["encoding"],
+                dtype={c["ts_column"]: "string"},
+                skipinitialspace=True,
             )
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise ConnectorError(f"{self.describe()}: cannot read {path.name} ({exc}); check "
-                                 "format, separator, encoding and header/names") from exc
+            raise ConnectorError(
+                f"{self.describe()}: cannot read {path.name} ({exc}); check "
+                "format, separator, encoding and header/names"
+            ) from exc
 
     def read(self) -> tuple[pd.DataFrame, pd.Series]:
         """All rows (file order) and each row's anchor time in UTC (see the module doc)."""
@@ -107,8 +130,10 @@ class FileConnector(DBConnector):
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         ts_col = self.config["ts_column"]
         if ts_col not in frame.columns:
-            raise ConnectorError(f"{self.describe()}: no timestamp column {ts_col!r}; columns "
-                                 f"are {list(frame.columns)[:12]} — set ts_column (or names)")
+            raise ConnectorError(
+                f"{self.describe()}: no timestamp column {ts_col!r}; columns "
+                f"are {list(frame.columns)[:12]} — set ts_column (or names)"
+            )
         from meshinsights.normalize import to_utc
 
         ts = to_utc(frame[ts_col], self.config["timezone"], self.config["ts_format"])
@@ -120,8 +145,9 @@ class FileConnector(DBConnector):
     def query(self, query: str = "", params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Rows whose (anchor) time lies in ``[params['start'], params['end'])``, as read."""
         if query:
-            raise ConnectorError(f"{self.describe()}: file sources take no query; filter with "
-                                 "the run window instead")
+            raise ConnectorError(
+                f"{self.describe()}: file sources take no query; filter with the run window instead"
+            )
         frame, anchor = self.read()
         p = params or {}
         mask = pd.Series(True, index=frame.index)

@@ -30,12 +30,30 @@ Layout = Literal["long", "wide", "tsdb"]
 
 #: Spellings sources use for the same unit → the canonical spelling.
 UNIT_ALIASES = {
-    "°c": "degC", "c": "degC", "degc": "degC", "celsius": "degC",
-    "°f": "degF", "f": "degF", "degf": "degF", "fahrenheit": "degF",
-    "k": "K", "kelvin": "K",
-    "w": "W", "watt": "W", "kw": "kW", "kilowatt": "kW", "mw": "MW", "megawatt": "MW",
-    "%": "%", "percent": "%", "%rh": "%",
-    "pa": "Pa", "kpa": "kPa", "hpa": "hPa", "bar": "bar", "psi": "psi",
+    "°c": "degC",
+    "c": "degC",
+    "degc": "degC",
+    "celsius": "degC",
+    "°f": "degF",
+    "f": "degF",
+    "degf": "degF",
+    "fahrenheit": "degF",
+    "k": "K",
+    "kelvin": "K",
+    "w": "W",
+    "watt": "W",
+    "kw": "kW",
+    "kilowatt": "kW",
+    "mw": "MW",
+    "megawatt": "MW",
+    "%": "%",
+    "percent": "%",
+    "%rh": "%",
+    "pa": "Pa",
+    "kpa": "kPa",
+    "hpa": "hPa",
+    "bar": "bar",
+    "psi": "psi",
 }
 
 _LINEAR: dict[tuple[str, str], Callable[[np.ndarray], np.ndarray]] = {
@@ -79,14 +97,17 @@ def convert_units(values: pd.Series, source: str | None, target: str | None) -> 
     if s is None or t is None or s == t:
         return values
     if (s, t) not in _LINEAR:
-        raise ConfigError(f"no conversion from unit {source!r} to {target!r}; known pairs: "
-                          + ", ".join(f"{a}→{b}" for a, b in sorted(_LINEAR)))
+        raise ConfigError(
+            f"no conversion from unit {source!r} to {target!r}; known pairs: "
+            + ", ".join(f"{a}→{b}" for a, b in sorted(_LINEAR))
+        )
     return pd.Series(_LINEAR[(s, t)](values.to_numpy(dtype="float64")), index=values.index)
 
 
 def _rename(frame: pd.DataFrame, mapping: Mapping[str, str | None]) -> pd.DataFrame:
-    renames = {src: dst for dst, src in mapping.items() if src and src in frame.columns
-               and src != dst}
+    renames = {
+        src: dst for dst, src in mapping.items() if src and src in frame.columns and src != dst
+    }
     return frame.rename(columns=renames)
 
 
@@ -102,23 +123,30 @@ def to_long(
     """Any source layout → long ``ts, metric, value`` (+ ``machine_id, unit, ingested_at``)."""
     if layout == "tsdb":
         value_cols = [c for c in frame.columns if str(c).startswith("measure_value")]
-        missing = [c for c in _TSDB if c not in frame.columns] + ([] if value_cols else
-                                                                  ["measure_value"])
+        missing = [c for c in _TSDB if c not in frame.columns] + (
+            [] if value_cols else ["measure_value"]
+        )
         if missing:
-            raise ConfigError(f"tsdb layout needs columns time, deviceId, measure_name, "
-                              f"measure_value; missing {missing} — alias them in the query")
+            raise ConfigError(
+                f"tsdb layout needs columns time, deviceId, measure_name, "
+                f"measure_value; missing {missing} — alias them in the query"
+            )
         out = frame.rename(columns=_TSDB)
         # Timestream splits values by type (measure_value::double, ::bigint): take the first
         # non-null per row.
-        out["value"] = out[value_cols].bfill(axis=1).iloc[:, 0] if len(value_cols) > 1 \
-            else out[value_cols[0]]
+        out["value"] = (
+            out[value_cols].bfill(axis=1).iloc[:, 0] if len(value_cols) > 1 else out[value_cols[0]]
+        )
         out = out.drop(columns=[c for c in value_cols if c != "value"])
         return _rename(out, {"ingested_at": ingested_column})
-    renamed = _rename(frame, {"ts": ts_column, "machine_id": machine_column,
-                              "ingested_at": ingested_column})
+    renamed = _rename(
+        frame, {"ts": ts_column, "machine_id": machine_column, "ingested_at": ingested_column}
+    )
     if "ts" not in renamed.columns:
-        raise ConfigError(f"source rows have no timestamp column {ts_column!r}; columns are "
-                          f"{list(frame.columns)} — set ts_column or alias the column")
+        raise ConfigError(
+            f"source rows have no timestamp column {ts_column!r}; columns are "
+            f"{list(frame.columns)} — set ts_column or alias the column"
+        )
     if layout == "long":
         return renamed
     if layout != "wide":
@@ -131,15 +159,20 @@ def _melt(frame: pd.DataFrame, metrics: Mapping[str, str] | None) -> pd.DataFram
     columns = list(metrics) if metrics else [c for c in frame.columns if c not in ids]
     absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise ConfigError(f"wide layout: metric column(s) {absent} not in the source; columns "
-                          f"are {list(frame.columns)} — fix 'metrics' in the source config")
+        raise ConfigError(
+            f"wide layout: metric column(s) {absent} not in the source; columns "
+            f"are {list(frame.columns)} — fix 'metrics' in the source config"
+        )
     if not columns:
         raise ConfigError("wide layout: the source has no metric columns besides the keys")
     n = len(frame)
     # Stack column by column (metric-major) so each metric keeps the source's row order.
     parts = {c: np.tile(frame[c].to_numpy(), len(columns)) for c in ids}
-    values = np.concatenate([frame[c].to_numpy(dtype=object) for c in columns]) if n else \
-        np.array([], dtype=object)
+    values = (
+        np.concatenate([frame[c].to_numpy(dtype=object) for c in columns])
+        if n
+        else np.array([], dtype=object)
+    )
     names = np.repeat([(metrics or {}).get(c, c) for c in columns], n)
     out = pd.DataFrame({**parts, "metric": names, "value": values})
     return out

@@ -36,7 +36,13 @@ def with_retry(
                     "up, then rerun (nothing was written, the watermark did not move)"
                 ) from exc
             delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            logger.warning("%s: transient error (attempt %d/%d), retrying in %.2fs: %s",
-                           what, attempt, attempts, delay, exc)
+            logger.warning(
+                "%s: transient error (attempt %d/%d), retrying in %.2fs: %s",
+                what,
+                attempt,
+                attempts,
+                delay,
+                exc,
+            )
             sleep(delay)
     raise AssertionError("unreachable")

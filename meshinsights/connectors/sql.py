@@ -26,12 +26,25 @@ _MYSQL_TRANSIENT = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 _PG_TRANSIENT_PREFIX = ("08", "57P", "53")
 # lock not available (lock_timeout) and query canceled (statement_timeout) too.
 _PG_TRANSIENT = {"40001", "40P01", "55P03", "57014"}
-_UNKNOWN_HOST = ("name or service not known", "could not translate host name",
-                 "nodename nor servname", "temporary failure in name resolution",
-                 "unknown mysql server host", "getaddrinfo failed")
-_TRANSIENT_TEXT = ("timeout", "timed out", "connection refused", "server closed",
-                   "lost connection", "server has gone away", "database is locked",
-                   "connection reset", "could not connect")
+_UNKNOWN_HOST = (
+    "name or service not known",
+    "could not translate host name",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+    "unknown mysql server host",
+    "getaddrinfo failed",
+)
+_TRANSIENT_TEXT = (
+    "timeout",
+    "timed out",
+    "connection refused",
+    "server closed",
+    "lost connection",
+    "server has gone away",
+    "database is locked",
+    "connection reset",
+    "could not connect",
+)
 
 
 class SQLConnector(DBConnector):
@@ -62,13 +75,20 @@ class SQLConnector(DBConnector):
         try:
             url = make_url(self.url)
         except Exception:
-            raise ConnectorError(f"connection URL {self.describe()} is not a valid database URL; "
-                                 "use e.g. mysql://user:pass@host:3306/db") from None
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-                and not Path(url.database).exists():
+            raise ConnectorError(
+                f"connection URL {self.describe()} is not a valid database URL; "
+                "use e.g. mysql://user:pass@host:3306/db"
+            ) from None
+        if (
+            url.get_backend_name() == "sqlite"
+            and url.database not in (None, "", ":memory:")
+            and not Path(url.database).exists()
+        ):
             # sqlite3 would silently create an empty file and fail later on "no such table".
-            raise ConnectorError(f"SQLite file {url.database} does not exist; run "
-                                 "`meshinsights demo seed` or fix the path in the connection")
+            raise ConnectorError(
+                f"SQLite file {url.database} does not exist; run "
+                "`meshinsights demo seed` or fix the path in the connection"
+            )
         args: dict[str, Any] = {}
         if self.url.startswith(("mysql", "postgresql")):
             args["connect_timeout"] = self.config["connect_timeout"]
@@ -118,26 +138,44 @@ class SQLConnector(DBConnector):
         pgcode = getattr(orig, "pgcode", None)
         low = detail.lower()
         # Permanent causes first: a DNS failure also carries MySQL's "can't connect" code.
-        if "access denied" in low or "password authentication failed" in low \
-                or code == 1045 or pgcode == "28P01":
-            return ConnectorError(f"{where}: authentication failed ({detail}); check the login "
-                                  "and password of the connection")
+        if (
+            "access denied" in low
+            or "password authentication failed" in low
+            or code == 1045
+            or pgcode == "28P01"
+        ):
+            return ConnectorError(
+                f"{where}: authentication failed ({detail}); check the login "
+                "and password of the connection"
+            )
         if any(p in low for p in _UNKNOWN_HOST):
             return ConnectorError(f"{where}: unknown host ({detail}); check the host name")
-        if code in (1146, 1054) or pgcode in ("42P01", "42703") or "no such table" in low \
-                or "no such column" in low or "doesn't exist" in low:
-            return ConnectorError(f"{where}: missing table or column ({detail}); check the query "
-                                  "and that the source is seeded")
+        if (
+            code in (1146, 1054)
+            or pgcode in ("42P01", "42703")
+            or "no such table" in low
+            or "no such column" in low
+            or "doesn't exist" in low
+        ):
+            return ConnectorError(
+                f"{where}: missing table or column ({detail}); check the query "
+                "and that the source is seeded"
+            )
         if code == 1049 or pgcode == "3D000" or ("database" in low and "does not exist" in low):
-            return ConnectorError(f"{where}: unknown database ({detail}); check the database "
-                                  "name in the connection")
+            return ConnectorError(
+                f"{where}: unknown database ({detail}); check the database name in the connection"
+            )
         if code == 1064 or pgcode == "42601" or "syntax" in low:
             return ConnectorError(f"{where}: SQL syntax error ({detail}); fix the query")
-        if code in _MYSQL_TRANSIENT or (pgcode and (
-                pgcode in _PG_TRANSIENT or pgcode.startswith(_PG_TRANSIENT_PREFIX))) \
-                or any(p in low for p in _TRANSIENT_TEXT):
-            return TransientConnectorError(f"{where}: transient database error ({detail}); the "
-                                           "server may be down or busy — retrying")
+        if (
+            code in _MYSQL_TRANSIENT
+            or (pgcode and (pgcode in _PG_TRANSIENT or pgcode.startswith(_PG_TRANSIENT_PREFIX)))
+            or any(p in low for p in _TRANSIENT_TEXT)
+        ):
+            return TransientConnectorError(
+                f"{where}: transient database error ({detail}); the "
+                "server may be down or busy — retrying"
+            )
         return ConnectorError(f"{where}: query failed ({detail})")
 
 
@@ -151,7 +189,8 @@ def _driver_error(exc: BaseException) -> BaseException:
         if orig is not None:
             return orig
         if getattr(cur, "pgcode", None) or type(cur).__module__.startswith(
-                ("pymysql", "psycopg2", "sqlite3")):
+            ("pymysql", "psycopg2", "sqlite3")
+        ):
             return cur
         cur = cur.__cause__ or cur.__context__
     return exc

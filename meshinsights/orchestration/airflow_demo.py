@@ -73,9 +73,8 @@ def print_query(env: dict[str, str]) -> None:
     import duckdb
 
     from meshinsights.settings import get_settings
-    from meshinsights.store import DeltaStore
 
-    store = DeltaStore(get_settings().store_uri)
+    store = get_settings().open_store()
     con = duckdb.connect()
     con.register("temperature_hourly", store.dataset("minimal", "temperature_hourly"))
     _say(str(con.sql(DEMO_QUERY)))

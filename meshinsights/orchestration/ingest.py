@@ -14,70 +14,39 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from meshinsights.config import ADXSource, FileSource, MachineConfig, PipelineConfig, SQLSource
-from meshinsights.connectors.base import DBConnector, PluginManager, default_manager
+from meshinsights.config import MachineConfig, PipelineConfig
+from meshinsights.connectors.base import PluginManager
 from meshinsights.connectors.credentials import env_resolver
-from meshinsights.connectors.layout import to_long
-from meshinsights.connectors.retry import with_retry
-from meshinsights.errors import ConfigError
+from meshinsights.connectors.sources import Resolver, SourceAccess
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
 from meshinsights.store import DeltaStore
 
-__all__ = ["run_ingest", "run_incremental", "fetch_source", "fetch_events", "late_windows",
-           "last_watermark"]
+__all__ = [
+    "run_ingest",
+    "run_incremental",
+    "fetch_source",
+    "fetch_events",
+    "late_windows",
+    "last_watermark",
+]
 
 logger = logging.getLogger(__name__)
 
-Resolver = Callable[[str], str]
 #: History depths scanned for a machine's last watermark before reading the whole log.
 _HISTORY_DEPTHS = (256, 4096, None)
 
 
-def _connector(machine: MachineConfig, resolver: Resolver, manager: PluginManager,
-               base_dir: Path | None) -> DBConnector:
-    source = machine.source
-    if isinstance(source, SQLSource):
-        return manager.get("sql", url=resolver(source.conn_id))
-    if isinstance(source, ADXSource):
-        return manager.get("adx", url=resolver(source.conn_id), database=source.database)
-    if isinstance(source, FileSource):
-        return manager.get(
-            "file", path=str(_file_path(source, machine.machine_id, base_dir)),
-            format=source.format, separator=source.separator, decimal=source.decimal,
-            header=source.header, names=source.names, na_values=source.na_values,
-            encoding=source.encoding, ts_column="time" if source.layout == "tsdb"
-            else source.ts_column, ts_format=source.ts_format, timezone=source.timezone,
-        )
-    raise ConfigError(f"source type {source.type!r} is not supported")
-
-
-def _file_path(source: FileSource, machine_id: str, base_dir: Path | None) -> Path:
-    path = Path(source.path.replace("{machine_id}", machine_id))
-    if not path.is_absolute():
-        from meshinsights.settings import get_settings
-
-        path = (base_dir or get_settings().configs_dir) / path
-    return path
-
-
-def _query(conn: DBConnector, query: str, params: dict[str, Any], what: str) -> pd.DataFrame:
-    return with_retry(lambda: conn.query(query, params), what=what)
-
-
-def _params(machine: MachineConfig, window: Window, **extra: Any) -> dict[str, Any]:
-    # SQL drivers compare naive UTC datetimes with the source's naive UTC columns; ADX gets
-    # typed datetime literals from the same values.
-    return {**getattr(machine.source, "params", {}), "machine_id": machine.machine_id,
-            "start": window.start.replace(tzinfo=None), "end": window.end.replace(tzinfo=None),
-            **extra}
+def _access(
+    resolver: Resolver | None, manager: PluginManager | None, base_dir: Path | None
+) -> SourceAccess:
+    return SourceAccess(resolver or env_resolver, manager, base_dir)
 
 
 def fetch_source(
@@ -89,16 +58,7 @@ def fetch_source(
     base_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Raw long-form telemetry rows for one machine-window from its configured source."""
-    source = machine.source
-    conn = _connector(machine, resolver or env_resolver, manager or default_manager(), base_dir)
-    what = f"source query for {machine.machine_id}"
-    if isinstance(source, FileSource):
-        raw = with_retry(lambda: conn.query("", _params(machine, window)), what=what)
-        return to_long(raw, layout=source.layout, ts_column=source.ts_column,
-                       machine_column=source.machine_column,
-                       ingested_column=source.ingested_column, metrics=source.metrics)
-    raw = _query(conn, source.query, _params(machine, window), what)
-    return to_long(raw, layout=source.layout, metrics=source.metrics)
+    return _access(resolver, manager, base_dir).telemetry(machine, window)
 
 
 def fetch_events(
@@ -109,20 +69,19 @@ def fetch_events(
     manager: PluginManager | None = None,
 ) -> pd.DataFrame | None:
     """Raw events/alarms/logs for one machine-window, or None if the source has no events."""
-    query = getattr(machine.source, "events_query", None)
-    if not query:
-        return None
-    conn = _connector(machine, resolver or env_resolver, manager or default_manager(), None)
-    return _query(conn, query, _params(machine, window), f"events query for {machine.machine_id}")
+    return _access(resolver, manager, None).events(machine, window)
 
 
 def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Timestamp | None:
     """The newest ``ingested_at`` recorded by this machine's telemetry commits, if any."""
     for depth in _HISTORY_DEPTHS:
         commits = store.history(namespace, "telemetry", limit=depth)
-        marks = [c.get("meshinsights.watermark") for c in commits
-                 if c.get("meshinsights.step") == "ingest"
-                 and machine_id in (c.get("meshinsights.machines") or [])]
+        marks = [
+            c.get("meshinsights.watermark")
+            for c in commits
+            if c.get("meshinsights.step") == "ingest"
+            and machine_id in (c.get("meshinsights.machines") or [])
+        ]
         found = [pd.Timestamp(m) for m in marks if m]
         if marks:  # the machine's commits are here: their running maximum is the watermark
             return max(found) if found else None
@@ -146,45 +105,21 @@ def late_windows(
     Windows are aligned to the run's grid (``interval``, default the run window's length)
     and reach back ``late_lookback`` (never before the machine's start date).
     """
-    source = machine.source
     if watermark is None:
         return []
-    interval = interval or (window.end - window.start)
-    since = max(window.start - pd.Timedelta(source.late_lookback).to_pytimedelta(),
-                pd.Timestamp(machine.start_date, tz="UTC").to_pydatetime())
+    lookback = pd.Timedelta(machine.source.late_lookback).to_pytimedelta()
+    first = pd.Timestamp(machine.start_date, tz="UTC").to_pydatetime()
+    since = max(window.start - lookback, first)
     if since >= window.start:
         return []
-    ts = _late_timestamps(machine, window, watermark, since, resolver=resolver,
-                          manager=manager, base_dir=base_dir)
+    ts = _access(resolver, manager, base_dir).late_times(machine, window, watermark, since)
     ts = ts[(ts >= pd.Timestamp(since)) & (ts < pd.Timestamp(window.start))]
     if ts.empty:
         return []
-    step = pd.Timedelta(interval)
-    k = ((ts - pd.Timestamp(window.start)) // step).unique()
-    starts = sorted(pd.Timestamp(window.start) + int(i) * step for i in k)
+    step = pd.Timedelta(interval or (window.end - window.start))
+    origin = pd.Timestamp(window.start)
+    starts = sorted(origin + int(k) * step for k in ((ts - origin) // step).unique())
     return [Window(s.to_pydatetime(), (s + step).to_pydatetime()) for s in starts]
-
-
-def _late_timestamps(machine: MachineConfig, window: Window, watermark: pd.Timestamp,
-                     since: Any, *, resolver: Resolver | None, manager: PluginManager | None,
-                     base_dir: Path | None) -> pd.Series:
-    source = machine.source
-    conn = _connector(machine, resolver or env_resolver, manager or default_manager(), base_dir)
-    if isinstance(source, FileSource):
-        if not source.ingested_column:
-            return pd.Series([], dtype="datetime64[us, UTC]")
-        frame, anchor = conn.read()  # type: ignore[attr-defined]
-        ingested = to_utc(frame[source.ingested_column], "UTC")
-        return anchor[ingested > watermark].reset_index(drop=True)
-    if not source.late_query:
-        return pd.Series([], dtype="datetime64[us, UTC]")
-    wm = watermark.tz_convert("UTC").tz_localize(None).to_pydatetime()
-    params = _params(machine, window, watermark=wm, since=since.replace(tzinfo=None))
-    found = _query(conn, source.late_query, params, f"late-data query for {machine.machine_id}")
-    if found.empty:
-        return pd.Series([], dtype="datetime64[us, UTC]")
-    column = found["ts"] if "ts" in found.columns else found.iloc[:, 0]
-    return to_utc(column, source.timezone, source.ts_format).dropna()
 
 
 def _max_ingested(raw: pd.DataFrame | None) -> pd.Timestamp | None:
@@ -200,8 +135,10 @@ def _latest(*marks: pd.Timestamp | None) -> pd.Timestamp | None:
 
 
 def _meta(prefix: str, result: NormalizeResult) -> dict[str, Any]:
-    return {**{f"meshinsights.{prefix}{k}": v for k, v in result.counts.items()},
-            f"meshinsights.{prefix}quarantine_rules": result.by_rule}
+    return {
+        **{f"meshinsights.{prefix}{k}": v for k, v in result.counts.items()},
+        f"meshinsights.{prefix}quarantine_rules": result.by_rule,
+    }
 
 
 def run_ingest(
@@ -219,53 +156,111 @@ def run_ingest(
 ) -> dict[str, Any]:
     """Source → canonical telemetry, events and quarantine for one machine-window.
 
-    The telemetry commit records ``max(previous watermark, newest ingested_at seen)``, or just
-    the previous one with ``advance_watermark=False`` (late-window reprocessing). Returns a
-    small summary fit for XCom (counts, versions, the watermark seen).
+    The telemetry commit records ``max(previous watermark, newest ingested_at seen)`` — or
+    just the previous one with ``advance_watermark=False`` (late-window reprocessing); the
+    previous watermark is read from the table history unless given. Returns a small summary
+    fit for XCom (counts per table, versions, watermarks).
     """
     started = time.perf_counter()
-    ns, mid, source = pipeline.name, machine.machine_id, machine.source
-    prev = last_watermark(store, ns, mid) if isinstance(previous_watermark, str) \
+    ns, mid = pipeline.name, machine.machine_id
+    prev = (
+        last_watermark(store, ns, mid)
+        if isinstance(previous_watermark, str)
         else previous_watermark
-    raw = fetch_source(machine, window, resolver=resolver, manager=manager, base_dir=base_dir)
-    raw_events = fetch_events(machine, window, resolver=resolver, manager=manager)
-    result = normalize_telemetry(
-        raw, machine_id=mid, window=window, timezone=source.timezone, ts_format=source.ts_format,
-        units=source.units, rules=pipeline.validation,
     )
-    events = None if raw_events is None else normalize_events(
-        raw_events, machine_id=mid, window=window, timezone=source.timezone,
-        rules=pipeline.events,
+    result, events, seen = _normalized(
+        machine, pipeline, window, _access(resolver, manager, base_dir)
     )
-    seen = _latest(_max_ingested(raw), _max_ingested(raw_events))
     watermark = _latest(prev, seen) if advance_watermark else prev
-    meta = {"meshinsights.run_id": run_id, "meshinsights.step": "ingest",
-            **_meta("", result), **(_meta("events.", events) if events else {})}
-    quarantine = result.quarantine if events is None or events.quarantine.empty else \
-        pd.concat([result.quarantine, events.quarantine], ignore_index=True)
-    q = store.overwrite(ns, "quarantine", quarantine, machine_ids=mid, window=window,
-                        schema=QUARANTINE_SCHEMA, metadata=meta)
-    ev = None if events is None else store.overwrite(
-        ns, "events", events.clean, machine_ids=mid, window=window, schema=EVENTS_SCHEMA,
-        metadata=meta)
-    # Last: the telemetry commit carries the watermark, so it never moves without its data.
-    t = store.overwrite(ns, "telemetry", result.clean, machine_ids=mid, window=window,
-                        schema=TELEMETRY_SCHEMA, metadata={
-                            **meta, "meshinsights.watermark": None if watermark is None
-                            else str(watermark)})
-    summary = {
-        "step": "ingest", "table": "telemetry", "window": window.as_dict(), **result.counts,
-        "rows_out": t.rows, "version": t.version, "quarantine_version": q.version,
-        "quarantine_rules": result.by_rule, "missing_required": result.missing_required,
-        "watermark": None if watermark is None else str(watermark),
-        "seen_watermark": None if seen is None else str(seen),
-        "seconds": round(time.perf_counter() - started, 4), "run_id": run_id,
+    meta = {"meshinsights.run_id": run_id, "meshinsights.step": "ingest", **_meta("", result)}
+    if events:
+        meta.update(_meta("events.", events))
+    versions = _write(store, ns, mid, window, result, events, meta, watermark)
+    summary: dict[str, Any] = {
+        "step": "ingest",
+        "table": "telemetry",
+        "window": window.as_dict(),
+        **result.counts,
+        **versions,
+        "quarantine_rules": result.by_rule,
+        "missing_required": result.missing_required,
+        "watermark": _text(watermark),
+        "seen_watermark": _text(seen),
+        "seconds": round(time.perf_counter() - started, 4),
+        "run_id": run_id,
     }
-    if events is not None and ev is not None:
-        summary["events"] = {**events.counts, "version": ev.version,
-                             "quarantine_rules": events.by_rule}
+    if events:
+        summary["events"] = {
+            **events.counts,
+            "version": versions.pop("events_version"),
+            "quarantine_rules": events.by_rule,
+        }
     logger.info("ingest machine=%s window=%s %s", mid, window, result.counts)
     return summary
+
+
+def _write(
+    store: DeltaStore,
+    ns: str,
+    mid: str,
+    window: Window,
+    result: NormalizeResult,
+    events: NormalizeResult | None,
+    meta: dict[str, Any],
+    watermark: pd.Timestamp | None,
+) -> dict[str, int]:
+    """Quarantine, events, then telemetry (with the watermark) for one machine-window."""
+    parts = [result.quarantine] + ([events.quarantine] if events else [])
+    parts = [p for p in parts if not p.empty]
+    quarantine = pd.concat(parts, ignore_index=True) if parts else result.quarantine
+    write: dict[str, Any] = {"machine_ids": mid, "window": window, "metadata": meta}
+    out = {
+        "quarantine_version": store.overwrite(
+            ns, "quarantine", quarantine, schema=QUARANTINE_SCHEMA, **write
+        ).version
+    }
+    if events:
+        out["events_version"] = store.overwrite(
+            ns, "events", events.clean, schema=EVENTS_SCHEMA, **write
+        ).version
+    # Last: the telemetry commit carries the watermark, so it never moves without its data.
+    write["metadata"] = {**meta, "meshinsights.watermark": _text(watermark)}
+    t = store.overwrite(ns, "telemetry", result.clean, schema=TELEMETRY_SCHEMA, **write)
+    return {**out, "rows_out": t.rows, "version": t.version}
+
+
+def _normalized(
+    machine: MachineConfig, pipeline: PipelineConfig, window: Window, access: SourceAccess
+) -> tuple[NormalizeResult, NormalizeResult | None, pd.Timestamp | None]:
+    """Fetch and normalize telemetry (and events); also the newest ingested_at seen."""
+    source, mid = machine.source, machine.machine_id
+    raw = access.telemetry(machine, window)
+    raw_events = access.events(machine, window)
+    result = normalize_telemetry(
+        raw,
+        machine_id=mid,
+        window=window,
+        timezone=source.timezone,
+        ts_format=source.ts_format,
+        units=source.units,
+        rules=pipeline.validation,
+    )
+    events = (
+        None
+        if raw_events is None
+        else normalize_events(
+            raw_events,
+            machine_id=mid,
+            window=window,
+            timezone=source.timezone,
+            rules=pipeline.events,
+        )
+    )
+    return result, events, _latest(_max_ingested(raw), _max_ingested(raw_events))
+
+
+def _text(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None else str(ts)
 
 
 def run_incremental(
@@ -288,20 +283,32 @@ def run_incremental(
     next run finds the same late windows again.
     """
     prev = last_watermark(store, pipeline.name, machine.machine_id)
-    late = late_windows(machine, window, prev, resolver=resolver, manager=manager,
-                        interval=interval, base_dir=base_dir)
+    access: dict[str, Any] = {"resolver": resolver, "manager": manager, "base_dir": base_dir}
+    late = late_windows(machine, window, prev, interval=interval, **access)
     if late:
-        logger.info("machine %s: late rows since %s reopen %d window(s): %s",
-                    machine.machine_id, prev, len(late), ", ".join(str(w) for w in late))
+        logger.info(
+            "machine %s: rows ingested since %s reopen %d window(s): %s",
+            machine.machine_id,
+            prev,
+            len(late),
+            ", ".join(map(str, late)),
+        )
     summaries: list[dict[str, Any]] = []
     seen = prev
     for w in late:
-        s = run_ingest(machine, pipeline, w, store, run_id=run_id, resolver=resolver,
-                       manager=manager, previous_watermark=prev, advance_watermark=False,
-                       base_dir=base_dir)
+        s = run_ingest(
+            machine,
+            pipeline,
+            w,
+            store,
+            run_id=run_id,
+            previous_watermark=prev,
+            advance_watermark=False,
+            **access,
+        )
         summaries.append({**s, "late": True})
         seen = _latest(seen, pd.Timestamp(s["seen_watermark"]) if s["seen_watermark"] else None)
-    final = run_ingest(machine, pipeline, window, store, run_id=run_id, resolver=resolver,
-                       manager=manager, previous_watermark=seen, base_dir=base_dir)
-    summaries.append({**final, "late": False})
-    return summaries
+    final = run_ingest(
+        machine, pipeline, window, store, run_id=run_id, previous_watermark=seen, **access
+    )
+    return [*summaries, {**final, "late": False}]

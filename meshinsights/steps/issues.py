@@ -102,6 +102,28 @@ def check_short_cycling(cycles: pd.DataFrame, *, short_minutes: float, min_count
     )]
 
 
+def _flat_runs(rows: pd.DataFrame, minutes: float) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray, np.ndarray]:
+    """Observed values, run starts, run lengths and which runs stay flat for ``minutes``+."""
+    step = infer_step(rows["ts"])
+    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows[
+        "value"]
+    v = value.to_numpy(dtype="float64", na_value=np.nan)
+    starts, lengths = runs(v)
+    long = ~np.isnan(v[starts]) & (lengths * (step / pd.Timedelta(minutes=1)) >= minutes)
+    return v, starts, lengths, long
+
+
+def drop_flatlines(clean: pd.DataFrame, minutes: float) -> pd.DataFrame:
+    """``clean`` without the readings of flat runs: a stuck sensor's value is no measurement."""
+    keep = pd.Series(True, index=clean.index)
+    for _, rows in clean.groupby("metric", sort=False):
+        rows = rows.sort_values("ts", kind="stable")
+        _, _, lengths, long = _flat_runs(rows, minutes)
+        keep[rows.index[np.repeat(long, lengths)]] = False
+    return clean[keep]
+
+
 def check_flatline(clean: pd.DataFrame, *, minutes: float, metrics: list[str] | None
                    ) -> list[dict[str, Any]]:
     """A metric repeating exactly the same observed value for at least ``minutes``."""
@@ -110,25 +132,18 @@ def check_flatline(clean: pd.DataFrame, *, minutes: float, metrics: list[str] | 
         rows = clean[clean["metric"] == metric].sort_values("ts", kind="stable")
         if rows.empty:
             continue
-        step = infer_step(rows["ts"])
-        value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows[
-            "value"]
-        v = value.to_numpy(dtype="float64", na_value=np.nan)
-        starts, lengths = runs(v)
-        known = ~np.isnan(v[starts])
-        if not known.any():
-            continue
-        durations = lengths * (step / pd.Timedelta(minutes=1))
-        long = known & (durations >= minutes)
+        v, starts, lengths, long = _flat_runs(rows, minutes)
         if not long.any():
             continue
-        i = int(np.argmax(np.where(long, durations, -1)))
+        i = int(np.argmax(np.where(long, lengths, -1)))
         s, n = int(starts[i]), int(lengths[i])
         ts = rows["ts"].to_numpy()
-        severity = "critical" if durations[i] >= 4 * minutes else "warning"
+        duration = (ts[s + n - 1] - ts[s]) / pd.Timedelta(minutes=1) + infer_step(
+            rows["ts"]) / pd.Timedelta(minutes=1)
+        severity = "critical" if duration >= 4 * minutes else "warning"
         out.append(_issue(
-            "flatline", metric, severity, durations[i], minutes, ts[s], ts[s + n - 1],
-            f"{metric} stuck at {v[s]:g} for {durations[i]:g} min",
+            "flatline", metric, severity, duration, minutes, ts[s], ts[s + n - 1],
+            f"{metric} stuck at {v[s]:g} for {duration:g} min",
             stuck_value=float(v[s]), runs_over_limit=int(long.sum()),
         ))
     return out
@@ -261,7 +276,8 @@ def detect_issues(
             min_count=short_cycle_min_count, ratio=short_cycle_ratio),
         "flatline": lambda: check_flatline(now, minutes=flatline_minutes,
                                            metrics=flatline_metrics),
-        "drift": lambda: check_drift(clean, per_day=drift_per_day, metrics=list(drift_metrics),
+        "drift": lambda: check_drift(drop_flatlines(clean, flatline_minutes),
+                                     per_day=drift_per_day, metrics=list(drift_metrics),
                                      min_days=drift_min_days, min_coverage=drift_min_coverage),
         "out_of_range": lambda: check_out_of_range(
             now, in_window(quarantine, window), ranges=DEFAULT_RANGES if ranges is None

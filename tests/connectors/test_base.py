@@ -29,7 +29,8 @@ def plugin_dist(tmp_path: Path) -> Iterator[str]:
             def connect(self):
                 return object()
             def query(self, query, params=None):
-                return pd.DataFrame({"query": [query], **{k: [v] for k, v in (params or {}).items()}})
+                extra = {k: [v] for k, v in (params or {}).items()}
+                return pd.DataFrame({"query": [query], **extra})
             def close(self):
                 type(self).closed += 1
                 super().close()

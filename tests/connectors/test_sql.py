@@ -1,4 +1,4 @@
-"""SQLConnector against real SQLite, MariaDB and PostgreSQL: parameters, injection, errors, retry."""
+"""SQLConnector on real SQLite, MariaDB and PostgreSQL: parameters, injection, errors, retry."""
 
 from __future__ import annotations
 

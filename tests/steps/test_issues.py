@@ -50,6 +50,13 @@ def drifting(per_day: float, days: int = 5) -> pd.DataFrame:
     return grid("temperature", list(values), step_min=60)
 
 
+def stuck_on_day_3() -> pd.DataFrame:
+    hours = np.arange(3 * 24)
+    values = 20 + 0.3 * np.sin(2 * np.pi * hours / 24)
+    values[48:62] = 15.0
+    return grid("temperature", list(values), step_min=60)
+
+
 def gappy() -> pd.DataFrame:
     values: list[float | None] = list(20 + np.arange(100) * 0.01)
     values[10:17] = [None] * 7
@@ -95,6 +102,13 @@ CASES = [
     pytest.param(
         NO_QUARANTINE, NO_CYCLES, drifting(0.1), {"checks": ["drift"]}, win(4 * 1440, 5 * 1440),
         [], id="slow-trend-below-limit",
+    ),
+    pytest.param(
+        NO_QUARANTINE, NO_CYCLES, stuck_on_day_3(), {"checks": ["drift", "flatline"]},
+        win(2 * 1440, 3 * 1440),
+        [issue("flatline", "temperature", "critical", 840, 120, 2880, 2880 + 13 * 60,
+               "temperature stuck at 15 for 840 min", runs_over_limit=1, stuck_value=15.0)],
+        id="stuck-readings-are-no-drift",
     ),
     pytest.param(
         pd.DataFrame({"machine_id": "m1", "ts": at(5, 7), "source_table": "telemetry",

@@ -1,0 +1,125 @@
+"""``meshinsights export``: one machine's rows of one table, for a time range, to CSV or Parquet."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+
+from meshinsights.cli.app import app, console, out, state
+from meshinsights.errors import ConfigError
+
+__all__ = ["write_table", "resolve_table"]
+
+Format = Literal["csv", "parquet"]
+
+
+def output_format(path: Path, fmt: str | None) -> Format:
+    """The format asked for, else the one the file suffix names."""
+    chosen = (fmt or path.suffix.lstrip(".")).lower()
+    if chosen in ("csv", "parquet"):
+        return chosen  # type: ignore[return-value]
+    if chosen == "pq":
+        return "parquet"
+    raise ConfigError(
+        f"cannot tell the output format of {str(path)!r}: pass --format csv|parquet or use a "
+        ".csv/.parquet suffix"
+    )
+
+
+def write_table(table: Any, path: Path, fmt: Format) -> None:
+    """Write an Arrow table as CSV (ISO timestamps, header) or Parquet; parents are created."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    else:
+        pacsv.write_csv(table, path)
+
+
+def resolve_table(store: Any, table: str, pipeline: str | None) -> str:
+    """The pipeline (namespace) holding ``table``; ambiguity and absence are clear errors."""
+    from meshinsights.model import check_table_name
+
+    check_table_name(table)
+    owners = [ns for ns in store.namespaces() if table in store.table_names(ns)]
+    if pipeline is not None:
+        if pipeline not in owners:
+            raise ConfigError(
+                f"pipeline {pipeline!r} has no table {table!r}; pipelines with it: "
+                f"{', '.join(owners) or 'none'}"
+            )
+        return pipeline
+    if len(owners) == 1:
+        return owners[0]
+    if owners:
+        raise ConfigError(
+            f"table {table!r} exists in several pipelines ({', '.join(owners)}); pass "
+            f"--pipeline {owners[0]} (or another)"
+        )
+    every = sorted({t for ns in store.namespaces() for t in store.table_names(ns)})
+    close = difflib.get_close_matches(table, every, n=3)
+    raise ConfigError(
+        f"no table {table!r} in {store.root}"
+        + (f"; did you mean {', '.join(close)}?" if close else f"; tables: {', '.join(every)}")
+    )
+
+
+def _window(extent: Any, start: str | None, end: str | None, last_days: int | None) -> Any:
+    from meshinsights.model import Window
+
+    if last_days is not None:
+        if start or end:
+            raise ConfigError("pass either --last-days or --start/--end, not both")
+        if extent is None or extent.max_ts is None:
+            raise ConfigError("--last-days needs data to count back from; pass --start/--end")
+        day_end = extent.max_ts.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        return Window(day_end - timedelta(days=last_days), day_end)
+    if not (start and end):
+        raise ConfigError("pass --start and --end (ISO, UTC if no zone), or --last-days N")
+    return Window.parse(start, end)
+
+
+@app.command()
+def export(
+    table: str = typer.Argument(..., help="artifact table, e.g. telemetry, issues"),
+    machine: str = typer.Option(..., "--machine", "-m", help="machine id"),
+    start: str = typer.Option(None, "--start", help="window start, ISO (UTC if no zone)"),
+    end: str = typer.Option(None, "--end", help="window end, ISO (exclusive)"),
+    last_days: int = typer.Option(None, "--last-days", min=1,
+                                  help="the N whole days up to the machine's latest row"),
+    fmt: str = typer.Option(None, "--format", help="csv or parquet (default: from --out)"),
+    out_path: Path = typer.Option(..., "--out", "-o", help="file to write (replaced)"),
+    pipeline: str = typer.Option(None, "--pipeline",
+                                 help="pipeline holding the table, when several do"),
+) -> None:
+    """Write one machine's rows of a table for a time range (the current Delta version)."""
+    from meshinsights.model import check_machine_id
+    from meshinsights.store import DeltaStore
+    from meshinsights.store.sql import table_extents
+
+    fmt_checked = output_format(out_path, fmt)
+    store = DeltaStore(state.settings.store_uri)
+    namespace = resolve_table(store, table, pipeline)
+    check_machine_id(machine)
+    extents = table_extents(store, namespace, table)
+    if machine not in extents:
+        close = difflib.get_close_matches(machine, list(extents), n=3)
+        raise ConfigError(
+            f"machine {machine!r} has no rows in {namespace}/{table}; machines there: "
+            f"{', '.join(close or list(extents)[:20]) or 'none'}"
+        )
+    window = _window(extents[machine], start, end, last_days)
+    arrow = store.read_arrow(namespace, table, machine, window)
+    arrow = arrow.drop_columns(["month"]) if "month" in arrow.column_names else arrow
+    arrow = arrow.sort_by([("ts", "ascending")]) if "ts" in arrow.column_names else arrow
+    write_table(arrow, out_path, fmt_checked)
+    if arrow.num_rows == 0:
+        console.print(f"[yellow]warning:[/] no rows for {machine} in {window}; wrote an empty file")
+    out.print(f"wrote {arrow.num_rows:,} rows of {namespace}/{table} for {machine} {window} "
+              f"to {out_path} ({fmt_checked})", highlight=False)

@@ -1,0 +1,149 @@
+"""From a machine's source config to rows: the connector it needs, its queries and parameters.
+
+Every query gets the same bound parameters — ``machine_id``, ``start`` and ``end`` (naive
+UTC datetimes for SQL, typed ``datetime`` literals for ADX) plus the source's own ``params``;
+the late-data query also gets ``watermark`` and ``since``. Nothing is ever formatted into a
+query string.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from meshinsights.config import ADXSource, FileSource, MachineConfig, SQLSource
+from meshinsights.connectors.base import DBConnector, PluginManager, default_manager
+from meshinsights.connectors.credentials import env_resolver
+from meshinsights.connectors.files import FileConnector
+from meshinsights.connectors.layout import to_long
+from meshinsights.connectors.retry import with_retry
+from meshinsights.errors import ConfigError
+from meshinsights.model import Window
+from meshinsights.normalize import to_utc
+
+__all__ = ["SourceAccess", "Resolver"]
+
+logger = logging.getLogger(__name__)
+
+Resolver = Callable[[str], str]
+_NO_TIMES = pd.Series([], dtype="datetime64[us, UTC]")
+
+
+@dataclass(frozen=True)
+class SourceAccess:
+    """How sources are reached: a credential resolver, a connector pool, the config folder."""
+
+    resolver: Resolver = env_resolver
+    manager: PluginManager | None = None
+    base_dir: Path | None = None  # relative file paths start here (default: the config dir)
+
+    def connector(self, machine: MachineConfig) -> DBConnector:
+        """The pooled connector of this machine's source (credentials resolved by conn id)."""
+        manager, source = self.manager or default_manager(), machine.source
+        if isinstance(source, SQLSource):
+            return manager.get("sql", url=self.resolver(source.conn_id))
+        if isinstance(source, ADXSource):
+            return manager.get("adx", url=self.resolver(source.conn_id), database=source.database)
+        if isinstance(source, FileSource):
+            return manager.get(
+                "file",
+                path=str(self._file_path(source, machine.machine_id)),
+                **source.model_dump(
+                    include={
+                        "format",
+                        "separator",
+                        "decimal",
+                        "header",
+                        "names",
+                        "na_values",
+                        "encoding",
+                        "ts_format",
+                        "timezone",
+                    }
+                ),
+                ts_column="time" if source.layout == "tsdb" else source.ts_column,
+            )
+        raise ConfigError(f"source type {source.type!r} is not supported")
+
+    def _file_path(self, source: FileSource, machine_id: str) -> Path:
+        path = Path(source.path.replace("{machine_id}", machine_id))
+        if not path.is_absolute():
+            from meshinsights.settings import get_settings
+
+            path = (self.base_dir or get_settings().configs_dir) / path
+        return path
+
+    def _run(
+        self, machine: MachineConfig, query: str, params: dict[str, Any], what: str
+    ) -> pd.DataFrame:
+        conn = self.connector(machine)
+        return with_retry(
+            lambda: conn.query(query, params), what=f"{what} for {machine.machine_id}"
+        )
+
+    def telemetry(self, machine: MachineConfig, window: Window) -> pd.DataFrame:
+        """Raw telemetry rows of one machine-window, made long (see ``layout.to_long``)."""
+        source = machine.source
+        if isinstance(source, FileSource):
+            raw = self._run(machine, "", params(machine, window), "file read")
+            return to_long(
+                raw,
+                layout=source.layout,
+                ts_column=source.ts_column,
+                machine_column=source.machine_column,
+                ingested_column=source.ingested_column,
+                metrics=source.metrics,
+            )
+        raw = self._run(machine, source.query, params(machine, window), "source query")
+        return to_long(raw, layout=source.layout, metrics=source.metrics)
+
+    def events(self, machine: MachineConfig, window: Window) -> pd.DataFrame | None:
+        """Raw events/alarms/logs of one machine-window, or None if the source has none."""
+        query = getattr(machine.source, "events_query", None)
+        if not query:
+            return None
+        return self._run(machine, query, params(machine, window), "events query")
+
+    def late_times(
+        self, machine: MachineConfig, window: Window, watermark: pd.Timestamp, since: datetime
+    ) -> pd.Series:
+        """Times (UTC) of rows ingested after ``watermark`` (the source filters by time)."""
+        source = machine.source
+        if isinstance(source, FileSource):
+            if not source.ingested_column:
+                return _NO_TIMES
+            conn = self.connector(machine)
+            assert isinstance(conn, FileConnector)
+            frame, anchor = conn.read()
+            ingested = to_utc(frame[source.ingested_column], "UTC")
+            return anchor[ingested > watermark].reset_index(drop=True)
+        if not source.late_query:
+            return _NO_TIMES
+        bound = params(
+            machine,
+            window,
+            since=since.replace(tzinfo=None),
+            watermark=watermark.tz_convert("UTC").tz_localize(None).to_pydatetime(),
+        )
+        found = self._run(machine, source.late_query, bound, "late-data query")
+        if found.empty:
+            return _NO_TIMES
+        column = found["ts"] if "ts" in found.columns else found.iloc[:, 0]
+        return to_utc(column, source.timezone, source.ts_format).dropna()
+
+
+def params(machine: MachineConfig, window: Window, **extra: Any) -> dict[str, Any]:
+    """The bound parameters of a machine-window query (naive UTC datetimes)."""
+    return {
+        **getattr(machine.source, "params", {}),
+        "machine_id": machine.machine_id,
+        "start": window.start.replace(tzinfo=None),
+        "end": window.end.replace(tzinfo=None),
+        **extra,
+    }

@@ -1,0 +1,191 @@
+"""Airflow listener: every MeshInsights task's outcome, timings and row counts in ``ops/runs``.
+
+Registered by ``plugins/meshinsights_plugin.py``. Airflow calls these hooks in the task process
+(where the task itself already used the store) and, for tasks failed from outside, in the API
+server; only the task process writes. This module stays light at import time (no pandas,
+pyarrow or deltalake): the scheduler and API server import it with the plugin, and a process
+that has touched deltalake must never fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+try:
+    from airflow.listeners import hookimpl
+except ImportError:  # a worker with only the Task SDK installed
+    import pluggy
+
+    hookimpl = pluggy.HookimplMarker("airflow")
+
+__all__ = [
+    "RUNS_NAMESPACE",
+    "RUNS_TABLE",
+    "run_record",
+    "runs_schema",
+    "write_run",
+    "on_task_instance_success",
+    "on_task_instance_failed",
+    "on_task_instance_skipped",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Where the runs table lives in the store: ``<root>/ops/runs``.
+RUNS_NAMESPACE = "ops"
+RUNS_TABLE = "runs"
+_MAX_ERROR = 500
+
+
+def runs_schema() -> Any:
+    """One row per task attempt; ``ts`` is the attempt's start (unique per machine)."""
+    import pyarrow as pa
+
+    from meshinsights.model import TS
+
+    return pa.schema([
+        ("machine_id", pa.string()), ("ts", TS), ("pipeline", pa.string()),
+        ("dag_id", pa.string()), ("run_id", pa.string()), ("task_id", pa.string()),
+        ("try_number", pa.int64()), ("state", pa.string()),
+        ("window_start", TS), ("window_end", TS), ("ended_at", TS),
+        ("seconds", pa.float64()), ("step_seconds", pa.float64()),
+        ("rows_in", pa.int64()), ("rows_out", pa.int64()), ("rows_quarantined", pa.int64()),
+        ("duplicates_removed", pa.int64()), ("dq_rate", pa.float64()),
+        ("table", pa.string()), ("table_version", pa.int64()),
+        ("error", pa.string()), ("hostname", pa.string()),
+    ])
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def dq_rate(summary: dict[str, Any]) -> float | None:
+    """Share of distinct source rows that passed validation (ingest only; None elsewhere)."""
+    rows_in, quarantined = _int(summary.get("rows_in")), _int(summary.get("rows_quarantined"))
+    if rows_in is None or quarantined is None:
+        return None
+    distinct = rows_in - (_int(summary.get("duplicates_removed")) or 0)
+    return 1.0 if distinct <= 0 else round(1.0 - quarantined / distinct, 6)
+
+
+def run_record(
+    *, machine_id: str, pipeline: str, dag_id: str, run_id: str, task_id: str,
+    try_number: int, state: str, started: datetime, ended: datetime,
+    window: tuple[datetime, datetime] | None, summary: dict[str, Any] | None = None,
+    error: str | None = None, hostname: str | None = None,
+) -> dict[str, Any]:
+    """The ``runs`` row of one task attempt (pure; secrets are removed from the error)."""
+    from meshinsights.connectors.credentials import redact
+
+    s = summary if isinstance(summary, dict) else {}
+    return {
+        "machine_id": machine_id, "ts": started, "pipeline": pipeline, "dag_id": dag_id,
+        "run_id": run_id, "task_id": task_id, "try_number": int(try_number), "state": state,
+        "window_start": window[0] if window else None,
+        "window_end": window[1] if window else None,
+        "ended_at": ended, "seconds": round((ended - started).total_seconds(), 4),
+        "step_seconds": s.get("seconds"), "rows_in": _int(s.get("rows_in")),
+        "rows_out": _int(s.get("rows_out")), "rows_quarantined": _int(s.get("rows_quarantined")),
+        "duplicates_removed": _int(s.get("duplicates_removed")), "dq_rate": dq_rate(s),
+        "table": s.get("table"), "table_version": _int(s.get("version")),
+        "error": redact(error)[:_MAX_ERROR] if error else None,
+        "hostname": hostname or socket.gethostname(),
+    }
+
+
+def write_run(store: Any, record: dict[str, Any]) -> int:
+    """Write one row idempotently: its partition is (machine, [ts, ts + 1 µs)); returns the version."""
+    import pandas as pd
+
+    from meshinsights.model import Window
+
+    frame = pd.DataFrame([record])
+    for col in ("ts", "window_start", "window_end", "ended_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    start = record["ts"]
+    window = Window(start, start + timedelta(microseconds=1))
+    result = store.overwrite(RUNS_NAMESPACE, RUNS_TABLE, frame, machine_ids=record["machine_id"],
+                             window=window, schema=runs_schema(),
+                             metadata={"meshinsights.step": "runs"})
+    return int(result.version)
+
+
+# ---------------------------------------------------------------------- Airflow hooks
+
+
+@lru_cache(maxsize=1)
+def _machines_by_dag(configs_dir: str) -> dict[str, tuple[str, str]]:
+    from meshinsights.config import load_configs
+
+    configs = load_configs(configs_dir)
+    return {m.dag_id: (m.machine_id, m.pipeline) for m in configs.machines.values()}
+
+
+def _window(ti: Any, summary: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
+    from meshinsights.model import Window
+    from meshinsights.orchestration.tasks import window_from_context
+
+    try:
+        if summary and isinstance(summary.get("window"), dict):
+            w = Window.parse(summary["window"]["start"], summary["window"]["end"])
+        else:
+            w = window_from_context(ti.get_template_context())
+    except Exception:  # a run without a usable window still gets its outcome recorded
+        return None
+    return w.start, w.end
+
+
+def _record(ti: Any, state: str, error: Any = None) -> None:
+    # The API server passes ORM TaskInstances for tasks failed from outside: never write there.
+    if type(ti).__name__ != "RuntimeTaskInstance":
+        return
+    from meshinsights.settings import get_settings
+
+    settings = get_settings()
+    found = _machines_by_dag(str(settings.configs_dir)).get(ti.dag_id)
+    if found is None:  # not a machine DAG (maintenance, user DAGs)
+        return
+    machine_id, pipeline = found
+    summary = None
+    if state == "success":
+        pulled = ti.xcom_pull(task_ids=ti.task_id, key="return_value")
+        summary = pulled if isinstance(pulled, dict) else None
+    record = run_record(
+        machine_id=machine_id, pipeline=pipeline, dag_id=ti.dag_id, run_id=ti.run_id,
+        task_id=ti.task_id, try_number=ti.try_number, state=state,
+        started=ti.start_date or datetime.now(UTC), ended=ti.end_date or datetime.now(UTC),
+        window=_window(ti, summary), summary=summary,
+        error=f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
+        hostname=getattr(ti, "hostname", None),
+    )
+    version = write_run(settings.open_store(), record)
+    logger.info("recorded %s %s of %s in %s/%s v%d", ti.task_id, state, machine_id,
+                RUNS_NAMESPACE, RUNS_TABLE, version)
+
+
+def _safe_record(ti: Any, state: str, error: Any = None) -> None:
+    try:
+        _record(ti, state, error)
+    except Exception:  # recording must never fail the task it observes
+        logger.exception("could not record the outcome of %s", getattr(ti, "task_id", ti))
+
+
+@hookimpl
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    _safe_record(task_instance, "success")
+
+
+@hookimpl
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+    state = str(getattr(task_instance.state, "value", task_instance.state) or "failed")
+    _safe_record(task_instance, state if state == "up_for_retry" else "failed", error)
+
+
+@hookimpl
+def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+    _safe_record(task_instance, "skipped")

@@ -1,0 +1,374 @@
+"""DuckDB over the artifact tables: every Delta table's *current* version as a SQL view.
+
+How a table reaches DuckDB, and why:
+
+* deltalake resolves the table's current snapshot (the files its log says are live) and hands
+  it over as a pyarrow dataset (:meth:`DeltaStore.dataset`); DuckDB scans that dataset with
+  projection and filter pushdown, so ``WHERE machine_id = '…'`` prunes files by partition.
+* Never ``read_parquet('<table>/**/*.parquet')``: until a vacuum, the folder still holds every
+  file an overwrite replaced, so a glob returns rows the current version no longer has.
+* Not DuckDB's ``delta`` extension: DuckDB downloads it at run time from extensions.duckdb.org,
+  which this environment (and many air-gapped plants) cannot reach, and no PyPI package ships it
+  pinned to duckdb 2.0. The dataset route needs nothing beyond deltalake and pyarrow.
+* The dataset is re-wrapped so its scanner is single-threaded (:class:`_SerialDataset`):
+  pyarrow's threaded scanner keeps reading ahead after DuckDB stops early (``LIMIT``), and its
+  thread pool then hangs or crashes the interpreter at exit. DuckDB still runs the query
+  itself in parallel; the connection is closed explicitly for the same reason.
+
+Names: each table is a view ``<pipeline>__<table>``; the bare ``<table>`` is that table when one
+pipeline has it, and ``UNION ALL BY NAME`` of every pipeline's table when several do (a machine
+belongs to one pipeline, so the union is "this table for every machine"). ``meshinsights_history``
+is built on first use from the Delta commit logs (run id, step, window, row counts).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
+
+from meshinsights.errors import StoreError
+from meshinsights.store.delta import DeltaStore
+
+__all__ = [
+    "ArtifactSQL",
+    "MachineExtent",
+    "Statement",
+    "StatementResult",
+    "HISTORY_VIEW",
+    "history_record",
+    "history_table",
+    "split_statements",
+    "table_extents",
+]
+
+logger = logging.getLogger(__name__)
+
+HISTORY_VIEW = "meshinsights_history"
+_REQUIRES = re.compile(r"^\s*--\s*requires\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+class _SerialDataset(pads.FileSystemDataset):
+    """A Delta snapshot's dataset whose scans run on the calling thread (see module docstring)."""
+
+    def scanner(self, *args: Any, **kwargs: Any) -> pads.Scanner:
+        kwargs["use_threads"] = False
+        return super().scanner(*args, **kwargs)
+
+
+def _serial(dataset: pads.FileSystemDataset) -> _SerialDataset:
+    return _SerialDataset(
+        list(dataset.get_fragments()), dataset.schema, dataset.format, dataset.filesystem
+    )
+
+
+# ---------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True)
+class MachineExtent:
+    """What one table holds for one machine, from the Delta log alone (no data file is read)."""
+
+    machine_id: str
+    rows: int
+    files: int
+    min_ts: datetime | None
+    max_ts: datetime | None
+
+
+def table_extents(store: DeltaStore, namespace: str, table: str) -> dict[str, MachineExtent]:
+    """Rows and time range per machine of ``namespace/table``, from the log's file statistics."""
+    try:
+        dt = DeltaTable(store.uri(namespace, table), storage_options=store.storage_options)
+    except Exception as exc:  # TableNotFoundError and object-store errors alike
+        raise StoreError(f"table {namespace}/{table} cannot be opened in {store.root}: {exc}") from exc
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if actions.num_rows == 0 or "partition.machine_id" not in actions.column_names:
+        return {}
+    cols = {name: actions.column(name).to_pylist() for name in (
+        "partition.machine_id", "num_records", "min.ts", "max.ts") if name in actions.column_names}
+    acc: dict[str, list[Any]] = {}
+    for i, machine in enumerate(cols["partition.machine_id"]):
+        rows = cols.get("num_records", [0] * actions.num_rows)[i] or 0
+        lo = cols.get("min.ts", [None] * actions.num_rows)[i]
+        hi = cols.get("max.ts", [None] * actions.num_rows)[i]
+        cur = acc.setdefault(machine, [0, 0, None, None])
+        cur[0] += rows
+        cur[1] += 1
+        cur[2] = lo if cur[2] is None or (lo is not None and lo < cur[2]) else cur[2]
+        cur[3] = hi if cur[3] is None or (hi is not None and hi > cur[3]) else cur[3]
+    return {m: MachineExtent(m, int(v[0]), int(v[1]), v[2], v[3]) for m, v in sorted(acc.items())}
+
+
+def history_table(store: DeltaStore, *, limit: int | None = None) -> pa.Table:
+    """Every commit of every artifact table with its MeshInsights metadata, one row each."""
+    rows = []
+    for ns in store.namespaces():
+        for name in store.table_names(ns):
+            for commit in store.history(ns, name, limit):
+                rows.append(history_record(ns, name, commit))
+    return pa.Table.from_pylist(rows, schema=_HISTORY_SCHEMA)
+
+
+_HISTORY_SCHEMA = pa.schema(
+    [
+        ("pipeline", pa.string()),
+        ("table_name", pa.string()),
+        ("version", pa.int64()),
+        ("committed_at", pa.timestamp("ms", tz="UTC")),
+        ("operation", pa.string()),
+        ("run_id", pa.string()),
+        ("step", pa.string()),
+        ("machines", pa.string()),  # JSON list, or "N machines" for a large group
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("rows_in", pa.int64()),
+        ("rows_written", pa.int64()),
+        ("rows_clean", pa.int64()),
+        ("rows_quarantined", pa.int64()),
+        ("duplicates_removed", pa.int64()),
+        ("watermark", pa.string()),
+        ("code_version", pa.string()),
+    ]
+)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[str, Any]:
+    """One commit (as :meth:`DeltaStore.history` returns it) as a flat ``meshinsights_history`` row."""
+    meta = {k.removeprefix("meshinsights."): v for k, v in commit.items()
+            if k.startswith("meshinsights.")}
+    window = meta.get("window") if isinstance(meta.get("window"), dict) else {}
+    machines = meta.get("machines")
+    stamp = commit.get("timestamp")
+    return {
+        "pipeline": namespace,
+        "table_name": table,
+        "version": _int(commit.get("version")),
+        "committed_at": datetime.fromtimestamp(stamp / 1000, UTC) if stamp else None,
+        "operation": commit.get("operation"),
+        "run_id": meta.get("run_id"),
+        "step": meta.get("step"),
+        "machines": machines if isinstance(machines, str) or machines is None
+        else json.dumps(machines),
+        "window_start": _ts(window.get("start")),
+        "window_end": _ts(window.get("end")),
+        "rows_in": _int(meta.get("rows_in")),
+        "rows_written": _int(meta.get("rows_written")),
+        "rows_clean": _int(meta.get("rows_clean")),
+        "rows_quarantined": _int(meta.get("rows_quarantined")),
+        "duplicates_removed": _int(meta.get("duplicates_removed")),
+        "watermark": None if meta.get("watermark") is None else str(meta.get("watermark")),
+        "code_version": None if meta.get("code_version") is None else str(meta["code_version"]),
+    }
+
+
+# ---------------------------------------------------------------------- scripts
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a script, with the comment lines before it and its ``requires``."""
+
+    sql: str
+    comment: str = ""
+    requires: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The first comment line that is not a directive (what the statement is for)."""
+        for line in self.comment.splitlines():
+            text = line.strip().lstrip("-").strip()
+            if text and not text.lower().startswith("requires:"):
+                return text
+        return self.sql.splitlines()[0][:80] if self.sql else ""
+
+
+def split_statements(text: str) -> list[Statement]:
+    """Split a script on ``;`` outside quotes and comments; keep each statement's comments.
+
+    A ``-- requires: a, b`` line before a statement names the views it needs; the runner skips
+    the statement, with a note, when one of them is not in the store.
+    """
+    chunks: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in ("'", '"'):
+            j = text.find(ch, i + 1)
+            while j != -1 and j + 1 < n and text[j + 1] == ch:  # doubled quote = escaped
+                j = text.find(ch, j + 2)
+            j = n - 1 if j == -1 else j
+            buf.append(text[i : j + 1])
+            i = j + 1
+        elif text.startswith("--", i):
+            j = text.find("\n", i)
+            j = n if j == -1 else j
+            buf.append(text[i:j])
+            i = j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            j = n if j == -1 else j + 2
+            buf.append(text[i:j])
+            i = j
+        elif ch == ";":
+            chunks.append("".join(buf))
+            buf = []
+            i += 1
+        else:
+            buf.append(ch)
+            i += 1
+    chunks.append("".join(buf))
+    return [s for s in (_statement(c) for c in chunks) if s is not None]
+
+
+def _statement(chunk: str) -> Statement | None:
+    lines = chunk.strip("\n").splitlines()
+    comment: list[str] = []
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        comment.append(lines.pop(0))
+    sql = "\n".join(lines).strip()
+    if not sql:
+        return None
+    requires = tuple(
+        name.strip() for match in _REQUIRES.findall("\n".join(comment))
+        for name in match.split(",") if name.strip()
+    )
+    return Statement(sql=sql, comment="\n".join(c for c in comment if c.strip()), requires=requires)
+
+
+@dataclass
+class StatementResult:
+    """What running one statement gave: a table, nothing (DDL), or a skip with its reason."""
+
+    statement: Statement
+    table: pa.Table | None = None
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------------- engine
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    """One registered view and the Delta table(s) behind it."""
+
+    name: str
+    sources: tuple[tuple[str, str, int], ...] = field(default_factory=tuple)  # (ns, table, version)
+
+
+def _returns_rows(statement: Any) -> bool:
+    expected = getattr(statement, "expected_result_type", None) or []
+    return list(expected) == [duckdb.ExpectedResultType.QUERY_RESULT]
+
+
+class ArtifactSQL:
+    """An in-memory DuckDB connection with every artifact table registered as a view."""
+
+    def __init__(self, store: DeltaStore) -> None:
+        self.store = store
+        self.con = duckdb.connect(":memory:")
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.views: dict[str, ViewInfo] = {}
+        self._history_loaded = False
+        self._register_tables()
+
+    def __enter__(self) -> ArtifactSQL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (before interpreter exit: see the module docstring)."""
+        self.con.close()
+
+    def _register_tables(self) -> None:
+        by_name: dict[str, list[tuple[str, int]]] = {}
+        for ns in self.store.namespaces():
+            for name in self.store.table_names(ns):
+                version = self.store.version(ns, name)
+                if version is None:
+                    continue
+                qualified = f"{ns}__{name}"
+                self.con.register(qualified, _serial(self.store.dataset(ns, name)))
+                self.views[qualified] = ViewInfo(qualified, ((ns, name, version),))
+                by_name.setdefault(name, []).append((ns, version))
+        for name, owners in sorted(by_name.items()):
+            if name in self.views or name == HISTORY_VIEW:
+                continue  # a pipeline literally named like a qualified view: keep the qualified
+            parts = " UNION ALL BY NAME ".join(f'SELECT * FROM "{ns}__{name}"' for ns, _ in owners)
+            self.con.execute(f'CREATE TEMP VIEW "{name}" AS {parts}')
+            self.views[name] = ViewInfo(name, tuple((ns, name, v) for ns, v in owners))
+        logger.info("registered %d view(s) over %s", len(self.views), self.store.root)
+
+    def _ensure_history(self) -> None:
+        if not self._history_loaded:
+            self.con.register(HISTORY_VIEW, history_table(self.store))
+            self._history_loaded = True
+
+    def has_view(self, name: str) -> bool:
+        return name in self.views or name == HISTORY_VIEW
+
+    def execute(self, sql: str) -> pa.Table | None:
+        """Run one statement; its result as Arrow, or None for a statement without rows."""
+        if HISTORY_VIEW in sql.lower():
+            self._ensure_history()
+        try:
+            parsed = duckdb.extract_statements(sql)
+            rel = self.con.sql(sql)
+            if rel is None or not _returns_rows(parsed[-1]):
+                return None
+            return rel.to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(self._explain(exc)) from exc
+
+    def _explain(self, exc: Exception) -> str:
+        first = str(exc).splitlines()[0]
+        missing = re.search(r"Table with name (\S+) does not exist", first)
+        names = sorted([*self.views, HISTORY_VIEW])
+        if missing:
+            close = difflib.get_close_matches(missing.group(1).strip('"'), names, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else (
+                f"views: {', '.join(names[:40])}{' …' if len(names) > 40 else ''}")
+            return f"query failed: {first}; {hint} (`meshinsights tables` lists the store)"
+        return f"query failed: {first}"
+
+    def run_script(self, text: str) -> list[StatementResult]:
+        """Run every statement of a script in order; skip those whose ``requires`` are absent."""
+        results = []
+        for stmt in split_statements(text):
+            missing = [name for name in stmt.requires if not self.has_view(name)]
+            if missing:
+                results.append(StatementResult(stmt, skipped=(
+                    f"needs table(s) {', '.join(missing)}, not in the store yet (run a pipeline "
+                    "that produces them, e.g. hvac_power)")))
+                continue
+            results.append(StatementResult(stmt, table=self.execute(stmt.sql)))
+        return results

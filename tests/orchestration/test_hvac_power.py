@@ -1,0 +1,156 @@
+"""The hvac_power pipeline over the demo fleet finds what the generator injected.
+
+Five units of a seeded 10-unit fleet run three days each through ``run_pipeline`` (daily
+windows, as the scheduled DAG runs them), with the alert-threshold sink writing to a SQLite
+alert database after each ``update_thresholds`` run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from meshinsights.config import load_configs
+from meshinsights.connectors.alerts import ALERTS_CONN_ID, AlertThresholdSink, run_sink
+from meshinsights.connectors.credentials import DEMO_CONN_ID
+from meshinsights.demo import seed
+from meshinsights.errors import StoreError
+from meshinsights.model import Window
+from meshinsights.orchestration.runner import run_pipeline
+from meshinsights.store import DeltaStore
+from tests.conftest import CONFIGS
+
+pytestmark = pytest.mark.slow
+
+NS = "hvac_power"
+WINDOW = Window.parse("2024-01-01", "2024-01-04")
+DAYS = [pd.Timestamp(f"2024-01-0{d}", tz="UTC") for d in (1, 2, 3)]
+MACHINES = ["hvac-002", "hvac-003", "hvac-004", "hvac-009", "hvac-010"]
+
+
+def sink_hook(store: DeltaStore, machine: str, resolver: Callable[[str], str]
+              ) -> Callable[[str, dict[str, Any]], None]:
+    """What the runner does once ``sink:`` is wired: after update_thresholds, write its rows."""
+
+    def on_progress(step_id: str, summary: dict[str, Any]) -> None:
+        if step_id != "update_thresholds" or summary.get("skipped"):
+            return
+        window = Window.parse(summary["window"]["start"], summary["window"]["end"])
+        rows = store.read(NS, "threshold_updates", machine, window)
+        run_sink({"type": "alert_thresholds", "conn_id": ALERTS_CONN_ID}, rows,
+                 run_id=summary["run_id"], resolver=resolver)
+
+    return on_progress
+
+
+@dataclass
+class Fleet:
+    store: DeltaStore
+    summaries: dict[str, list[dict[str, Any]]]
+    alerts: AlertThresholdSink
+
+    def read(self, table: str, machine: str) -> pd.DataFrame:
+        try:
+            return self.store.read(NS, table, machine, WINDOW)
+        except StoreError:  # a table no run has produced yet
+            return pd.DataFrame()
+
+    def ran(self, machine: str, step: str) -> dict[pd.Timestamp, bool]:
+        """Per day: did the step run (True) or was its branch skipped (False)?"""
+        return {pd.Timestamp(s["window"]["start"]): not s.get("skipped")
+                for s in self.summaries[machine] if s["step"] == step}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    root: Path = tmp_path_factory.mktemp("fleet")
+    demo = f"sqlite:///{root / 'demo.db'}"
+    seed(demo, machines=10, days=3, seed=7)
+    urls = {DEMO_CONN_ID: demo, ALERTS_CONN_ID: f"sqlite:///{root / 'alerts.db'}"}
+    configs = load_configs(CONFIGS)
+    assert configs.errors == {}
+    store = DeltaStore(str(root / "artifacts"))
+    summaries = {m: run_pipeline(configs, m, WINDOW, store, resolver=urls.__getitem__,
+                                 run_id=f"fleet-{m}", on_progress=sink_hook(store, m,
+                                                                            urls.__getitem__))
+                 for m in MACHINES}
+    return Fleet(store, summaries, AlertThresholdSink(urls[ALERTS_CONN_ID]))
+
+
+def test_high_variance_unit_gets_no_threshold_update(fleet: Fleet) -> None:
+    variance = fleet.read("variance", "hvac-002")
+    assert variance["ts"].tolist() == DAYS
+    assert variance["variance_class"].tolist() == ["high"] * 3, variance[["ts", "cv"]]
+    # ≈ 8× the CV of a normal unit. Below the generator's > 0.3: fixed stage edges (1.5 and
+    # 4.5 kW) move the most extreme cycles into the neighbouring stage.
+    assert (variance["cv"] > 0.2).all()
+    assert fleet.ran("hvac-002", "update_thresholds") == dict.fromkeys(DAYS, False)
+    assert fleet.read("threshold_updates", "hvac-002").empty
+    assert fleet.alerts.read(history=True, machine_id="hvac-002").empty
+
+
+@pytest.mark.parametrize("machine", ["hvac-009", "hvac-010"])
+def test_normal_units_get_threshold_updates(fleet: Fleet, machine: str) -> None:
+    variance = fleet.read("variance", machine)
+    assert variance["variance_class"].tolist() == ["low"] * 3
+    assert (variance["cv"] < 0.1).all()
+    assert fleet.ran(machine, "update_thresholds") == dict.fromkeys(DAYS, True)
+    updates = fleet.read("threshold_updates", machine)
+    assert sorted(updates["ts"].unique()) == DAYS
+    stage1 = updates[updates["stage"] == 1]
+    assert ((stage1["lower"] > 2.0) & (stage1["lower"] < 3.0) & (stage1["upper"] > 3.0)
+            & (stage1["upper"] < 4.0)).all(), stage1  # around the ≈3 kW stage-1 level
+    history = fleet.alerts.read(history=True, machine_id=machine)
+    assert len(history) == len(updates)
+    assert sorted(history["valid_from"].unique()) == [d.tz_localize(None) + pd.Timedelta(days=1)
+                                                      for d in DAYS]
+    current = fleet.alerts.read(machine_id=machine)
+    assert set(current["stage"]) == set(updates["stage"])
+    assert (current["valid_from"] == pd.Timestamp("2024-01-04")).all()
+    assert set(current["run_id"]) == {f"fleet-{machine}"}
+
+
+def test_short_cycling_unit_gets_an_issue_row(fleet: Fleet) -> None:
+    issues = fleet.read("issues", "hvac-003")
+    short = issues[issues["check"] == "short_cycling"]
+    assert short["ts"].tolist() == DAYS
+    assert (short["severity"] == "critical").all()
+    evidence = [json.loads(e) for e in short["evidence"]]
+    assert all(e["median_on_minutes"] < 5 and e["n_short"] >= 100 for e in evidence), evidence
+    assert fleet.read("issues", "hvac-009").empty and fleet.read("issues", "hvac-010").empty
+
+
+def test_stuck_sensor_is_reported(fleet: Fleet) -> None:
+    issues = fleet.read("issues", "hvac-004")
+    flat = issues[issues["check"] == "flatline"]
+    assert len(flat) == 1, issues[["ts", "check", "message"]]
+    row = flat.iloc[0]
+    assert row["ts"] == DAYS[2] and row["metric"] == "temperature"
+    assert row["value"] >= 8 * 60 and row["severity"] == "critical"
+    assert row["first_ts"] >= DAYS[2] and row["last_ts"] < DAYS[2] + pd.Timedelta(days=1)
+    # the stuck readings do not also look like a drift
+    assert "drift" not in set(issues["check"])
+
+
+def test_genai_branch_runs_only_for_complex_windows(fleet: Fleet) -> None:
+    assert fleet.ran("hvac-002", "genai") == dict.fromkeys(DAYS, True)  # variance not low
+    assert fleet.ran("hvac-003", "genai") == dict.fromkeys(DAYS, True)  # short cycling
+    assert fleet.ran("hvac-004", "genai") == {DAYS[0]: False, DAYS[1]: False, DAYS[2]: True}
+    assert fleet.ran("hvac-009", "genai") == dict.fromkeys(DAYS, False)
+    analyses = fleet.read("genai_analysis", "hvac-004")
+    assert analyses["ts"].unique().tolist() == [DAYS[2]]
+
+
+@pytest.mark.parametrize("table", ["telemetry", "clean", "rolling", "features", "cycles",
+                                   "cycle_stats", "variance", "thresholds", "anomalies",
+                                   "anomalies_mv", "event_counts", "forecasts",
+                                   "forecast_errors", "summary"])
+def test_every_dashboard_table_has_each_window(fleet: Fleet, table: str) -> None:
+    df = fleet.read(table, "hvac-009")
+    assert sorted(df["ts"].dt.floor("1D").unique()) == DAYS

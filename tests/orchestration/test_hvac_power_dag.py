@@ -1,0 +1,80 @@
+"""Real Airflow: the hvac_power DAG of a demo unit passes dag.test with the expected branches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from meshinsights.demo import seed
+from meshinsights.model import Window
+from meshinsights.store import DeltaStore
+from tests.conftest import CONFIGS, REPO
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+DAY2 = Window.parse("2024-01-02", "2024-01-03")
+
+
+@pytest.fixture(scope="module")
+def fleet_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo fleet (10 units × 3 days): hvac-009 is normal, hvac-002 has erratic power."""
+    path = tmp_path_factory.mktemp("fleet") / "demo.db"
+    seed(f"sqlite:///{path}", machines=10, days=3, seed=7)
+    return path
+
+
+@pytest.fixture
+def fleet_env(fleet_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[dict[str, str]]:
+    """Configs from the repo, the demo connection at the fleet DB, a fresh store."""
+    env = {
+        "MESHINSIGHTS_CONFIGS": str(CONFIGS),
+        "MESHINSIGHTS_STORE": str(tmp_path / "artifacts"),
+        "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{fleet_db}",
+        "AIRFLOW_CONN_MESHINSIGHTS_ALERTS": f"sqlite:///{tmp_path / 'alerts.db'}",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield env
+
+
+def run_dag(dag_id: str) -> tuple[str, dict[str, str]]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    # A manual run at logical date D covers the data interval ending at D: 2024-01-02.
+    run = bag.get_dag(dag_id).test(logical_date=datetime(2024, 1, 3, tzinfo=UTC))
+    return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_normal_unit_updates_thresholds_and_skips_genai(fleet_env, airflow_db) -> None:
+    state, states = run_dag("hvac_power__hvac-009")
+    assert state == "success", states
+    assert states["check_update_thresholds"] == "success"
+    assert states["update_thresholds"] == "success"
+    assert states["check_genai"] == "success"
+    assert states["genai"] == "skipped"
+    others = {t: s for t, s in states.items() if t != "genai"}
+    assert set(others.values()) == {"success"}, others
+    store = DeltaStore(fleet_env["MESHINSIGHTS_STORE"])
+    updates = store.read("hvac_power", "threshold_updates", "hvac-009", DAY2)
+    assert set(updates["stage"]) >= {0, 1}
+    assert (updates["valid_from"] == pd.Timestamp("2024-01-03", tz="UTC")).all()
+    variance = store.read("hvac_power", "variance", "hvac-009", DAY2)
+    assert variance["variance_class"].tolist() == ["low"]
+
+
+def test_high_variance_unit_skips_the_update_and_runs_genai(fleet_env, airflow_db) -> None:
+    state, states = run_dag("hvac_power__hvac-002")
+    assert state == "success", states
+    assert states["update_thresholds"] == "skipped"
+    assert states["genai"] == "success"
+    store = DeltaStore(fleet_env["MESHINSIGHTS_STORE"])
+    assert not store.exists("hvac_power", "threshold_updates")
+    analysis = store.read("hvac_power", "genai_analysis", "hvac-002", DAY2)
+    assert len(analysis) == 1 and analysis["status"].tolist() == ["ok"]
