@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,16 @@ FALLBACK = "minimal"
 
 
 def pick_pipeline(configs_dir: Path = REPO / "configs") -> str:
-    """``hvac_power`` when it exists and loads cleanly, else the day-one ``minimal`` pipeline."""
+    """``$BENCH_PIPELINE`` if set; else ``hvac_power`` when it loads cleanly, else ``minimal``."""
     from meshinsights.config import load_configs
 
     loaded = load_configs(configs_dir)
+    forced = os.environ.get("BENCH_PIPELINE")
+    if forced:
+        if forced not in loaded.pipelines:
+            raise RuntimeError(f"BENCH_PIPELINE={forced!r} is not a valid pipeline in "
+                               f"{configs_dir}; valid: {sorted(loaded.pipelines)}")
+        return forced
     return PREFERRED if PREFERRED in loaded.pipelines else FALLBACK
 
 

@@ -102,6 +102,13 @@ def _client(config: ClientConfig, creds: Credentials) -> Any:
     import openai
 
     timeout = openai.Timeout(config.timeout, connect=min(config.timeout, 10.0))
+    try:
+        return _make(openai, config, creds, timeout)
+    except (openai.OpenAIError, ValueError) as exc:  # e.g. an Azure setting is missing
+        raise GenAIError(f"cannot create the {config.provider} client: {exc}") from exc
+
+
+def _make(openai: Any, config: ClientConfig, creds: Credentials, timeout: Any) -> Any:
     if config.provider == "azure":
         if not creds.azure_endpoint:
             raise GenAIError(

@@ -137,7 +137,7 @@ def _issue_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     detail_col = next(
         (
             c
-            for c in ("evidence", "detail", "message", "reason", "description")
+            for c in ("message", "detail", "evidence", "reason", "description")
             if c in frame.columns
         ),
         None,
@@ -183,37 +183,36 @@ def _variance_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     col = next((c for c in frame.columns if "class" in str(c).lower()), None)
     if col is None or frame.empty:
         return [], []
-    classes = [str(v).lower() for v in frame[col].dropna()]
-    worst = "high" if "high" in classes else "medium" if "medium" in classes else "low"
-    cv_col = next((c for c in frame.columns if "cv" in str(c).lower()), None)
+    classes = {str(v).lower() for v in frame[col].dropna()}
+    worst = next((c for c in ("high", "medium", "low") if c in classes), "unknown")
+    cv_col = next((c for c in frame.columns if str(c).lower() == "cv"), None)
     cv = f" (coefficient of variation {_fmt(frame[cv_col].max())})" if cv_col else ""
-    if worst == "low":
+    if worst in ("low", "unknown"):
+        detail = (
+            f"Power variance is classed low{cv}; thresholds can be updated."
+            if worst == "low"
+            else "Power variance could not be classified (too few valid cycles)."
+        )
         return [
             Finding(
-                title="Power variance is low",
+                title=f"Power variance is {worst}",
                 severity="info",
-                detail=f"Power variance is classed low{cv}; thresholds can be updated.",
+                detail=detail,
                 evidence=["variance"],
             )
         ], []
-    severity = "high" if worst == "high" else "medium"
-    return (
-        [
-            Finding(
-                title=f"Power variance is {worst}",
-                severity=severity,
-                detail=f"Power variance is classed {worst}{cv}; cycle power is inconsistent.",
-                evidence=["variance"],
-            )
-        ],
-        [
-            Action(
-                action="Review compressor behaviour before updating alarm thresholds",
-                priority="soon",
-                reason=f"power variance is {worst}",
-            )
-        ],
+    finding = Finding(
+        title=f"Power variance is {worst}",
+        severity=worst,
+        detail=f"Power variance is classed {worst}{cv}; cycle power is inconsistent.",
+        evidence=["variance"],
     )
+    action = Action(
+        action="Review compressor behaviour before updating alarm thresholds",
+        priority="soon",
+        reason=f"power variance is {worst}",
+    )
+    return [finding], [action]
 
 
 def _anomaly_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
@@ -305,11 +304,12 @@ def _forecast_rules(frame: pd.DataFrame, window: Window | None) -> Rules:
     )
     if col is None or frame.empty:
         return [], []
+    worst = pd.to_numeric(frame[col], errors="coerce").abs().max()
     return [
         Finding(
             title="Forecast available",
             severity="info",
-            detail=f"{len(frame)} forecast rows; backtest {col} up to {_fmt(frame[col].max())}.",
+            detail=f"{len(frame)} forecast rows; largest backtest |{col}| {_fmt(worst)}.",
             evidence=["forecasts"],
         )
     ], []

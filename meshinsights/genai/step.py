@@ -134,35 +134,37 @@ def _llm_fields(
     )
 
 
-def _history(
-    previous: pd.DataFrame, keep: int, new: dict[str, Any] | None, current_key: str
-) -> pd.DataFrame:
-    """Earlier analyses of the window (newest first, at most ``keep``), one marked current."""
+def _split(previous: pd.DataFrame, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stored rows of exactly this window, and rows of other windows inside it (kept as is)."""
     cols = [c for c in GENAI_SCHEMA.names if c != "machine_id"]
-    old = (
-        previous[cols] if not is_absent(previous) and len(previous) else pd.DataFrame(columns=cols)
+    if is_absent(previous) or previous.empty:
+        empty = pd.DataFrame(columns=cols)
+        return empty, empty
+    same = (previous["ts"] == pd.Timestamp(window.start)) & (
+        previous["window_end"] == pd.Timestamp(window.end)
     )
-    frames = [pd.DataFrame([new], columns=cols)] if new is not None else []
-    out = (
-        pd.concat([*frames, old], ignore_index=True)
-        if frames and len(old)
-        else (frames[0] if frames else old.copy())
-    )
+    return previous.loc[same, cols], previous.loc[~same, cols]
+
+
+def _history(
+    same: pd.DataFrame, others: pd.DataFrame, keep: int, new: dict[str, Any] | None, key: str
+) -> pd.DataFrame:
+    """This window's analyses, newest first (at most ``keep``) with one current, then others."""
+    rows = [pd.DataFrame([new], columns=same.columns)] if new is not None else []
+    out = pd.concat([*rows, same], ignore_index=True) if len(same) else rows[0]
     out = out.sort_values("analyzed_at", ascending=False, kind="stable").reset_index(drop=True)
     if new is not None:
         out = out.head(max(keep, 1))
         out["current"] = out.index == 0
     else:  # a cache hit: the newest ok row with that key becomes current, nothing else changes
-        hits = out.index[(out["cache_key"] == current_key) & (out["status"] == "ok")]
+        hits = out.index[(out["cache_key"] == key) & (out["status"] == "ok")]
         out["current"] = out.index == hits[0]
-    return out
+    return pd.concat([out, others], ignore_index=True) if len(others) else out
 
 
-def _has_answer(previous: pd.DataFrame, key: str) -> bool:
+def _has_answer(same: pd.DataFrame, key: str) -> bool:
     """Whether the window's stored analyses hold a successful answer under this cache key."""
-    if is_absent(previous) or previous.empty:
-        return False
-    return bool(((previous["cache_key"] == key) & (previous["status"] == "ok")).any())
+    return bool(((same["cache_key"] == key) & (same["status"] == "ok")).any())
 
 
 def _check(provider: str, structured: str, max_attempts: int, timeout: float) -> None:
@@ -279,7 +281,8 @@ def _analyse(
         offline.OFFLINE_MODEL if is_offline else config.model,
         input_hash if is_offline else prompt.hash,
     )
-    if _has_answer(previous, key):
+    same, others = _split(previous, window)
+    if _has_answer(same, key):
         logger.info(
             "genai %s %s: cache hit (provider=%s model=%s prompt=%s); no API call",
             machine_id,
@@ -288,7 +291,7 @@ def _analyse(
             config.model,
             prompt.hash[:12],
         )
-        return _history(previous, keep, None, key)
+        return _history(same, others, keep, None, key)
     if is_offline:
         fields = {**_offline_fields(tables, window), "status": "ok"}
     else:
@@ -317,7 +320,7 @@ def _analyse(
         prompt.tokens,
         row["latency_s"] or 0.0,
     )
-    return _history(previous, keep, row, key)
+    return _history(same, others, keep, row, key)
 
 
 def _ask(

@@ -201,12 +201,16 @@ class Statement:
 
     @property
     def title(self) -> str:
-        """The first comment line that is not a directive (what the statement is for)."""
+        """The comment block right above the statement (directives left out), on one line."""
+        block: list[str] = []
         for line in self.comment.splitlines():
             text = line.strip().lstrip("-").strip()
-            if text and not text.lower().startswith("requires:"):
-                return text
-        return self.sql.splitlines()[0][:80] if self.sql else ""
+            if not text:
+                block = []  # a blank comment line ends a block; keep the last one
+            elif not text.lower().startswith("requires:"):
+                block.append(text)
+        title = " ".join(block) or self.sql.splitlines()[0]
+        return title if len(title) <= 160 else title[:157] + "..."
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -260,7 +264,9 @@ def _statement(chunk: str) -> Statement | None:
         name.strip() for match in _REQUIRES.findall("\n".join(comment))
         for name in match.split(",") if name.strip()
     )
-    return Statement(sql=sql, comment="\n".join(c for c in comment if c.strip()), requires=requires)
+    # Blank lines become empty comment lines: they separate a file header from a title.
+    text = "\n".join(c.strip() if c.strip() else "--" for c in comment).strip()
+    return Statement(sql=sql, comment=text, requires=requires)
 
 
 @dataclass
@@ -370,5 +376,8 @@ class ArtifactSQL:
                     f"needs table(s) {', '.join(missing)}, not in the store yet (run a pipeline "
                     "that produces them, e.g. hvac_power)")))
                 continue
-            results.append(StatementResult(stmt, table=self.execute(stmt.sql)))
+            try:
+                results.append(StatementResult(stmt, table=self.execute(stmt.sql)))
+            except StoreError as exc:
+                raise StoreError(f"statement {stmt.title!r}: {exc}") from exc
         return results

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from meshinsights.errors import ConfigError
+from meshinsights.genai.offline import analyze as offline_analyze
 from meshinsights.genai.prompt import (
     BEGIN,
     END,
@@ -130,6 +131,28 @@ def test_absent_tables_are_skipped_and_empty_ones_say_none(summary, window):
     assert "## issues: well-known issue checks that fired: none in this window." in result.user
 
 
+@pytest.mark.parametrize("rows", [0, 3], ids=["empty", "three-rows"])
+def test_store_typed_frames_of_every_section(summary, window, rows):
+    """Frames as the store returns them (Arrow-backed str columns), empty ones included."""
+    ts = pd.Series(pd.date_range(window.start, periods=rows, freq="1h"),
+                   dtype="datetime64[us, UTC]")
+    text = pd.Series(["warning", "critical", "info"][:rows], dtype="str")
+    frame = pd.DataFrame({"machine_id": pd.Series(["m"] * rows, dtype="str"), "ts": ts,
+                          "check": text, "severity": text, "kind": text, "code": text,
+                          "message": text, "variance_class": text,
+                          "score": pd.Series([1.0, -5.0, 2.0][:rows], dtype="float64"),
+                          "flagged": pd.Series([True, True, False][:rows], dtype="bool")})
+    tables = {name: frame for name, _ in SECTIONS if name != "summary"}
+    result = build_prompt({"summary": summary, **tables}, window=window)
+    expected = "empty" if rows == 0 else "full"
+    assert {n: s.status for n, s in result.sections.items() if n != "summary"} == {
+        n: expected for n in tables}
+    assert offline_analyze({"summary": summary, **tables}, window=window).findings
+    if rows:
+        severities = [r.split(" | ")[1] for r in table_rows(result.user, "issues")]
+        assert severities == ["critical", "warning", "info"]
+
+
 def test_device_text_is_fenced_labelled_and_cannot_close_the_fence(summary, window):
     messages = ["fan started", INJECTION, "filter pressure normal"]
     result = build_prompt({"summary": summary, "events": events_frame(window, messages)},
@@ -168,3 +191,18 @@ def test_clean_text(raw, expected):
 def test_budget_too_small_is_a_clear_error(summary, window):
     with pytest.raises(ConfigError, match="prompt_budget 100 is too small"):
         build_prompt({"summary": summary}, window=window, budget=100)
+
+
+def test_repeated_device_records_collapse_into_one_line_with_a_count(summary, window):
+    messages = ["compressor start, stage 1"] * 5 + ["filter pressure drop high"]
+    events = events_frame(window, messages).assign(code="C", kind="event")
+    result = build_prompt({"summary": summary, "events": events}, window=window)
+    inside = result.user.split(BEGIN, 1)[1].split(END, 1)[0].splitlines()[1:]
+    assert inside == [
+        '{"first_ts": "2024-01-01T00:00:00Z", "last_ts": "2024-01-01T00:28:00Z", "count": 5, '
+        '"kind": "event", "severity": "info", "code": "C", "message": "compressor start, stage 1"}',
+        '{"ts": "2024-01-01T00:35:00Z", "kind": "event", "severity": "info", "code": "C", '
+        '"message": "filter pressure drop high"}',
+    ]
+    assert result.sections["events"].rows == 2
+    assert "(6 records, 2 distinct)" in result.user

@@ -154,3 +154,22 @@ def test_run_step_twice_uses_the_stored_answer_and_touches_nothing_else(
     assert len(fake.requests) == 3 and summary_run["rows_out"] == 1
     pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
     assert after.groupby(["machine_id", "ts"]).size().tolist() == [1, 1, 1]
+
+
+def test_a_wider_window_keeps_the_daily_analyses_inside_it_as_they_are(summary, window):
+    day1 = analyse(summary, window)
+    day2_window = Window.parse("2024-01-02", "2024-01-03")
+    day2 = analyse(summary.assign(ts=pd.Timestamp(day2_window.start)), day2_window)
+    both = Window.parse("2024-01-01", "2024-01-03")
+    out = analyse(summary, both, previous=pd.concat([day1, day2], ignore_index=True))
+    assert len(out) == 3 and out["current"].all()
+    assert out.loc[0, "window_end"] == pd.Timestamp(both.end)
+    pd.testing.assert_frame_equal(out.iloc[1:].reset_index(drop=True),
+                                  pd.concat([day1, day2], ignore_index=True))
+
+
+def test_a_misconfigured_azure_provider_falls_back(key, summary, window):
+    [row] = analyse(summary, window, provider="azure", api_key_env="TEST_GENAI_KEY").to_dict(
+        "records")
+    assert row["status"] == "fallback"
+    assert "Azure OpenAI needs an endpoint" in row["error"]

@@ -139,3 +139,19 @@ class Cluster:
                 return done
             time.sleep(2)
         raise AssertionError(f"{dag_id}: {runs} after {timeout}s\n{self.logs()}")
+
+    def wait_backfills(self, dag_id: str, *, timeout: float = 600) -> list[dict[str, Any]]:
+        """Until every backfill of ``dag_id`` has completed; returns its successful runs."""
+        deadline = time.monotonic() + timeout
+        backfills: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            backfills = list(self.request("GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"])
+            runs = [r for r in self.dag_runs(dag_id) if r["run_type"] == "backfill"]
+            if any(r["state"] == "failed" for r in runs):
+                raise AssertionError(f"a backfill run of {dag_id} failed: {runs}\n{self.logs()}")
+            if backfills and all(b["completed_at"] for b in backfills):
+                assert all(r["state"] == "success" for r in runs), runs
+                return runs
+            time.sleep(2)
+        raise AssertionError(f"{dag_id}: backfills {backfills} after {timeout}s\n{self.logs()}")
+

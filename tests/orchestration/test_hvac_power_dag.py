@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,26 +19,21 @@ DAY2 = Window.parse("2024-01-02", "2024-01-03")
 
 
 @pytest.fixture(scope="module")
-def fleet_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo fleet (10 units × 3 days): hvac-009 is normal, hvac-002 has erratic power."""
-    path = tmp_path_factory.mktemp("fleet") / "demo.db"
-    seed(f"sqlite:///{path}", machines=10, days=3, seed=7)
-    return path
-
-
-@pytest.fixture
-def fleet_env(fleet_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-              ) -> Iterator[dict[str, str]]:
-    """Configs from the repo, the demo connection at the fleet DB, a fresh store."""
+def fleet_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The demo fleet (10 units × 3 days; hvac-009 normal, hvac-002 erratic power), configs
+    from the repo and one store for every DAG here (an Airflow asset name maps to one URI)."""
+    root = tmp_path_factory.mktemp("fleet")
+    seed(f"sqlite:///{root / 'demo.db'}", machines=10, days=3, seed=7)
     env = {
         "MESHINSIGHTS_CONFIGS": str(CONFIGS),
-        "MESHINSIGHTS_STORE": str(tmp_path / "artifacts"),
-        "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{fleet_db}",
-        "AIRFLOW_CONN_MESHINSIGHTS_ALERTS": f"sqlite:///{tmp_path / 'alerts.db'}",
+        "MESHINSIGHTS_STORE": str(root / "artifacts"),
+        "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{root / 'demo.db'}",
+        "AIRFLOW_CONN_MESHINSIGHTS_ALERTS": f"sqlite:///{root / 'alerts.db'}",
     }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    yield env
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        yield env
 
 
 def run_dag(dag_id: str) -> tuple[str, dict[str, str]]:
@@ -75,6 +69,8 @@ def test_high_variance_unit_skips_the_update_and_runs_genai(fleet_env, airflow_d
     assert states["update_thresholds"] == "skipped"
     assert states["genai"] == "success"
     store = DeltaStore(fleet_env["MESHINSIGHTS_STORE"])
-    assert not store.exists("hvac_power", "threshold_updates")
+    assert store.read("hvac_power", "variance", "hvac-002", DAY2)["variance_class"].tolist() == [
+        "high"]
+    assert store.read("hvac_power", "threshold_updates", "hvac-002", DAY2).empty
     analysis = store.read("hvac_power", "genai_analysis", "hvac-002", DAY2)
     assert len(analysis) == 1 and analysis["status"].tolist() == ["ok"]

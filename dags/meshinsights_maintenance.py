@@ -1,0 +1,67 @@
+"""Weekly table maintenance: compact small files, then vacuum versions older than the retention.
+
+Light at parse time (no pandas/deltalake); the tasks import the store when they run. Trigger it
+with conf ``{"retention_hours": 72, "pipelines": ["minimal"]}`` to change what one run does;
+``MESHINSIGHTS_MAINTENANCE_SCHEDULE`` (cron or preset, "none" to disable) and
+``MESHINSIGHTS_RETENTION_HOURS`` set the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.definitions.param import Param
+
+_schedule = os.environ.get("MESHINSIGHTS_MAINTENANCE_SCHEDULE", "@weekly")
+
+
+def _options() -> tuple[Any, list[tuple[str, str]], int]:
+    from meshinsights.orchestration.maintenance import select_tables
+    from meshinsights.settings import get_settings
+
+    params = get_current_context()["params"]
+    store = get_settings().open_store()
+    pairs = select_tables(store, namespaces=params.get("pipelines") or [],
+                          tables=params.get("tables") or [])
+    return store, pairs, int(params["retention_hours"])
+
+
+@dag(
+    dag_id="meshinsights_maintenance",
+    schedule=None if _schedule.lower() == "none" else _schedule,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["meshinsights-ops"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={
+        "retention_hours": Param(int(os.environ.get("MESHINSIGHTS_RETENTION_HOURS", "168")),
+                                 type="integer", minimum=0,
+                                 description="vacuum keeps every version younger than this"),
+        "pipelines": Param([], type="array", description="only these pipelines (empty: all)"),
+        "tables": Param([], type="array", description="only these tables (empty: all)"),
+    },
+    doc_md=__doc__,
+)
+def meshinsights_maintenance() -> None:
+    @task
+    def compact() -> list[dict[str, Any]]:
+        from meshinsights.orchestration.maintenance import compact_tables
+
+        store, pairs, _ = _options()
+        return [r.as_dict() for r in compact_tables(store, pairs)]
+
+    @task
+    def vacuum() -> list[dict[str, Any]]:
+        from meshinsights.orchestration.maintenance import vacuum_tables
+
+        store, pairs, retention = _options()
+        return [r.as_dict() for r in vacuum_tables(store, pairs, retention_hours=retention)]
+
+    compact() >> vacuum()
+
+
+meshinsights_maintenance()

@@ -1,0 +1,298 @@
+"""The MeshInsights dashboard: one machine and time range over the Delta artifacts (read-only).
+
+Run ``meshinsights dashboard`` or ``streamlit run meshinsights/dashboard/app.py``; the store is
+``MESHINSIGHTS_STORE``. Links may preselect ``?pipeline=…&machine=…&start=YYYY-MM-DD&end=…``;
+every name is checked against the store's listing before it is used.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from meshinsights.dashboard import charts, data
+from meshinsights.model import Window
+from meshinsights.settings import get_settings
+
+_SEVERITY_MARK = {"critical": "red", "high": "red", "medium": "orange", "warning": "orange",
+                  "low": "blue", "info": "gray"}
+_CURATED_FIRST = ("temperature_hourly", "clean", "rolling", "features", "anomalies_mv",
+                  "forecasts", "cycle_stats", "variance", "thresholds")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> data.ReadOnlyStore:
+    return data.ReadOnlyStore(root)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _catalog(root: str) -> data.Catalog:
+    return data.load_catalog(_store(root))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _frame(root: str, ns: str, table: str, machine: str, start: datetime, end: datetime,
+           version: int) -> pd.DataFrame:
+    # ``version`` is only the cache key: a new commit to the table makes a new entry.
+    return _store(root).read(ns, table, machine, Window(start, end))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _history(root: str, ns: str, machine: str, start: datetime, end: datetime,
+             versions: tuple[tuple[str, int], ...]) -> pd.DataFrame:
+    return data.run_history(_store(root), _catalog(root), ns, machine, Window(start, end))
+
+
+class View:
+    """The selection (pipeline, machine, window) and checked, cached reads for it."""
+
+    def __init__(self, root: str, catalog: data.Catalog, ns: str, machine: str, window: Window):
+        self.root, self.catalog, self.ns, self.machine, self.window = root, catalog, ns, machine, window
+
+    def has(self, table: str) -> bool:
+        return self.catalog.has(self.ns, table)
+
+    def load(self, table: str) -> pd.DataFrame:
+        """This machine's rows of ``table`` in the window; empty when the table is absent."""
+        if not self.has(table):
+            return pd.DataFrame()
+        self.catalog.check(self.ns, table, self.machine)
+        version = self.catalog.tables[self.ns][table]
+        return _frame(self.root, self.ns, table, self.machine, self.window.start, self.window.end,
+                      version)
+
+    def history(self) -> pd.DataFrame:
+        versions = tuple(sorted(self.catalog.tables[self.ns].items()))
+        return _history(self.root, self.ns, self.machine, self.window.start, self.window.end,
+                        versions)
+
+
+# ---------------------------------------------------------------------- selection
+
+
+def _param(name: str) -> str | None:
+    value = st.query_params.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _pick_pipeline(catalog: data.Catalog) -> str:
+    options = catalog.pipelines()
+    wanted = _param("pipeline")
+    if wanted is None and (machine := _param("machine")):
+        wanted = next((ns for ns in options if machine in catalog.machines[ns]), None)
+    index = options.index(wanted) if wanted in options else 0
+    if wanted and wanted not in options:
+        st.sidebar.warning("The pipeline in the link is not in the store.")
+    return st.sidebar.selectbox("Pipeline", options, index=index, key="pipeline")
+
+
+def _pick_machine(catalog: data.Catalog, ns: str) -> str:
+    options = list(catalog.machines[ns])
+    wanted = _param("machine")
+    if wanted and not any(wanted in machines for machines in catalog.machines.values()):
+        st.sidebar.warning("The machine in the link has no data in the store.")
+    index = options.index(wanted) if wanted in options else 0
+    return st.sidebar.selectbox("Machine", options, index=index, key=f"machine_{ns}")
+
+
+def _pick_window(extent: Any, key: str) -> Window:
+    default = data.default_window(extent)
+    lo = extent.min_ts.date() if extent and extent.min_ts else default.start.date()
+    hi = extent.max_ts.date() if extent and extent.max_ts else default.end.date()
+    start, end = default.start.date(), (default.end - timedelta(days=1)).date()
+    try:
+        start = date.fromisoformat(_param("start") or "") if _param("start") else start
+        end = date.fromisoformat(_param("end") or "") if _param("end") else end
+    except ValueError:
+        st.sidebar.warning("The dates in the link are not YYYY-MM-DD; showing the last days.")
+    picked = st.sidebar.date_input("Days (UTC)", value=(start, end), key=key,
+                                   min_value=min(lo, start), max_value=max(hi, end))
+    first, last = (picked if isinstance(picked, tuple) and len(picked) == 2
+                   else (picked[0], picked[0]) if isinstance(picked, tuple) else (picked, picked))
+    return Window.parse(first.isoformat(), (last + timedelta(days=1)).isoformat())
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def _telemetry_section(view: View) -> None:
+    st.subheader("Telemetry")
+    telemetry = view.load("telemetry")
+    if telemetry.empty:
+        st.info("No telemetry for this machine in the selected days.")
+        return
+    fig = charts.telemetry_figure(telemetry, anomalies=view.load("anomalies"),
+                                  thresholds=view.load("thresholds"), cycles=view.load("cycles"),
+                                  window_end=view.window.end)
+    st.plotly_chart(fig, key="telemetry_chart", config={"displaylogo": False})
+    overlays = [t for t in ("anomalies", "thresholds", "cycles") if view.has(t)]
+    st.caption(f"{len(telemetry):,} rows → {charts.points_plotted(fig):,} points plotted "
+               f"(min/max buckets, ≤ {data.MAX_POINTS:,} per series)"
+               + (f"; overlays: {', '.join(overlays)}" if overlays else ""))
+
+
+def _analysis_section(view: View) -> None:
+    box = st.container(key="analysis")
+    box.subheader("GenAI analysis")
+    if not view.has("genai_analysis"):
+        box.info("No GenAI analysis in this pipeline yet: add a step `uses: genai_analysis` "
+                 "to the pipeline config.")
+        return
+    found = data.analyses(view.load("genai_analysis"))
+    if not found:
+        box.info("No analysis for this machine in the selected days.")
+        return
+    for i, a in enumerate(found[:7]):
+        _analysis_card(box.container(border=True), a, expanded=i == 0)
+    if len(found) > 7:
+        box.caption(f"{len(found) - 7} older analyses in range not shown; narrow the days.")
+
+
+def _analysis_card(box: Any, a: dict[str, Any], *, expanded: bool) -> None:
+    sev = str(a["severity"]).lower()
+    start = pd.Timestamp(a["ts"]).strftime("%Y-%m-%d %H:%M") if a.get("ts") is not None else "?"
+    box.markdown(f"**Window {start} UTC** · severity :{_SEVERITY_MARK.get(sev, 'gray')}[**{sev}**]")
+    if a["summary"]:
+        box.markdown(a["summary"])
+    for f in a["findings"]:
+        fsev = str(f.get("severity", "")).lower()
+        box.markdown(f"- :{_SEVERITY_MARK.get(fsev, 'gray')}[{fsev}] **{f.get('title', '')}** — "
+                     f"{f.get('detail', '')}")
+    if a["actions"]:
+        box.markdown("**Recommended:** " + "; ".join(
+            f"{x.get('action', '')} ({x.get('priority', '')})" for x in a["actions"]))
+    who = f"{a.get('provider') or '?'} / {a.get('model') or '?'}, status {a.get('status') or '?'}"
+    note = " — rule-based offline analyst, not a language model" if a.get("provider") == "offline" \
+        else ""
+    box.caption(who + note + (f"; provider error: {a['error']}" if a.get("error") else ""))
+    if a.get("response") and expanded:
+        with box.expander("Raw response"):
+            st.code(str(a["response"])[:4000], language="json")
+
+
+def _issues_tab(view: View) -> None:
+    issues = view.load("issues")
+    if not view.has("issues"):
+        st.info("This pipeline has no issue checks (the hvac_power pipeline has them).")
+    elif issues.empty:
+        st.success("No issues found for this machine in the selected days.")
+    else:
+        counts = issues.groupby(["severity", "check"]).size().rename("windows").reset_index()
+        st.dataframe(counts, hide_index=True)
+        cols = [c for c in ("ts", "check", "metric", "severity", "value", "limit", "first_ts",
+                            "last_ts", "message") if c in issues.columns]
+        st.dataframe(issues[cols].sort_values("ts", ascending=False), hide_index=True)
+    events = view.load("events")
+    if not events.empty:
+        st.markdown("**Events and alarms**")
+        keys = [c for c in ("kind", "severity", "code") if c in events.columns]
+        st.dataframe(events.groupby(keys, dropna=False).size().rename("count").reset_index()
+                     .sort_values("count", ascending=False), hide_index=True)
+
+
+def _quality_tab(view: View, history: pd.DataFrame) -> None:
+    q = data.ingest_quality(history)
+    cols = st.columns(4)
+    for col, (label, key) in zip(cols, (("rows in", "rows_in"), ("clean", "rows_clean"),
+                                        ("quarantined", "rows_quarantined"),
+                                        ("duplicates removed", "duplicates_removed")), strict=True):
+        col.metric(label, f"{q[key]:,}")
+    if q["rows_in"]:
+        st.caption(f"clean rate {q['rows_clean'] / q['rows_in']:.2%} (latest ingest per window)")
+    quarantine = view.load("quarantine")
+    counts = data.quarantine_counts(quarantine)
+    if counts.empty:
+        st.success("No quarantined rows for this machine in the selected days.")
+        return
+    st.plotly_chart(charts.quarantine_figure(counts), key="quarantine_chart")
+    st.dataframe(counts, hide_index=True)
+    with st.expander("Quarantined rows (first 500)"):
+        st.dataframe(quarantine.head(500), hide_index=True)
+
+
+def _runs_tab(view: View, history: pd.DataFrame) -> None:
+    if history.empty:
+        st.info("No commits touch this machine and window.")
+        return
+    runs = (history.dropna(subset=["run_id"]).groupby("run_id")
+            .agg(started=("committed_at", "min"), finished=("committed_at", "max"),
+                 steps=("step", lambda s: ", ".join(dict.fromkeys(s.dropna()))),
+                 commits=("version", "size"), rows_written=("rows_written", "sum"))
+            .sort_values("started", ascending=False).reset_index())
+    st.markdown("**Runs** (from the Delta commit metadata)")
+    st.dataframe(runs, hide_index=True)
+    st.markdown("**Commits**")
+    cols = [c for c in ("committed_at", "table_name", "version", "step", "run_id", "window_start",
+                        "window_end", "rows_in", "rows_written", "rows_quarantined", "operation")
+            if c in history.columns]
+    st.dataframe(history[cols], hide_index=True)
+    if view.has("runs"):
+        st.markdown("**Task runs** (`runs` table)")
+        st.dataframe(view.load("runs"), hide_index=True)
+
+
+def _curated_tab(view: View) -> None:
+    tables = data.curated_tables(view.catalog, view.ns)
+    ordered = [t for t in _CURATED_FIRST if t in tables] + [t for t in tables
+                                                             if t not in _CURATED_FIRST]
+    if not ordered:
+        st.info("No curated tables in this pipeline yet.")
+        return
+    table = st.selectbox("Table", ordered, key=f"curated_{view.ns}")
+    df = view.load(table)
+    if df.empty:
+        st.info(f"{table}: no rows for this machine in the selected days.")
+        return
+    frame, columns, group = data.plot_spec(table, df)
+    if columns and "ts" in frame.columns:
+        st.plotly_chart(charts.curated_figure(frame, columns, group, title=table),
+                        key="curated_chart")
+    with st.expander(f"{table}: {len(df):,} rows (first 1,000)"):
+        st.dataframe(df.head(1000), hide_index=True)
+
+
+# ---------------------------------------------------------------------- page
+
+
+def main() -> None:
+    """Render the page."""
+    started = time.perf_counter()
+    st.set_page_config(page_title="MeshInsights", layout="wide")
+    root = get_settings().store_uri
+    st.sidebar.title("MeshInsights")
+    if st.sidebar.button("Refresh"):
+        st.cache_data.clear()
+    catalog = _catalog(root)
+    if not catalog.pipelines():
+        st.title("MeshInsights")
+        st.info(f"No artifacts in {root} yet. Run `meshinsights demo seed` and "
+                "`meshinsights run hvac-001 --start 2024-01-01 --end 2024-01-03`.")
+        return
+    ns = _pick_pipeline(catalog)
+    machine = _pick_machine(catalog, ns)
+    window = _pick_window(catalog.machines[ns].get(machine), key=f"days_{ns}_{machine}")
+    st.query_params.update({"pipeline": ns, "machine": machine})
+    view = View(root, catalog, ns, machine, window)
+    end_day = (window.end - timedelta(days=1)).date()
+    st.title(f"{machine}")
+    st.caption(f"pipeline {ns} · {window.start.date()} → {end_day} (UTC) · store {root}")
+    _telemetry_section(view)
+    _analysis_section(view)
+    history = view.history()
+    tabs = st.tabs(["Curated series", "Issues & events", "Data quality", "Run history"])
+    with tabs[0]:
+        _curated_tab(view)
+    with tabs[1]:
+        _issues_tab(view)
+    with tabs[2]:
+        _quality_tab(view, history)
+    with tabs[3]:
+        _runs_tab(view, history)
+    st.sidebar.caption(f"rendered in {time.perf_counter() - started:.2f} s · read-only")
+
+
+main()
