@@ -26,6 +26,7 @@ __all__ = [
     "When",
     "MetricRule",
     "EventRules",
+    "SinkConfig",
     "StepConfig",
     "PipelineConfig",
     "SQLSource",
@@ -117,6 +118,16 @@ class EventRules(_Model):
     )
 
 
+class SinkConfig(_Model):
+    """An edge writer for a step's output rows, run after the step's Delta commit."""
+
+    type: Literal["alert_thresholds"] = Field(
+        description="alert_thresholds: upsert into the alert database (history kept)"
+    )
+    conn_id: str = Field("meshinsights_alerts", description="Airflow Connection id of the target")
+    table: str = Field("alert_thresholds", description="target table; history in <table>_history")
+
+
 class StepConfig(_Model):
     """One step of a pipeline template."""
 
@@ -132,6 +143,9 @@ class StepConfig(_Model):
         None,
         description="read inputs over [window end - lookback, window end), e.g. '90D'; the "
         "output is still written for the run window only",
+    )
+    sink: SinkConfig | None = Field(
+        None, description="also write the step's output rows to this sink after the commit"
     )
 
     @field_validator("lookback")

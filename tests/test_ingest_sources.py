@@ -140,19 +140,18 @@ def kusto(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKusto]:
 
 
 def _adx_machine() -> MachineConfig:
-    declare = "declare query_parameters(machine_id:string, start:datetime, end:datetime);\n"
+    declare = "declare query_parameters(p_machine_id:string, p_start:datetime, p_end:datetime);\n"
+    where = "| where machine_id == p_machine_id and ts >= p_start and ts < p_end"
     return MachineConfig.model_validate({
         "machine_id": "m1", "pipeline": "adx", "start_date": "2024-01-01",
         "source": {
             "type": "adx", "conn_id": "adx_plant", "database": "iot",
-            "query": declare + "Telemetry | where machine_id == machine_id and ts >= start "
-                               "and ts < end",
-            "events_query": declare + "Events | where machine_id == machine_id and ts >= start"
-                                      " and ts < end",
-            "late_query": "declare query_parameters(machine_id:string, since:datetime, "
-                          "start:datetime, watermark:datetime);\nTelemetry | where machine_id"
-                          " == machine_id and ts >= since and ts < start and ingested_at > "
-                          "watermark | project ts",
+            "query": f"{declare}Telemetry {where}",
+            "events_query": f"{declare}Events {where}",
+            "late_query": "declare query_parameters(p_machine_id:string, p_since:datetime, "
+                          "p_start:datetime, p_watermark:datetime);\nTelemetry | where machine_id"
+                          " == p_machine_id and ts >= p_since and ts < p_start and ingested_at > "
+                          "p_watermark | project ts",
         }})
 
 
@@ -170,7 +169,8 @@ def test_adx_source_ingests_with_units_events_and_late_rows(kusto: FakeKusto,
     assert set(telemetry["unit"]) == {"degC"}
     assert telemetry["value"].min() == pytest.approx((68.0 - 32) * 5 / 9)
     params = kusto.requests[0]["properties"]["Parameters"]
-    assert params["start"] == "datetime(2024-01-01T00:00:00.000000Z)"
+    assert params["p_start"] == params["start"] == "datetime(2024-01-01T00:00:00.000000Z)"
+    assert params["p_machine_id"] == "m1"
 
     late = datetime(2024, 1, 1, 12, 15, tzinfo=UTC)
     kusto.tables["Telemetry"][1].append(["m1", late, "temperature", 70.0, "degF",

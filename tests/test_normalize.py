@@ -13,6 +13,7 @@ from pandas.testing import assert_frame_equal
 
 from meshinsights.config import EventRules, MetricRule
 from meshinsights.connectors.layout import to_long, to_wide
+from meshinsights.errors import ConfigError
 from meshinsights.model import Window
 from meshinsights.normalize import normalize_events, normalize_telemetry
 
@@ -182,3 +183,9 @@ def test_accounting_invariant_holds_for_any_input(rows: list[tuple]) -> None:
     assert len(result.clean) + len(result.quarantine) + result.duplicates_removed == len(raw)
     assert not np.isinf(result.clean["value"]).any()
     assert result.clean["ts"].is_monotonic_increasing
+
+
+def test_missing_columns_name_the_fix() -> None:
+    raw = pd.DataFrame({"time": _ts(0), "reading": [1.0]})
+    with pytest.raises(ConfigError, match=r"lack column\(s\) \['ts', 'metric', 'value'\].*alias"):
+        normalize_telemetry(raw, machine_id="m1", window=DAY)

@@ -25,6 +25,7 @@ def streamlit_command(*, port: int, address: str, headless: bool = True) -> list
         "--server.headless", "true" if headless else "false",
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "viewer",
     ]
 
 

@@ -64,14 +64,14 @@ def _tables_grid(engine: Any) -> Table:
 def _run_script(engine: Any, text: str, max_rows: int) -> Any:
     last = None
     for result in engine.run_script(text):
-        title = result.statement.title
+        stmt = result.statement
         if result.skipped:
-            console.print(f"[yellow]skipped[/] {title}: {result.skipped}", highlight=False)
+            console.print(f"[yellow]skipped[/] {stmt.label}: {result.skipped}", highlight=False)
         elif result.table is not None:
-            out.print(render(result.table, title=title, max_rows=max_rows))
+            out.print(render(result.table, title=stmt.title or None, max_rows=max_rows))
             last = result.table
         else:
-            out.print(f"[green]ok[/] {title}", highlight=False)
+            out.print(f"[green]ok[/] {stmt.label}", highlight=False)
     return last
 
 

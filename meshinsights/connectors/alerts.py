@@ -97,13 +97,13 @@ def _tables(name: str) -> tuple[Any, Any]:
             sa.Column("machine_id", sa.String(128), nullable=False),
             sa.Column("stage", sa.Integer, nullable=False),
             sa.Column("metric", sa.String(64), nullable=False),
-            sa.Column("lower_limit", sa.Float, nullable=False),
-            sa.Column("upper_limit", sa.Float, nullable=False),
-            sa.Column("center", sa.Float),
+            sa.Column("lower_limit", sa.Double, nullable=False),
+            sa.Column("upper_limit", sa.Double, nullable=False),
+            sa.Column("center", sa.Double),
             sa.Column("method", sa.String(32)),
             sa.Column("n_cycles", sa.Integer),
             sa.Column("variance_class", sa.String(16)),
-            sa.Column("cv", sa.Float),
+            sa.Column("cv", sa.Double),
             sa.Column("valid_from", sa.DateTime, nullable=False),
             sa.Column("run_id", sa.String(250)),
             sa.Column("written_at", sa.DateTime, nullable=False),
@@ -154,42 +154,54 @@ def _num(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def _sqlite_or_pg(
+    conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str], newer_only: bool
+) -> Any:
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt: Any = sqlite_insert(table).values(rows)
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={c: stmt.excluded[c] for c in (*_VALUES, "valid_from") if c not in keys},
+        where=(table.c.valid_from <= stmt.excluded.valid_from) if newer_only else None,
+    )
+
+
+def _mysql(table: Any, rows: list[dict[str, Any]], keys: list[str], newer_only: bool) -> Any:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+    stmt: Any = mysql_insert(table).values(rows)
+    newer = table.c.valid_from <= stmt.inserted.valid_from
+    # MySQL applies assignments left to right: valid_from must be compared before it moves.
+    cols = [c for c in (*_VALUES, "valid_from") if c not in keys]
+    return stmt.on_duplicate_key_update(
+        [
+            (
+                c,
+                sa.case((newer, stmt.inserted[c]), else_=table.c[c])
+                if newer_only
+                else stmt.inserted[c],
+            )
+            for c in cols
+        ]
+    )
+
+
 def _upsert(
     conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str], newer_only: bool
 ) -> None:
     """Insert, or update the row with the same key (only from a newer valid_from if asked)."""
-    import sqlalchemy as sa
-
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={c: stmt.excluded[c] for c in (*_VALUES, "valid_from") if c not in keys},
-            where=(table.c.valid_from <= stmt.excluded.valid_from) if newer_only else None,
-        )
+        stmt = _sqlite_or_pg(conn, table, rows, keys, newer_only)
     elif dialect in ("mysql", "mariadb"):
-        from sqlalchemy.dialects.mysql import insert
-
-        stmt = insert(table).values(rows)
-        newer = table.c.valid_from <= stmt.inserted.valid_from
-        # MySQL applies assignments left to right: valid_from must be compared before it moves.
-        cols = [c for c in (*_VALUES, "valid_from") if c not in keys]
-        stmt = stmt.on_duplicate_key_update(
-            [
-                (
-                    c,
-                    sa.case((newer, stmt.inserted[c]), else_=table.c[c])
-                    if newer_only
-                    else stmt.inserted[c],
-                )
-                for c in cols
-            ]
-        )
+        stmt = _mysql(table, rows, keys, newer_only)
     else:
         raise ConfigError(
             f"threshold sink: database dialect {dialect!r} is not supported; use "

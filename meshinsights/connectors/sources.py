@@ -2,8 +2,9 @@
 
 Every query gets the same bound parameters — ``machine_id``, ``start`` and ``end`` (naive
 UTC datetimes for SQL, typed ``datetime`` literals for ADX) plus the source's own ``params``;
-the late-data query also gets ``watermark`` and ``since``. Nothing is ever formatted into a
-query string.
+the late-data query also gets ``watermark`` and ``since``. ADX also receives each one as
+``p_<name>`` (declare those: a KQL parameter named like a column is shadowed by it). Nothing
+is ever formatted into a query string.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class SourceAccess:
     def _run(
         self, machine: MachineConfig, query: str, params: dict[str, Any], what: str
     ) -> pd.DataFrame:
+        if isinstance(machine.source, ADXSource):
+            # In KQL a parameter named like a column (machine_id) would be shadowed by the
+            # column: every value is also bound as p_<name> for queries to declare instead.
+            params = {**params, **{f"p_{k}": v for k, v in params.items()}}
         conn = self.connector(machine)
         return with_retry(
             lambda: conn.query(query, params), what=f"{what} for {machine.machine_id}"

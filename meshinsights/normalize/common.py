@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from meshinsights.errors import MeshInsightsError
+from meshinsights.errors import ConfigError, MeshInsightsError
 from meshinsights.model import Window
 
 __all__ = ["NormalizeResult", "quarantine_frame", "empty_quarantine", "to_utc"]
@@ -218,6 +218,7 @@ class RowSorter:
         return before - len(self.df)
 
     def quarantined(self) -> pd.DataFrame:
+        """Everything rejected so far, as one quarantine frame."""
         if not self.parts:
             return empty_quarantine()
         return pd.concat(self.parts, ignore_index=True)
@@ -226,9 +227,10 @@ class RowSorter:
 def prepare_rows(
     raw: pd.DataFrame, required: tuple[str, ...], what: str, machine_id: str
 ) -> pd.DataFrame:
+    """A working copy with ``_row`` (source order); ConfigError if a required column is absent."""
     missing = [c for c in required if c not in raw.columns]
     if missing:
-        raise MeshInsightsError(
+        raise ConfigError(
             f"source {what} rows for {machine_id} lack column(s) {missing}; the query must "
             f"return {', '.join(required)} — alias the columns in the query"
         )

@@ -78,6 +78,9 @@ def airflow_env(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        # SQLite metadata: wait for locks (CLI next to a busy scheduler) instead of failing.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db?timeout=60"),
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
         # The task supervisor reaches the Execution API through this URL (default port 8080).

@@ -65,8 +65,11 @@ def infer_step(ts: pd.Series, default: str = "1min") -> pd.Timedelta:
 def metric_series(frame: pd.DataFrame, metric: str, column: str = "value") -> pd.Series:
     """One metric of a long frame as a float series indexed by ``ts`` (sorted)."""
     rows = frame.loc[frame["metric"] == metric, ["ts", column]].sort_values("ts", kind="stable")
-    return pd.Series(rows[column].to_numpy(dtype="float64", na_value=np.nan),
-                     index=pd.DatetimeIndex(rows["ts"]), name=metric)
+    return pd.Series(
+        rows[column].to_numpy(dtype="float64", na_value=np.nan),
+        index=pd.DatetimeIndex(rows["ts"]),
+        name=metric,
+    )
 
 
 def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +78,7 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return np.array([], dtype=int), np.array([], dtype=int)
     v = np.asarray(values)
-    same = (v[1:] == v[:-1])
+    same = v[1:] == v[:-1]
     if v.dtype.kind == "f":
         same |= np.isnan(v[1:]) & np.isnan(v[:-1])
     starts = np.concatenate([[0], np.flatnonzero(~same) + 1])

@@ -63,8 +63,9 @@ MV_ANOMALY_SCHEMA = pa.schema(
 )
 
 
-def rolling_median_mad(x: np.ndarray, n: int, *, min_count: int, hop: int = 1
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def rolling_median_mad(
+    x: np.ndarray, n: int, *, min_count: int, hop: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Median and MAD of the ``n`` values strictly before each position (nulls ignored).
 
     With ``hop`` > 1 the baseline is recomputed every ``hop`` positions and held in between
@@ -75,18 +76,25 @@ def rolling_median_mad(x: np.ndarray, n: int, *, min_count: int, hop: int = 1
     mad = np.full(size, np.nan)
     hop = max(1, int(hop))
     for i in range(0, size, hop):
-        past = x[max(0, i - n):i]
+        past = x[max(0, i - n) : i]
         past = past[~np.isnan(past)]
         if len(past) < min_count:
             continue
         m = np.median(past)
-        med[i:i + hop] = m
-        mad[i:i + hop] = np.median(np.abs(past - m))
+        med[i : i + hop] = m
+        mad[i : i + hop] = np.median(np.abs(past - m))
     return med, mad
 
 
-def _zscore_metric(rows: pd.DataFrame, *, baseline: str, z_max: float, min_fraction: float,
-                   min_mad: float, hops: int) -> pd.DataFrame:
+def _zscore_metric(
+    rows: pd.DataFrame,
+    *,
+    baseline: str,
+    z_max: float,
+    min_fraction: float,
+    min_mad: float,
+    hops: int,
+) -> pd.DataFrame:
     rows = rows.sort_values("ts", kind="stable")
     step = infer_step(rows["ts"])
     n = max(1, int(pd.Timedelta(baseline) / step))
@@ -95,13 +103,21 @@ def _zscore_metric(rows: pd.DataFrame, *, baseline: str, z_max: float, min_fract
     usable = value.copy()
     if "filled" in rows:
         usable[rows["filled"].to_numpy(dtype=bool)] = np.nan
-    med, mad = rolling_median_mad(usable, n, min_count=max(1, int(min_fraction * n)),
-                                  hop=max(1, n // hops) if hops else 1)
+    med, mad = rolling_median_mad(
+        usable, n, min_count=max(1, int(min_fraction * n)), hop=max(1, n // hops) if hops else 1
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         score = MAD_Z * (usable - med) / np.maximum(mad, min_mad)
-    return pd.DataFrame({"ts": rows["ts"].to_numpy(), "value": value, "baseline": med,
-                         "mad": mad, "score": score,
-                         "flagged": np.nan_to_num(np.abs(score), nan=0.0) > z_max})
+    return pd.DataFrame(
+        {
+            "ts": rows["ts"].to_numpy(),
+            "value": value,
+            "baseline": med,
+            "mad": mad,
+            "score": score,
+            "flagged": np.nan_to_num(np.abs(score), nan=0.0) > z_max,
+        }
+    )
 
 
 @step(inputs=["clean"], output="anomalies", schema=ANOMALY_SCHEMA)
@@ -129,8 +145,14 @@ def robust_zscore(
         rows = clean[clean["metric"] == metric]
         if rows.empty:
             continue
-        part = _zscore_metric(rows, baseline=baseline, z_max=z_max, min_fraction=min_fraction,
-                              min_mad=min_mad, hops=hops)
+        part = _zscore_metric(
+            rows,
+            baseline=baseline,
+            z_max=z_max,
+            min_fraction=min_fraction,
+            min_mad=min_mad,
+            hops=hops,
+        )
         part.insert(1, "metric", metric)
         parts.append(part)
     if not parts:
@@ -155,8 +177,9 @@ def fit_pca(ref: np.ndarray, variance_kept: float) -> dict[str, np.ndarray]:
     return {"mean": mean, "std": std, "P": vt[:k].T, "eig": np.maximum(eig[:k], 1e-12)}
 
 
-def pca_scores(model: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]:
+def pca_scores(
+    model: dict[str, np.ndarray], x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hotelling's T², Q (SPE) and the per-feature squared residuals of each row of ``x``."""
     z = (x - model["mean"]) / model["std"]
     t = z @ model["P"]
@@ -165,8 +188,9 @@ def pca_scores(model: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray,
     return t2, np.sum(resid**2, axis=1), resid**2
 
 
-def _reference(wide: pd.DataFrame, window: Window | None, start: str | None, end: str | None,
-               min_rows: int) -> tuple[pd.DataFrame, str]:
+def _reference(
+    wide: pd.DataFrame, window: Window | None, start: str | None, end: str | None, min_rows: int
+) -> tuple[pd.DataFrame, str]:
     complete = wide.dropna()
     if start or end:
         lo = pd.Timestamp(start or complete.index.min())
@@ -175,15 +199,29 @@ def _reference(wide: pd.DataFrame, window: Window | None, start: str | None, end
         hi = hi.tz_localize("UTC") if hi.tzinfo is None else hi
         ref = complete[(complete.index >= lo) & (complete.index < hi)]
         if len(ref) < min_rows:
-            raise ValueError(f"reference period [{lo}, {hi}) has {len(ref)} complete rows, "
-                             f"fewer than min_reference_rows={min_rows}; widen it or lower the "
-                             "minimum")
+            raise ValueError(
+                f"reference period [{lo}, {hi}) has {len(ref)} complete rows, "
+                f"fewer than min_reference_rows={min_rows}; widen it or lower the "
+                "minimum"
+            )
         return ref, "fixed"
     if window is not None:
         history = complete[complete.index < pd.Timestamp(window.start)]
         if len(history) >= min_rows:
             return history, "history"
     return complete, "window"
+
+
+def _observed_wide(clean: pd.DataFrame, metrics: list[str] | None) -> pd.DataFrame:
+    """One column per metric, filled cells null (they are estimates, not observations)."""
+    rows = clean if metrics is None else clean[clean["metric"].isin(metrics)]
+    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows["value"]
+    wide = (
+        rows.assign(value=value)
+        .pivot_table(index="ts", columns="metric", values="value", aggfunc="mean", dropna=False)
+        .sort_index()
+    )
+    return wide.reindex(columns=metrics) if metrics else wide
 
 
 @step(inputs=["clean"], output="anomalies_mv", schema=MV_ANOMALY_SCHEMA)
@@ -207,15 +245,7 @@ def pca_anomaly(
     """
     if clean.empty:
         return empty_frame(MV_ANOMALY_SCHEMA)
-    rows = clean if metrics is None else clean[clean["metric"].isin(metrics)]
-    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows[
-        "value"]
-    wide = (rows.assign(value=value)
-            .pivot_table(index="ts", columns="metric", values="value", aggfunc="mean",
-                         dropna=False)
-            .sort_index())
-    if metrics:
-        wide = wide.reindex(columns=metrics)
+    wide = _observed_wide(clean, metrics)
     ref, source = _reference(wide, window, reference_start, reference_end, min_reference_rows)
     if len(ref) < 2:
         return empty_frame(MV_ANOMALY_SCHEMA)
@@ -228,12 +258,23 @@ def pca_anomaly(
     t2, q, contrib = pca_scores(model, np.nan_to_num(x))
     ok = ~np.isnan(x).any(axis=1)
     t2, q = np.where(ok, t2, np.nan), np.where(ok, q, np.nan)
-    top = np.asarray(scored.columns)[np.argmax(contrib, axis=1)] if len(x) else []
-    out = pd.DataFrame({
-        "ts": scored.index, "t2": t2, "q": q, "t2_limit": t2_limit, "q_limit": q_limit,
-        "n_components": int(model["P"].shape[1]), "reference": source,
-        "top_metric": np.where(ok, top, None),
-        "flagged": ok & ((np.nan_to_num(t2) > t2_limit) | (np.nan_to_num(q) > q_limit)),
-    })
+    top: np.ndarray = (
+        np.asarray(scored.columns, dtype=object)[np.argmax(contrib, axis=1)]
+        if len(x)
+        else np.array([], dtype=object)
+    )
+    out = pd.DataFrame(
+        {
+            "ts": scored.index,
+            "t2": t2,
+            "q": q,
+            "t2_limit": t2_limit,
+            "q_limit": q_limit,
+            "n_components": int(model["P"].shape[1]),
+            "reference": source,
+            "top_metric": pd.Series(top, dtype=object).where(ok, None).to_numpy(),
+            "flagged": ok & ((np.nan_to_num(t2) > t2_limit) | (np.nan_to_num(q) > q_limit)),
+        }
+    )
     out["ts"] = out["ts"].astype(UTC_US)
     return out.reset_index(drop=True)

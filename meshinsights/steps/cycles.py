@@ -90,18 +90,20 @@ def _segments(s: pd.Series, edges: list[float], step: pd.Timedelta) -> pd.DataFr
         known_before = contiguous_before and stage[start - 1] >= 0
         known_after = stage[after] >= 0 and idx[after] - idx[after - 1] <= step
         seg = values[start:after]
-        rows.append({
-            "ts": idx[after - 1] + step,
-            "start_ts": idx[start],
-            "stage": int(stage[start]),
-            "duration_min": n * step / pd.Timedelta(minutes=1),
-            "n_samples": int(n),
-            "median": float(np.median(seg)),
-            "mean": float(seg.mean()),
-            "min": float(seg.min()),
-            "max": float(seg.max()),
-            "complete": bool(known_before and known_after),
-        })
+        rows.append(
+            {
+                "ts": idx[after - 1] + step,
+                "start_ts": idx[start],
+                "stage": int(stage[start]),
+                "duration_min": n * step / pd.Timedelta(minutes=1),
+                "n_samples": int(n),
+                "median": float(np.median(seg)),
+                "mean": float(seg.mean()),
+                "min": float(seg.min()),
+                "max": float(seg.max()),
+                "complete": bool(known_before and known_after),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -132,8 +134,9 @@ def detect_cycles(
     if rows.empty:
         return empty_frame(CYCLES_SCHEMA)
     rows = rows.sort_values("ts", kind="stable")
-    s = pd.Series(rows["value"].to_numpy(dtype="float64", na_value=np.nan),
-                  index=pd.DatetimeIndex(rows["ts"]))
+    s = pd.Series(
+        rows["value"].to_numpy(dtype="float64", na_value=np.nan), index=pd.DatetimeIndex(rows["ts"])
+    )
     seg = _segments(s, list(stage_edges), infer_step(rows["ts"]))
     if seg.empty:
         return empty_frame(CYCLES_SCHEMA)
@@ -156,18 +159,22 @@ def cycle_medians(cycles: pd.DataFrame, *, window: Window) -> pd.DataFrame:
         med = valid["median"].astype("float64")
         center = float(med.median()) if len(med) else np.nan
         mean = float(med.mean()) if len(med) else np.nan
-        out.append({
-            "ts": pd.Timestamp(window.start),
-            "stage": int(stage),
-            "n_cycles": len(valid),
-            "n_rejected": int(len(group) - len(valid)),
-            "median": center,
-            "mad": float((med - center).abs().median()) if len(med) else np.nan,
-            "cv": float(med.std(ddof=1) / mean) if len(med) > 1 and mean else np.nan,
-            "median_duration_min": float(valid["duration_min"].median()) if len(valid) else np.nan,
-            "total_minutes": float(group["duration_min"].sum()),
-            "cycles_per_hour": float(group["complete"].astype(bool).sum() / hours),
-        })
+        out.append(
+            {
+                "ts": pd.Timestamp(window.start),
+                "stage": int(stage),
+                "n_cycles": len(valid),
+                "n_rejected": int(len(group) - len(valid)),
+                "median": center,
+                "mad": float((med - center).abs().median()) if len(med) else np.nan,
+                "cv": float(med.std(ddof=1) / mean) if len(med) > 1 and mean else np.nan,
+                "median_duration_min": float(valid["duration_min"].median())
+                if len(valid)
+                else np.nan,
+                "total_minutes": float(group["duration_min"].sum()),
+                "cycles_per_hour": float(group["complete"].astype(bool).sum() / hours),
+            }
+        )
     frame = pd.DataFrame(out)
     frame["ts"] = frame["ts"].astype(UTC_US)
     return frame

@@ -36,13 +36,15 @@ FEATURES_SCHEMA = pa.schema(
 
 def _wide(clean: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     rows = clean[clean["metric"].isin(metrics)]
-    wide = rows.pivot_table(index="ts", columns="metric", values="value", aggfunc="mean",
-                            dropna=False)
+    wide = rows.pivot_table(
+        index="ts", columns="metric", values="value", aggfunc="mean", dropna=False
+    )
     return wide.reindex(columns=metrics).sort_index()
 
 
-def _rates(wide: pd.DataFrame, per: pd.Timedelta, max_step: pd.Timedelta) -> tuple[
-        pd.DataFrame, pd.DataFrame, pd.Series]:
+def _rates(
+    wide: pd.DataFrame, per: pd.Timedelta, max_step: pd.Timedelta
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     dt = wide.index.to_series().diff()
     ok = (dt > pd.Timedelta(0)) & (dt <= max_step)
     units = (dt / per).where(ok).to_numpy()
@@ -52,23 +54,42 @@ def _rates(wide: pd.DataFrame, per: pd.Timedelta, max_step: pd.Timedelta) -> tup
     return delta.where(ok, axis=0), rate, accel.where(ok, axis=0)
 
 
-def _features(wide: pd.DataFrame, delta: pd.DataFrame, rate: pd.DataFrame,
-              accel: pd.DataFrame, inside: np.ndarray) -> pd.DataFrame:
+def _features(
+    wide: pd.DataFrame,
+    delta: pd.DataFrame,
+    rate: pd.DataFrame,
+    accel: pd.DataFrame,
+    inside: np.ndarray,
+) -> pd.DataFrame:
     parts = []
     for metric in wide.columns:
         step_len = delta[metric].abs().where(inside)
-        parts.append(_frame(wide.index, metric, wide[metric], rate[metric], accel[metric],
-                            step_len))
+        parts.append(
+            _frame(wide.index, metric, wide[metric], rate[metric], accel[metric], step_len)
+        )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _frame(index: pd.Index, metric: str, value: pd.Series, rate: pd.Series, accel: pd.Series,
-           step_len: pd.Series) -> pd.DataFrame:
+def _frame(
+    index: pd.Index,
+    metric: str,
+    value: pd.Series,
+    rate: pd.Series,
+    accel: pd.Series,
+    step_len: pd.Series,
+) -> pd.DataFrame:
     # Cumulative over known steps; null where this row's own step is unknown.
     distance = step_len.fillna(0.0).cumsum().where(step_len.notna())
-    return pd.DataFrame({"ts": index, "metric": metric, "value": value.to_numpy(),
-                         "rate": rate.to_numpy(), "accel": accel.to_numpy(),
-                         "distance": distance.to_numpy()})
+    return pd.DataFrame(
+        {
+            "ts": index,
+            "metric": metric,
+            "value": value.to_numpy(),
+            "rate": rate.to_numpy(),
+            "accel": accel.to_numpy(),
+            "distance": distance.to_numpy(),
+        }
+    )
 
 
 @step(inputs=["clean"], output="features", schema=FEATURES_SCHEMA)
@@ -94,8 +115,11 @@ def derivatives(
     delta, rate, accel = _rates(wide, pd.Timedelta(per), pd.Timedelta(max_step))
     # Distance counts steps whose *end* lies in the run window, so windows add up exactly.
     idx = wide.index
-    inside = np.ones(len(idx), dtype=bool) if window is None else (
-        (idx >= pd.Timestamp(window.start)) & (idx < pd.Timestamp(window.end)))
+    inside = (
+        np.ones(len(idx), dtype=bool)
+        if window is None
+        else ((idx >= pd.Timestamp(window.start)) & (idx < pd.Timestamp(window.end)))
+    )
     keep = [m for m in names if m in wide.columns]
     out = _features(wide[keep], delta[keep], rate[keep], accel[keep], inside)
     if norm_of:
@@ -105,8 +129,10 @@ def derivatives(
             return np.sqrt((df[comps] ** 2).sum(axis=1, min_count=len(comps)))
 
         step_len = norm(delta).where(inside)
-        out = pd.concat([out, _frame(idx, norm_name, norm(wide), norm(rate), norm(accel),
-                                     step_len)], ignore_index=True)
+        out = pd.concat(
+            [out, _frame(idx, norm_name, norm(wide), norm(rate), norm(accel), step_len)],
+            ignore_index=True,
+        )
     out["ts"] = out["ts"].astype(UTC_US)
     out = in_window(out, window)
     return out.sort_values(["ts", "metric"], kind="stable").reset_index(drop=True)

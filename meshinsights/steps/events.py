@@ -57,18 +57,33 @@ ALARM_FLOODS_SCHEMA = pa.schema(
     ]
 )
 
-SEVERITY_ORDER = ("debug", "info", "notice", "low", "warning", "minor", "medium", "major", "high",
-                  "error", "critical", "alarm", "emergency")
+SEVERITY_ORDER = (
+    "debug",
+    "info",
+    "notice",
+    "low",
+    "warning",
+    "minor",
+    "medium",
+    "major",
+    "high",
+    "error",
+    "critical",
+    "alarm",
+    "emergency",
+)
 
 
 def _is_clear(events: pd.DataFrame, pattern: str) -> pd.Series:
-    text = events["severity"].fillna("").astype(str) + " " + events["message"].fillna("").astype(
-        str)
+    text = (
+        events["severity"].fillna("").astype(str) + " " + events["message"].fillna("").astype(str)
+    )
     return text.str.contains(pattern, flags=re.IGNORECASE, regex=True)
 
 
-def alarm_intervals(events: pd.DataFrame, *, clear_pattern: str = CLEAR_PATTERN,
-                    hold_minutes: float = 15.0) -> pd.DataFrame:
+def alarm_intervals(
+    events: pd.DataFrame, *, clear_pattern: str = CLEAR_PATTERN, hold_minutes: float = 15.0
+) -> pd.DataFrame:
     """Active periods per alarm code: ``code, start, end`` (overlapping raises merged)."""
     if events.empty:
         return pd.DataFrame(columns=["code", "start", "end"])
@@ -98,8 +113,11 @@ def _minutes_in(intervals: pd.DataFrame, lo: pd.Timestamp, hi: pd.Timestamp) -> 
     """Minutes of ``[lo, hi)`` covered by the union of the intervals."""
     if intervals.empty:
         return 0.0
-    spans = sorted((max(s, lo), min(e, hi)) for s, e in zip(intervals["start"], intervals["end"],
-                                                              strict=True) if e > lo and s < hi)
+    spans = sorted(
+        (max(s, lo), min(e, hi))
+        for s, e in zip(intervals["start"], intervals["end"], strict=True)
+        if e > lo and s < hi
+    )
     total, cur_s, cur_e = pd.Timedelta(0), None, None
     for s, e in spans:
         if cur_e is None or s > cur_e:
@@ -135,10 +153,16 @@ def event_counts(
         return empty_frame(EVENT_COUNTS_SCHEMA)
     keys = ["kind", "code", "severity"]
     filled = now.assign(**{k: now[k].fillna("") for k in keys})
-    counts = filled.groupby(keys, sort=True)["ts"].agg(count="size", first_ts="min",
-                                                       last_ts="max").reset_index()
-    totals = filled.groupby("kind", sort=True)["ts"].agg(count="size", first_ts="min",
-                                                         last_ts="max").reset_index()
+    counts = (
+        filled.groupby(keys, sort=True)["ts"]
+        .agg(count="size", first_ts="min", last_ts="max")
+        .reset_index()
+    )
+    totals = (
+        filled.groupby("kind", sort=True)["ts"]
+        .agg(count="size", first_ts="min", last_ts="max")
+        .reset_index()
+    )
     totals["code"], totals["severity"] = "*", "*"
     out = pd.concat([counts, totals[counts.columns]], ignore_index=True)
     per_code = {c: _minutes_in(g, lo, hi) for c, g in intervals.groupby("code")}
@@ -154,8 +178,13 @@ def event_counts(
 
 def _max_severity(values: pd.Series) -> str:
     known = [v for v in values.dropna().astype(str).str.lower() if v in SEVERITY_ORDER]
-    return max(known, key=SEVERITY_ORDER.index) if known else str(values.dropna().iloc[0]) if (
-        values.notna().any()) else ""
+    return (
+        max(known, key=SEVERITY_ORDER.index)
+        if known
+        else str(values.dropna().iloc[0])
+        if (values.notna().any())
+        else ""
+    )
 
 
 @step(inputs=["events"], output="alarm_floods", schema=ALARM_FLOODS_SCHEMA, optional=["events"])
@@ -189,11 +218,17 @@ def alarm_floods(
             cur = (int(i), j, int(counts[i]))
     if cur is not None:
         floods.append(cur)
-    rows = [{
-        "ts": ev["ts"].iloc[a], "end_ts": ev["ts"].iloc[b], "n_alarms": b - a + 1, "peak": peak,
-        "codes": ",".join(sorted(set(ev["code"].iloc[a:b + 1].dropna().astype(str)))),
-        "max_severity": _max_severity(ev["severity"].iloc[a:b + 1]),
-    } for a, b, peak in floods]
+    rows = [
+        {
+            "ts": ev["ts"].iloc[a],
+            "end_ts": ev["ts"].iloc[b],
+            "n_alarms": b - a + 1,
+            "peak": peak,
+            "codes": ",".join(sorted(set(ev["code"].iloc[a : b + 1].dropna().astype(str)))),
+            "max_severity": _max_severity(ev["severity"].iloc[a : b + 1]),
+        }
+        for a, b, peak in floods
+    ]
     if not rows:
         return empty_frame(ALARM_FLOODS_SCHEMA)
     out = pd.DataFrame(rows)

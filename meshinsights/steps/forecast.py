@@ -11,6 +11,7 @@ already observed, ``actual`` and ``error`` (= yhat − actual) make the backtest
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,14 @@ from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step, window_bounds
 from meshinsights.steps.registry import step
 
-__all__ = ["forecast", "forecast_errors", "LagRegression", "FORECAST_SCHEMA",
-           "FORECAST_ERRORS_SCHEMA", "METHODS"]
+__all__ = [
+    "forecast",
+    "forecast_errors",
+    "LagRegression",
+    "FORECAST_SCHEMA",
+    "FORECAST_ERRORS_SCHEMA",
+    "METHODS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,7 @@ class LagRegression:
         """Add the usable rows ``next .. upto-1`` (only ever moves forward in time)."""
         if upto <= self.next:
             return
-        rows = np.flatnonzero(usable[self.next:upto]) + self.next
+        rows = np.flatnonzero(usable[self.next : upto]) + self.next
         a = np.column_stack([np.ones(len(rows)), x[rows]])
         self.gram += a.T @ a
         self.cross += a.T @ y[rows]
@@ -110,6 +117,61 @@ def _design(v: np.ndarray, history: int, horizon: int) -> tuple[np.ndarray, np.n
     return sliding_window_view(pad_x, history)[:n], sliding_window_view(pad_y, horizon)[:n]
 
 
+def _forecast_frames(
+    rows: pd.DataFrame,
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+    *,
+    history: int,
+    horizon: int,
+    methods: list[str],
+    origin_every: str,
+    ridge: float,
+    min_train: int,
+) -> Iterator[pd.DataFrame]:
+    """One frame of ``horizon`` rows per origin in ``[lo, hi)`` and method."""
+    ts = pd.DatetimeIndex(rows["ts"])
+    step_ = infer_step(rows["ts"])
+    v = rows["value"].to_numpy(dtype="float64", na_value=np.nan)
+    observed = v.copy()
+    if "filled" in rows:
+        observed[rows["filled"].to_numpy(dtype=bool)] = np.nan
+    # Shifting by one constant (the first value: nothing from the future) leaves the fit
+    # unchanged and keeps the running sums well conditioned when values sit far from zero.
+    finite = v[np.isfinite(v)]
+    shift = float(finite[0]) if len(finite) else 0.0
+    x = _design(v, history, horizon)[0] - shift
+    y = _design(observed, history, horizon)[1] - shift
+    usable = np.asarray(~np.isnan(x).any(axis=1) & ~np.isnan(y).any(axis=1), dtype=bool)
+    model = LagRegression(history, horizon)
+    steps = np.arange(1, horizon + 1)
+    for o in _origins(ts, lo, hi, origin_every):
+        if np.isnan(x[o]).any() or ts[o] - ts[max(o - history + 1, 0)] != (history - 1) * step_:
+            continue
+        targets = ts[o] + step_ * steps
+        actual = _actuals(ts, observed, targets)
+        model.add(x, y, usable, o - horizon + 1)  # targets observed by the origin: no leakage
+        for method in methods:
+            if method == "moving_average":
+                yhat = np.full(horizon, x[o].mean()) + shift
+            elif model.n >= min_train:
+                yhat = model.predict(x[o], ridge) + shift
+            else:
+                continue
+            yield pd.DataFrame(
+                {
+                    "ts": ts[o],
+                    "target_ts": targets,
+                    "metric": rows["metric"].iloc[0],
+                    "method": method,
+                    "horizon": steps,
+                    "yhat": yhat,
+                    "actual": actual,
+                    "error": yhat - actual,
+                }
+            )
+
+
 @step(inputs=["clean"], output="forecasts", schema=FORECAST_SCHEMA)
 def forecast(
     clean: pd.DataFrame,
@@ -133,45 +195,25 @@ def forecast(
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown forecast method(s) {unknown}; known: {list(METHODS)}")
-    rows = clean[clean["metric"] == metric].sort_values("ts", kind="stable") if len(
-        clean) else clean
+    rows = (
+        clean[clean["metric"] == metric].sort_values("ts", kind="stable") if len(clean) else clean
+    )
     if rows.empty:
         return empty_frame(FORECAST_SCHEMA)
-    ts = pd.DatetimeIndex(rows["ts"])
-    step_ = infer_step(rows["ts"])
-    v = rows["value"].to_numpy(dtype="float64", na_value=np.nan)
-    observed = v.copy()
-    if "filled" in rows:
-        observed[rows["filled"].to_numpy(dtype=bool)] = np.nan
-    x, _ = _design(v, history, horizon)
-    _, y = _design(observed, history, horizon)
-    # Shifting by one constant (the first value: nothing from the future) leaves the fit
-    # unchanged and keeps the running sums well conditioned when values sit far from zero.
-    finite = v[np.isfinite(v)]
-    shift = float(finite[0]) if len(finite) else 0.0
-    x, y = x - shift, y - shift
-    usable = ~np.isnan(x).any(axis=1) & ~np.isnan(y).any(axis=1)
-    model = LagRegression(history, horizon)
     lo, hi = window_bounds(window, rows["ts"])
-    out = []
-    for o in _origins(ts, lo, hi, origin_every):
-        if np.isnan(x[o]).any() or ts[o] - ts[max(o - history + 1, 0)] != (history - 1) * step_:
-            continue
-        targets = ts[o] + step_ * np.arange(1, horizon + 1)
-        actual = _actuals(ts, observed, targets)
-        model.add(x, y, usable, o - horizon + 1)  # targets observed by the origin: no leakage
-        for method in methods:
-            if method == "moving_average":
-                yhat = np.full(horizon, x[o].mean()) + shift
-            elif model.n >= min_train:
-                yhat = model.predict(x[o], ridge) + shift
-            else:
-                continue
-            out.append(pd.DataFrame({
-                "ts": ts[o], "target_ts": targets, "metric": metric, "method": method,
-                "horizon": np.arange(1, horizon + 1), "yhat": yhat, "actual": actual,
-                "error": yhat - actual,
-            }))
+    out = list(
+        _forecast_frames(
+            rows,
+            lo,
+            hi,
+            history=history,
+            horizon=horizon,
+            methods=list(methods),
+            origin_every=origin_every,
+            ridge=ridge,
+            min_train=min_train,
+        )
+    )
     if not out:
         return empty_frame(FORECAST_SCHEMA)
     result = pd.concat(out, ignore_index=True)
@@ -194,8 +236,14 @@ def forecast_errors(forecasts: pd.DataFrame, *, window: Window) -> pd.DataFrame:
 
     def agg(g: pd.DataFrame) -> pd.Series:
         e = g["error"].astype("float64")
-        return pd.Series({"n": len(e), "mae": e.abs().mean(), "rmse": float(np.sqrt((e**2).mean())),
-                          "bias": e.mean()})
+        return pd.Series(
+            {
+                "n": len(e),
+                "mae": e.abs().mean(),
+                "rmse": float(np.sqrt((e**2).mean())),
+                "bias": e.mean(),
+            }
+        )
 
     by_h = done.groupby(["metric", "method", "horizon"], sort=True)[["error"]].apply(agg)
     overall = done.groupby(["metric", "method"], sort=True)[["error"]].apply(agg)
@@ -205,5 +253,6 @@ def forecast_errors(forecasts: pd.DataFrame, *, window: Window) -> pd.DataFrame:
     out["ts"] = out["ts"].astype(UTC_US)
     out["n"] = out["n"].astype("int64")
     out["horizon"] = out["horizon"].astype("Int64")
-    return out.sort_values(["metric", "method", "horizon"], kind="stable",
-                           na_position="last").reset_index(drop=True)
+    return out.sort_values(
+        ["metric", "method", "horizon"], kind="stable", na_position="last"
+    ).reset_index(drop=True)

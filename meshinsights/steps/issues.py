@@ -52,11 +52,28 @@ DEFAULT_RANGES: dict[str, list[float]] = {
 }
 
 
-def _issue(check: str, metric: str, severity: str, value: float, limit: float,
-           first: Any, last: Any, message: str, **evidence: Any) -> dict[str, Any]:
-    return {"check": check, "metric": metric, "severity": severity, "value": float(value),
-            "limit": float(limit), "first_ts": first, "last_ts": last, "message": message,
-            "evidence": dumps(evidence)}
+def _issue(
+    check: str,
+    metric: str,
+    severity: str,
+    value: float,
+    limit: float,
+    first: Any,
+    last: Any,
+    message: str,
+    **evidence: Any,
+) -> dict[str, Any]:
+    return {
+        "check": check,
+        "metric": metric,
+        "severity": severity,
+        "value": float(value),
+        "limit": float(limit),
+        "first_ts": first,
+        "last_ts": last,
+        "message": message,
+        "evidence": dumps(evidence),
+    }
 
 
 def _observed(clean: pd.DataFrame) -> pd.DataFrame:
@@ -75,14 +92,18 @@ def on_periods(cycles: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["start_ts", "end_ts", "minutes", "complete"])
     new = on["start_ts"].ne(on["ts"].shift())
     group = new.cumsum()
-    periods = on.groupby(group).agg(start_ts=("start_ts", "first"), end_ts=("ts", "last"),
-                                    minutes=("duration_min", "sum"),
-                                    complete=("complete", "all"))
+    periods = on.groupby(group).agg(
+        start_ts=("start_ts", "first"),
+        end_ts=("ts", "last"),
+        minutes=("duration_min", "sum"),
+        complete=("complete", "all"),
+    )
     return periods.reset_index(drop=True)
 
 
-def check_short_cycling(cycles: pd.DataFrame, *, short_minutes: float, min_count: int,
-                        ratio: float) -> list[dict[str, Any]]:
+def check_short_cycling(
+    cycles: pd.DataFrame, *, short_minutes: float, min_count: int, ratio: float
+) -> list[dict[str, Any]]:
     """Many compressor on-periods shorter than ``short_minutes``."""
     if cycles.empty:
         return []
@@ -93,21 +114,30 @@ def check_short_cycling(cycles: pd.DataFrame, *, short_minutes: float, min_count
         return []
     share = len(short) / len(periods)
     severity = "critical" if share >= 0.8 else "warning"
-    return [_issue(
-        "short_cycling", str(cycles["metric"].iloc[0]), severity, share, ratio,
-        short["start_ts"].min(), short["end_ts"].max(),
-        f"{len(short)} of {len(periods)} compressor on-periods lasted under {short_minutes:g} min",
-        n_short=len(short), n_on_periods=len(periods),
-        median_on_minutes=round(float(periods["minutes"].median()), 3),
-    )]
+    return [
+        _issue(
+            "short_cycling",
+            str(cycles["metric"].iloc[0]),
+            severity,
+            share,
+            ratio,
+            short["start_ts"].min(),
+            short["end_ts"].max(),
+            f"{len(short)} of {len(periods)} compressor on-periods lasted under "
+            f"{short_minutes:g} min",
+            n_short=len(short),
+            n_on_periods=len(periods),
+            median_on_minutes=round(float(periods["minutes"].median()), 3),
+        )
+    ]
 
 
-def _flat_runs(rows: pd.DataFrame, minutes: float) -> tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray, np.ndarray]:
+def _flat_runs(
+    rows: pd.DataFrame, minutes: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Observed values, run starts, run lengths and which runs stay flat for ``minutes``+."""
     step = infer_step(rows["ts"])
-    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows[
-        "value"]
+    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows["value"]
     v = value.to_numpy(dtype="float64", na_value=np.nan)
     starts, lengths = runs(v)
     long = ~np.isnan(v[starts]) & (lengths * (step / pd.Timedelta(minutes=1)) >= minutes)
@@ -124,8 +154,9 @@ def drop_flatlines(clean: pd.DataFrame, minutes: float) -> pd.DataFrame:
     return clean[keep]
 
 
-def check_flatline(clean: pd.DataFrame, *, minutes: float, metrics: list[str] | None
-                   ) -> list[dict[str, Any]]:
+def check_flatline(
+    clean: pd.DataFrame, *, minutes: float, metrics: list[str] | None
+) -> list[dict[str, Any]]:
     """A metric repeating exactly the same observed value for at least ``minutes``."""
     out = []
     for metric in metrics or sorted(clean["metric"].unique()):
@@ -139,13 +170,23 @@ def check_flatline(clean: pd.DataFrame, *, minutes: float, metrics: list[str] | 
         s, n = int(starts[i]), int(lengths[i])
         ts = rows["ts"].to_numpy()
         duration = (ts[s + n - 1] - ts[s]) / pd.Timedelta(minutes=1) + infer_step(
-            rows["ts"]) / pd.Timedelta(minutes=1)
+            rows["ts"]
+        ) / pd.Timedelta(minutes=1)
         severity = "critical" if duration >= 4 * minutes else "warning"
-        out.append(_issue(
-            "flatline", metric, severity, duration, minutes, ts[s], ts[s + n - 1],
-            f"{metric} stuck at {v[s]:g} for {duration:g} min",
-            stuck_value=float(v[s]), runs_over_limit=int(long.sum()),
-        ))
+        out.append(
+            _issue(
+                "flatline",
+                metric,
+                severity,
+                duration,
+                minutes,
+                ts[s],
+                ts[s + n - 1],
+                f"{metric} stuck at {v[s]:g} for {duration:g} min",
+                stuck_value=float(v[s]),
+                runs_over_limit=int(long.sum()),
+            )
+        )
     return out
 
 
@@ -157,8 +198,9 @@ def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else np.nan
 
 
-def check_drift(clean: pd.DataFrame, *, per_day: float, metrics: list[str], min_days: int,
-                min_coverage: float) -> list[dict[str, Any]]:
+def check_drift(
+    clean: pd.DataFrame, *, per_day: float, metrics: list[str], min_days: int, min_coverage: float
+) -> list[dict[str, Any]]:
     """A steady trend of daily medians steeper than ``per_day`` (units per day)."""
     out = []
     obs = _observed(clean)
@@ -178,21 +220,33 @@ def check_drift(clean: pd.DataFrame, *, per_day: float, metrics: list[str], min_
         if np.isnan(slope) or abs(slope) < per_day:
             continue
         severity = "critical" if abs(slope) >= 2 * per_day else "warning"
-        out.append(_issue(
-            "drift", metric, severity, slope, per_day, daily.index[0], daily.index[-1],
-            f"{metric} daily median trends {slope:+.3g} per day over {len(daily)} days",
-            daily_medians=[round(float(m), 4) for m in daily["median"]],
-        ))
+        out.append(
+            _issue(
+                "drift",
+                metric,
+                severity,
+                slope,
+                per_day,
+                daily.index[0],
+                daily.index[-1],
+                f"{metric} daily median trends {slope:+.3g} per day over {len(daily)} days",
+                daily_medians=[round(float(m), 4) for m in daily["median"]],
+            )
+        )
     return out
 
 
-def check_out_of_range(clean: pd.DataFrame, quarantine: pd.DataFrame, *,
-                       ranges: dict[str, list[float]]) -> list[dict[str, Any]]:
+def check_out_of_range(
+    clean: pd.DataFrame, quarantine: pd.DataFrame, *, ranges: dict[str, list[float]]
+) -> list[dict[str, Any]]:
     """Observed values outside ``ranges``, plus rows ingest quarantined by range/rate rules."""
     out = []
     obs = _observed(clean)
-    q = quarantine if not quarantine.empty and "rule" in quarantine else pd.DataFrame(
-        columns=["ts", "rule"])
+    q = (
+        quarantine
+        if not quarantine.empty and "rule" in quarantine
+        else pd.DataFrame(columns=["ts", "rule"])
+    )
     q_metric = q["rule"].astype(str).str.extract(r"^(.+)\.(?:range|rate)$")[0]
     for metric in sorted(set(ranges) | set(q_metric.dropna())):
         lo, hi = ranges.get(metric, [-np.inf, np.inf])
@@ -206,18 +260,28 @@ def check_out_of_range(clean: pd.DataFrame, quarantine: pd.DataFrame, *,
         share = n / max(len(rows) + len(qrows), 1)
         severity = "critical" if share >= 0.01 else "warning"
         outside = f"{len(bad)} reading(s) outside [{lo:g}, {hi:g}], " if metric in ranges else ""
-        out.append(_issue(
-            "out_of_range", metric, severity, n, 0, times.min(), times.max(),
-            f"{metric}: {outside}{len(qrows)} rejected at ingest by range/rate rules",
-            outside_range=len(bad), quarantined=len(qrows),
-            extreme=None if bad.empty else float(bad["value"].abs().max()),
-            quarantine_rules=sorted(set(qrows["rule"].astype(str))),
-        ))
+        out.append(
+            _issue(
+                "out_of_range",
+                metric,
+                severity,
+                n,
+                0,
+                times.min(),
+                times.max(),
+                f"{metric}: {outside}{len(qrows)} rejected at ingest by range/rate rules",
+                outside_range=len(bad),
+                quarantined=len(qrows),
+                extreme=None if bad.empty else float(bad["value"].abs().max()),
+                quarantine_rules=sorted(set(qrows["rule"].astype(str))),
+            )
+        )
     return out
 
 
-def check_missing(clean: pd.DataFrame, *, warn: float, critical: float,
-                  metrics: list[str] | None) -> list[dict[str, Any]]:
+def check_missing(
+    clean: pd.DataFrame, *, warn: float, critical: float, metrics: list[str] | None
+) -> list[dict[str, Any]]:
     """Share of grid cells without an observation (filled cells count as missing)."""
     out = []
     for metric in metrics or sorted(clean["metric"].unique()):
@@ -231,19 +295,33 @@ def check_missing(clean: pd.DataFrame, *, warn: float, critical: float,
         starts, lengths = runs(observed.to_numpy())
         gaps = ~observed.to_numpy()[starts]
         step = infer_step(rows["ts"])
-        longest = float(lengths[gaps].max() * (step / pd.Timedelta(minutes=1))) if gaps.any() else 0.0
+        minutes = step / pd.Timedelta(minutes=1)
+        longest = float(lengths[gaps].max() * minutes) if gaps.any() else 0.0
         missing_ts = rows.loc[~observed, "ts"]
-        out.append(_issue(
-            "missing_data", metric, "critical" if ratio >= critical else "warning", ratio, warn,
-            missing_ts.min(), missing_ts.max(),
-            f"{metric}: {ratio:.1%} of the window has no data (longest gap {longest:g} min)",
-            missing_cells=int((~observed).sum()), cells=len(rows), longest_gap_min=longest,
-        ))
+        out.append(
+            _issue(
+                "missing_data",
+                metric,
+                "critical" if ratio >= critical else "warning",
+                ratio,
+                warn,
+                missing_ts.min(),
+                missing_ts.max(),
+                f"{metric}: {ratio:.1%} of the window has no data (longest gap {longest:g} min)",
+                missing_cells=int((~observed).sum()),
+                cells=len(rows),
+                longest_gap_min=longest,
+            )
+        )
     return out
 
 
-@step(inputs=["clean", "cycles", "quarantine"], output="issues", schema=ISSUES_SCHEMA,
-      optional=["cycles", "quarantine"])
+@step(
+    inputs=["clean", "cycles", "quarantine"],
+    output="issues",
+    schema=ISSUES_SCHEMA,
+    optional=["cycles", "quarantine"],
+)
 def detect_issues(
     clean: pd.DataFrame,
     cycles: pd.DataFrame,
@@ -272,18 +350,25 @@ def detect_issues(
     now = in_window(clean, window) if not clean.empty else clean
     runners: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "short_cycling": lambda: check_short_cycling(
-            in_window(cycles, window), short_minutes=short_cycle_minutes,
-            min_count=short_cycle_min_count, ratio=short_cycle_ratio),
-        "flatline": lambda: check_flatline(now, minutes=flatline_minutes,
-                                           metrics=flatline_metrics),
-        "drift": lambda: check_drift(drop_flatlines(clean, flatline_minutes),
-                                     per_day=drift_per_day, metrics=list(drift_metrics),
-                                     min_days=drift_min_days, min_coverage=drift_min_coverage),
+            in_window(cycles, window),
+            short_minutes=short_cycle_minutes,
+            min_count=short_cycle_min_count,
+            ratio=short_cycle_ratio,
+        ),
+        "flatline": lambda: check_flatline(now, minutes=flatline_minutes, metrics=flatline_metrics),
+        "drift": lambda: check_drift(
+            drop_flatlines(clean, flatline_minutes),
+            per_day=drift_per_day,
+            metrics=list(drift_metrics),
+            min_days=drift_min_days,
+            min_coverage=drift_min_coverage,
+        ),
         "out_of_range": lambda: check_out_of_range(
-            now, in_window(quarantine, window), ranges=DEFAULT_RANGES if ranges is None
-            else ranges),
-        "missing_data": lambda: check_missing(now, warn=missing_warn, critical=missing_critical,
-                                              metrics=missing_metrics),
+            now, in_window(quarantine, window), ranges=DEFAULT_RANGES if ranges is None else ranges
+        ),
+        "missing_data": lambda: check_missing(
+            now, warn=missing_warn, critical=missing_critical, metrics=missing_metrics
+        ),
     }
     found: list[dict[str, Any]] = []
     for name in CHECKS:
@@ -292,8 +377,11 @@ def detect_issues(
     if not found:
         return empty_frame(ISSUES_SCHEMA)
     out = pd.DataFrame(found)
-    start = window.start if window is not None else min(
-        f["ts"].min() for f in (clean, cycles) if not f.empty)
+    start = (
+        window.start
+        if window is not None
+        else min(f["ts"].min() for f in (clean, cycles) if not f.empty)
+    )
     out.insert(0, "ts", pd.Timestamp(start))
     for col in ("ts", "first_ts", "last_ts"):
         out[col] = pd.to_datetime(out[col], utc=True).astype(UTC_US)

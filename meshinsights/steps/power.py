@@ -146,8 +146,9 @@ def power_variance(
     return out
 
 
-def _band(values: pd.Series, *, method: str, k: float, percentiles: list[float],
-          min_half_width: float) -> tuple[float, float, float]:
+def _band(
+    values: pd.Series, *, method: str, k: float, percentiles: list[float], min_half_width: float
+) -> tuple[float, float, float]:
     center = float(values.median())
     if method == "mad":
         half = k * MAD_TO_SIGMA * float((values - center).abs().median())
@@ -182,14 +183,27 @@ def alarm_thresholds(
     for stage, group in valid.groupby("stage", sort=True) if not valid.empty else []:
         if len(group) < min_cycles:
             continue
-        center, lo, hi = _band(group["median"].astype("float64"), method=method, k=k,
-                               percentiles=list(percentiles), min_half_width=min_half_width)
-        rows.append({
-            "ts": pd.Timestamp(window.start), "metric": str(group["metric"].iloc[0]),
-            "stage": int(stage), "method": method, "center": center, "lower": lo, "upper": hi,
-            "n_cycles": len(group), "basis_start": group["start_ts"].min(),
-            "basis_end": group["ts"].max(),
-        })
+        center, lo, hi = _band(
+            group["median"].astype("float64"),
+            method=method,
+            k=k,
+            percentiles=list(percentiles),
+            min_half_width=min_half_width,
+        )
+        rows.append(
+            {
+                "ts": pd.Timestamp(window.start),
+                "metric": str(group["metric"].iloc[0]),
+                "stage": int(stage),
+                "method": method,
+                "center": center,
+                "lower": lo,
+                "upper": hi,
+                "n_cycles": len(group),
+                "basis_start": group["start_ts"].min(),
+                "basis_end": group["ts"].max(),
+            }
+        )
     if not rows:
         return empty_frame(THRESHOLDS_SCHEMA)
     out = pd.DataFrame(rows)
@@ -198,8 +212,9 @@ def alarm_thresholds(
     return out
 
 
-@step(inputs=["thresholds", "variance"], output="threshold_updates",
-      schema=THRESHOLD_UPDATES_SCHEMA)
+@step(
+    inputs=["thresholds", "variance"], output="threshold_updates", schema=THRESHOLD_UPDATES_SCHEMA
+)
 def update_thresholds(
     thresholds: pd.DataFrame,
     variance: pd.DataFrame,
@@ -216,11 +231,15 @@ def update_thresholds(
         return empty_frame(THRESHOLD_UPDATES_SCHEMA)
     current = variance.sort_values("ts").iloc[-1]
     if current["variance_class"] not in set(allowed_classes):
-        logger.info("variance class %s is not in %s: no threshold update",
-                    current["variance_class"], list(allowed_classes))
+        logger.info(
+            "variance class %s is not in %s: no threshold update",
+            current["variance_class"],
+            list(allowed_classes),
+        )
         return empty_frame(THRESHOLD_UPDATES_SCHEMA)
-    out = thresholds[["ts", "metric", "stage", "lower", "upper", "center", "method",
-                      "n_cycles"]].copy()
+    out = thresholds[
+        ["ts", "metric", "stage", "lower", "upper", "center", "method", "n_cycles"]
+    ].copy()
     out["valid_from"] = pd.Timestamp(window.end)
     out["valid_from"] = out["valid_from"].astype(UTC_US)
     out["variance_class"] = current["variance_class"]

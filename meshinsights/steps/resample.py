@@ -65,14 +65,16 @@ def fill_short_gaps(values: pd.Series, *, limit: int, method: Fill) -> pd.Series
     fillable = np.zeros(len(values), dtype=bool)
     for s, n in zip(starts, lengths, strict=True):
         if isna[s] and n <= limit and s > 0 and s + n < len(values):
-            fillable[s:s + n] = True
+            fillable[s : s + n] = True
     if not fillable.any():
         return values
     if method == "ffill":
         candidate = values.ffill()
     else:
-        candidate = values.interpolate(method="index" if isinstance(
-            values.index, pd.DatetimeIndex) else "linear", limit_area="inside")
+        candidate = values.interpolate(
+            method="index" if isinstance(values.index, pd.DatetimeIndex) else "linear",
+            limit_area="inside",
+        )
     return values.where(~fillable, candidate)
 
 
@@ -81,8 +83,9 @@ def _grid(start: pd.Timestamp, end: pd.Timestamp, freq: str) -> pd.DatetimeIndex
     return pd.date_range(first, end, freq=freq, inclusive="left", unit="us")
 
 
-def _one_metric(rows: pd.DataFrame, grid: pd.DatetimeIndex, *, freq: str, agg: str,
-                fill: Fill, fill_limit: int) -> pd.DataFrame:
+def _one_metric(
+    rows: pd.DataFrame, grid: pd.DatetimeIndex, *, freq: str, agg: str, fill: Fill, fill_limit: int
+) -> pd.DataFrame:
     bucket = rows["ts"].dt.floor(freq)
     observed = rows["value"].notna()
     grouped = rows.loc[observed, "value"].groupby(bucket[observed])
@@ -110,7 +113,7 @@ def resample(
     metrics: list[str] | None = None,
     window: Window | None = None,
 ) -> pd.DataFrame:
-    """Long telemetry onto a fixed grid; gaps up to ``fill_limit`` cells filled, longer ones null."""
+    """Long telemetry onto a fixed grid; gaps of up to ``fill_limit`` cells filled, longer null."""
     if telemetry.empty and not metrics:
         return empty_frame(CLEAN_SCHEMA)
     start, end = window_bounds(window, telemetry["ts"])
@@ -157,8 +160,7 @@ def rolling_stats(
         s = pd.Series(value.to_numpy(), index=pd.DatetimeIndex(rows["ts"]))
         r = s.rolling(span, min_periods=min_count)
         part = pd.DataFrame(
-            {"mean": r.mean(), "std": r.std(), "min": r.min(), "max": r.max(),
-             "median": r.median()}
+            {"mean": r.mean(), "std": r.std(), "min": r.min(), "max": r.max(), "median": r.median()}
         )
         part["count"] = s.notna().astype("int64").rolling(span).sum().astype("int64")
         part = part.reset_index(names="ts")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -141,13 +142,18 @@ class DeltaStore:
         if version is not None:
             dt.load_as_version(version)
         machines = [machine_ids] if isinstance(machine_ids, str) else sorted(set(machine_ids))
-        filters = [
-            ("machine_id", "in", machines),
-            ("month", "in", window.months()),
-            ("ts", ">=", pd.Timestamp(window.start)),
-            ("ts", "<", pd.Timestamp(window.end)),
-        ]
-        return dt.to_pyarrow_table(columns=columns, filters=filters)
+        partitions = [("machine_id", "in", machines), ("month", "in", window.months())]
+        rows = pq.filters_to_expression(
+            [*partitions, ("ts", ">=", pd.Timestamp(window.start)),
+             ("ts", "<", pd.Timestamp(window.end))]
+        )
+        # Prune to the partitions' files while the log is replayed; to_pyarrow_table(filters=)
+        # would first build a fragment for every file in the table (29 s instead of 0.4 s for
+        # one machine-day among 30,000 files: bench/partitions.py). Only partition columns go
+        # into the pruning predicate: a ts term there is checked against every file's
+        # statistics, which costs more than it saves.
+        dataset = dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
+        return dataset.to_table(columns=columns, filter=rows)
 
     def read_all(self, namespace: str, table: str, *, version: int | None = None) -> pd.DataFrame:
         """The whole current table (small tables and tests only)."""

@@ -201,7 +201,7 @@ class Statement:
 
     @property
     def title(self) -> str:
-        """The comment block right above the statement (directives left out), on one line."""
+        """The comment block right above the statement (directives left out), on one line, or ""."""
         block: list[str] = []
         for line in self.comment.splitlines():
             text = line.strip().lstrip("-").strip()
@@ -209,8 +209,13 @@ class Statement:
                 block = []  # a blank comment line ends a block; keep the last one
             elif not text.lower().startswith("requires:"):
                 block.append(text)
-        title = " ".join(block) or self.sql.splitlines()[0]
+        title = " ".join(block)
         return title if len(title) <= 160 else title[:157] + "..."
+
+    @property
+    def label(self) -> str:
+        """The title, or the statement's first line when it has no comment."""
+        return self.title or self.sql.splitlines()[0][:80]
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -379,5 +384,5 @@ class ArtifactSQL:
             try:
                 results.append(StatementResult(stmt, table=self.execute(stmt.sql)))
             except StoreError as exc:
-                raise StoreError(f"statement {stmt.title!r}: {exc}") from exc
+                raise StoreError(f"statement {stmt.label!r}: {exc}") from exc
         return results

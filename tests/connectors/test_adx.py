@@ -27,8 +27,8 @@ ROWS = [
     ["m2", datetime(2024, 1, 1, 3, tzinfo=UTC), "temperature", 30.0, timedelta(0),
      Decimal("0"), None, 1, True],
 ]
-KQL = ("declare query_parameters(machine_id:string, start:datetime, end:datetime);\n"
-       "Telemetry | where machine_id == machine_id and ts >= start and ts < end | order by ts")
+KQL = ("declare query_parameters(machine:string, start:datetime, end:datetime);\n"
+       "Telemetry | where machine_id == machine and ts >= start and ts < end | order by ts")
 DAY = {"start": datetime(2024, 1, 1, tzinfo=UTC), "end": datetime(2024, 1, 2, tzinfo=UTC)}
 
 
@@ -41,11 +41,11 @@ def kusto() -> Iterator[FakeKusto]:
 
 def test_declared_parameters_select_the_window_with_kusto_types(kusto: FakeKusto) -> None:
     with ADXConnector(url=kusto.url, database="iot") as conn:
-        result = conn.query(KQL, {"machine_id": "m1", **DAY})
+        result = conn.query(KQL, {"machine": "m1", **DAY})
     sent = kusto.requests[-1]
     assert sent["db"] == "iot" and sent["csl"] == KQL  # the KQL text is sent untouched
     assert sent["properties"]["Parameters"] == {
-        "machine_id": "m1", "start": "datetime(2024-01-01T00:00:00.000000Z)",
+        "machine": "m1", "start": "datetime(2024-01-01T00:00:00.000000Z)",
         "end": "datetime(2024-01-02T00:00:00.000000Z)"}
     assert "Authorization" not in sent["headers"]
     assert len(result) == 2
@@ -64,9 +64,9 @@ def test_declared_parameters_select_the_window_with_kusto_types(kusto: FakeKusto
                          ids=["quote", "double-quote", "control-command"])
 def test_injection_through_a_parameter_matches_nothing(kusto: FakeKusto, evil: str) -> None:
     with ADXConnector(url=kusto.url, database="iot") as conn:
-        assert conn.query(KQL, {"machine_id": evil, **DAY}).empty
-        assert len(conn.query(KQL, {"machine_id": "m1", **DAY})) == 2
-    assert kusto.requests[0]["properties"]["Parameters"]["machine_id"] == evil
+        assert conn.query(KQL, {"machine": evil, **DAY}).empty
+        assert len(conn.query(KQL, {"machine": "m1", **DAY})) == 2
+    assert kusto.requests[0]["properties"]["Parameters"]["machine"] == evil
 
 
 def test_semantic_error_is_one_permanent_line(kusto: FakeKusto) -> None:
@@ -79,13 +79,13 @@ def test_semantic_error_is_one_permanent_line(kusto: FakeKusto) -> None:
 
 def test_undeclared_parameter_value_is_reported(kusto: FakeKusto) -> None:
     with pytest.raises(ConnectorError, match="has no value"):
-        ADXConnector(url=kusto.url, database="iot").query(KQL, {"machine_id": "m1"})
+        ADXConnector(url=kusto.url, database="iot").query(KQL, {"machine": "m1"})
 
 
 def test_in_band_error_frame_fails_the_query(kusto: FakeKusto) -> None:
     with pytest.raises(ConnectorError, match="exceeded the allowed limits"):
         ADXConnector(url=kusto.url, database="iot").query(
-            KQL.replace("Telemetry", "Broken"), {"machine_id": "m1", **DAY})
+            KQL.replace("Telemetry", "Broken"), {"machine": "m1", **DAY})
 
 
 def test_throttling_is_transient_and_retried(kusto: FakeKusto) -> None:

@@ -4,7 +4,7 @@ export and dashboard tests)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from meshinsights.config import load_configs
@@ -19,7 +19,7 @@ PROVIDER_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOIN
                  "OPENAI_BASE_URL", "AIRFLOW_CONN_MESHINSIGHTS_GENAI")
 
 
-def run_demo(root: Path, demo_db: Path, machines: Iterable[str], start: str, end: str, *,
+def run_demo(root: Path, demo_db: Path, machines: Sequence[str], start: str, end: str, *,
              pipeline: str | None = "minimal") -> DeltaStore:
     """Run each machine's pipeline (forced to ``pipeline`` unless None) over the demo source."""
     saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_MESHINSIGHTS_DEMO", *PROVIDER_VARS)}
@@ -28,6 +28,8 @@ def run_demo(root: Path, demo_db: Path, machines: Iterable[str], start: str, end
         os.environ.pop(k, None)  # the offline analyst answers: deterministic, no network
     try:
         configs = load_configs(CONFIGS)
+        missing = [m for m in machines if m not in configs.machines]
+        assert not missing, f"machines {missing} do not load from {CONFIGS}: {configs.errors}"
         store = DeltaStore(str(root))
         for machine_id in machines:
             if pipeline is not None:

@@ -210,3 +210,20 @@ def test_estimate_cost():
     assert estimate_cost("my-local-llama", 1000, 1000) is None
     assert estimate_cost("my-local-llama", 1000, 1000, price_in=1.0, price_out=2.0) == 0.003
     assert estimate_cost("gpt-4o", None, 10) is None
+
+
+@pytest.mark.airflow
+def test_inside_airflow_the_connection_api_is_used(monkeypatch):
+    """Airflow's own Connection lookup (secrets backends included) supplies key and endpoint."""
+    import airflow.sdk  # noqa: F401  # loaded, as in a task process
+
+    from meshinsights.genai import credentials
+
+    conn = {"conn_type": "openai", "password": "sk-airflow", "host": "https://llm.example/v1",
+            "extra": {"api_version": "2025-01-01"}}
+    monkeypatch.setenv("AIRFLOW_CONN_GENAI_AF_TEST", json.dumps(conn))
+    monkeypatch.setattr(credentials, "_conn_from_env", lambda conn_id: None)
+    provider, creds = resolve("auto", conn_id="genai_af_test")
+    assert (provider, creds.api_key, creds.base_url, creds.source) == (
+        "compatible", "sk-airflow", "https://llm.example/v1", "connection genai_af_test")
+    assert resolve("auto", conn_id="genai_af_missing") == ("offline", None)

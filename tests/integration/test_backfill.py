@@ -97,7 +97,8 @@ def test_on_demand_run_and_cli_backfill_touch_only_their_machine_and_windows(
     ingest = b_runs[b_runs["task_id"] == "ingest"].sort_values("window_start")
     assert ingest["rows_out"].tolist() == per_day.tolist()
     assert ingest["dq_rate"].between(0, 1).all()
-    a_runs = runs[(runs["machine_id"] == "hvac-001") & (runs["task_id"] == "ingest")]
+    a_runs = runs[(runs["machine_id"] == "hvac-001") & (runs["task_id"] == "ingest")
+                  & runs["run_id"].str.startswith("manual")]
     assert a_runs["window_start"].tolist() == [pd.Timestamp(conf["start"])]
 
 

@@ -117,8 +117,8 @@ CASES = [
         NO_CYCLES, grid("temperature", [20, 40, 21]),
         {"checks": ["out_of_range"], "ranges": {"temperature": [5, 35]}}, win(0, 10),
         [issue("out_of_range", "humidity", "critical", 1, 0, 7, 7,
-               "humidity: 1 rejected at ingest by range/rate rules", extreme=None, outside_range=0, quarantined=1,
-               quarantine_rules=["humidity.range"]),
+               "humidity: 1 rejected at ingest by range/rate rules", extreme=None,
+               outside_range=0, quarantined=1, quarantine_rules=["humidity.range"]),
          issue("out_of_range", "temperature", "critical", 2, 0, 1, 5,
                "temperature: 1 reading(s) outside [5, 35], 1 rejected at ingest by range/rate "
                "rules", extreme=40.0, outside_range=1, quarantined=1,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from meshinsights.model import Window
 from meshinsights.steps.anomaly import robust_zscore
