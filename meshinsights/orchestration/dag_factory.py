@@ -55,11 +55,18 @@ def timetable_for(schedule: str | None) -> Any:
 
 
 def asset_for(store_uri: str, namespace: str, table: str) -> Any:
-    """The Airflow Asset of an artifact table (downstream DAGs can schedule on it)."""
+    """The Airflow Asset of an artifact table (downstream DAGs can schedule on it).
+
+    The name carries a short hash of the store root: Airflow requires one URI per asset
+    name, and the same table in two stores (dev and prod, two test stores) is two assets.
+    """
+    import hashlib
+
     from airflow.sdk import Asset
 
     uri = store_uri if "://" in store_uri else f"file://{store_uri}"
-    return Asset(name=f"meshinsights.{namespace}.{table}", uri=f"{uri}/{namespace}/{table}")
+    tag = hashlib.sha256(uri.encode()).hexdigest()[:8]
+    return Asset(name=f"meshinsights.{namespace}.{table}.{tag}", uri=f"{uri}/{namespace}/{table}")
 
 
 def _producers(steps: list[PlannedStep]) -> dict[str, str]:
