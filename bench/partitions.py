@@ -67,7 +67,7 @@ def _ids(n: int) -> list[str]:
     return [f"m{i:04d}" for i in range(n)]
 
 
-def _alternatives(uri: str, machine: str, window: Any, columns: list[str] | None) -> dict:
+def _alternatives(uri: str, machine: str, window: Any) -> dict[str, Any]:
     """Read paths deltalake 1.6 offers for the same machine-window (for the store's owner)."""
     import pyarrow.parquet as pq
     from deltalake import DeltaTable, QueryBuilder
@@ -76,27 +76,64 @@ def _alternatives(uri: str, machine: str, window: Any, columns: list[str] | None
 
     filters = [("machine_id", "in", [machine]), ("month", "in", window.months()),
                ("ts", ">=", pd.Timestamp(window.start)), ("ts", "<", pd.Timestamp(window.end))]
-    expr = pq.filters_to_expression(filters)
-    part = f"machine_id = '{machine}' AND month IN ({', '.join(repr(m) for m in window.months())})"
 
-    def dataset_pruned() -> None:
-        dt = DeltaTable(uri)
-        dt.to_pyarrow_dataset(file_pruning_predicate=part).to_table(columns=columns, filter=expr)
+    def full_dataset_filter() -> None:  # the store's read path before the fix
+        DeltaTable(uri).to_pyarrow_table(filters=filters)
+
+    def stats_pruned() -> None:  # ts in the pruning predicate too: checked per file's stats
+        DeltaTable(uri).to_pyarrow_dataset(file_pruning_predicate=window_predicate(
+            [machine], window)).to_table(filter=pq.filters_to_expression(filters))
 
     def query_builder() -> None:
-        dt = DeltaTable(uri)
         sql = f"SELECT * FROM t WHERE {window_predicate([machine], window)}"
-        QueryBuilder().register("t", dt).execute(sql).read_all()
+        QueryBuilder().register("t", DeltaTable(uri)).execute(sql).read_all()
 
-    def open_only() -> None:
-        DeltaTable(uri)
+    return {"open_only": lambda: DeltaTable(uri), "stats_pruned": stats_pruned,
+            "query_builder": query_builder, "full_dataset_filter": full_dataset_filter}
 
-    return {"open_only": open_only, "dataset_pruned": dataset_pruned,
-            "query_builder": query_builder}
+
+def _curve(bench: Bench, label: str, stores: dict[int, Any], days: int, reps: int) -> None:
+    """Overwrite one machine-day and read one machine-day/-week at every size, interleaved."""
+    from meshinsights.model import TELEMETRY_SCHEMA
+
+    sizes = sorted(stores)
+    mid_day = days // 2
+    day, week = _window(mid_day), _window(max(0, mid_day - 3), min(7, days))
+    variants: dict[str, Any] = {}
+    for n in sizes:
+        store, machine = stores[n], _ids(n)[n // 2]
+        frame = day_frame([machine], mid_day, seed=1)
+        variants[f"overwrite_{n}"] = (lambda s=store, m=machine, f=frame: s.overwrite(
+            NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA))
+        variants[f"read_day_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, day)
+        variants[f"read_week_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, week)
+    times = interleaved(variants, reps)
+    bench.samples[f"{label}_times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
+    small, big = sizes[0], sizes[-1]
+    for op in ("overwrite", "read_day", "read_week"):
+        for n in sizes:
+            bench.add(f"{label}: {op} @ {n} machines", median(times[f"{op}_{n}"]) * 1000, "ms")
+        ratio = median(times[f"{op}_{big}"]) / median(times[f"{op}_{small}"])
+        bench.add(f"{label}: {op} {big} / {small} machines", ratio, "x", "<= 1.5", ratio <= 1.5)
+
+
+def _compacted(stores: dict[int, Any], workdir: Path, bench: Bench) -> dict[int, Any]:
+    """Compacted copies of every table (one file per machine-month), compaction timed."""
+    from meshinsights.store import DeltaStore
+
+    out = {}
+    for n, store in stores.items():
+        dest = workdir / f"compacted-n{n}"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(store.root, dest)
+        out[n] = DeltaStore(str(dest))
+        t = time.perf_counter()
+        out[n].compact(NS, TABLE)
+        bench.add(f"compaction of the {n}-machine table", time.perf_counter() - t, "s")
+    return out
 
 
 def bench_partitions(workdir: Path, *, quick: bool) -> Bench:
-    from meshinsights.model import TELEMETRY_SCHEMA
     from meshinsights.store import DeltaStore
 
     sizes = [10, 30] if quick else [10, 100, 1000]
@@ -104,63 +141,44 @@ def bench_partitions(workdir: Path, *, quick: bool) -> Bench:
     reps = 3 if quick else 7
     bench = Bench("partitions", "Partition-write scaling: one machine-day in growing tables",
                   params={"machines": sizes, "days": days, "rows_per_machine_day": 1440,
-                          "commits_to_build": days, "reps": reps})
+                          "files": {n: n * days for n in sizes}, "commits_to_build": days,
+                          "reps": reps})
     stores: dict[int, Any] = {}
     for n in sizes:
-        store = DeltaStore(str(fresh_dir(workdir / f"n{n}")))
+        root, marker = workdir / f"n{n}", workdir / f"n{n}.READY"
+        if marker.exists() and marker.read_text() == f"{n}x{days}":  # reused with --workdir
+            stores[n] = DeltaStore(str(root))
+            continue
+        store = DeltaStore(str(fresh_dir(root)))
         bench.samples[f"build_seconds_{n}"] = round(build_table(store, _ids(n), days), 2)
+        marker.write_text(f"{n}x{days}")
         stores[n] = store
-    mid_day = days // 2
-    window = _window(mid_day)
-    week = _window(max(0, mid_day - 3), min(7, days))
-    frames = {n: day_frame([_ids(n)[n // 2]], mid_day, seed=1) for n in sizes}
-    variants: dict[str, Any] = {}
-    for n in sizes:
-        store, machine = stores[n], _ids(n)[n // 2]
-        variants[f"overwrite_{n}"] = (lambda s=store, m=machine, f=frames[n]: s.overwrite(
-            NS, TABLE, f, machine_ids=m, window=window, schema=TELEMETRY_SCHEMA))
-        variants[f"read_day_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, window)
-        variants[f"read_week_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, week)
-    times = interleaved(variants, reps)
-    _report(bench, times, sizes)
-    _investigate(bench, stores[sizes[-1]], _ids(sizes[-1])[sizes[-1] // 2], window, reps,
-                 workdir)
+    _curve(bench, "daily files", stores, days, reps)
+    big = sizes[-1]
+    _investigate(bench, stores[big], _ids(big)[big // 2], _window(days // 2), workdir,
+                 reps=3 if quick else 5)
+    _curve(bench, "compacted", _compacted(stores, workdir, bench), days, reps)
     return bench
 
 
-def _report(bench: Bench, times: dict[str, list[float]], sizes: list[int]) -> None:
-    bench.samples["times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
-    small, big = sizes[0], sizes[-1]
-    for op in ("overwrite", "read_day", "read_week"):
-        for n in sizes:
-            bench.add(f"{op} @ {n} machines", median(times[f"{op}_{n}"]) * 1000, "ms")
-        ratio = median(times[f"{op}_{big}"]) / median(times[f"{op}_{small}"])
-        bench.add(f"{op}: {big} vs {small} machines", ratio, "x", "<= 1.5", ratio <= 1.5)
-
-
-def _investigate(bench: Bench, store: Any, machine: str, window: Any, reps: int,
-                 workdir: Path) -> None:
-    """At the largest size: where read time goes, and what checkpoint/compaction change."""
-    uri = store.uri(NS, TABLE)
-    ckpt_root = workdir / "checkpointed"
-    shutil.rmtree(ckpt_root, ignore_errors=True)
-    shutil.copytree(store.root, ckpt_root)
+def _investigate(bench: Bench, store: Any, machine: str, window: Any, workdir: Path, *,
+                 reps: int) -> None:
+    """At the largest size: where a read's time goes, other read paths, and a checkpoint."""
     from deltalake import DeltaTable
 
     from meshinsights.store import DeltaStore
 
+    ckpt_root = workdir / "checkpointed"
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    shutil.copytree(store.root, ckpt_root)
     ckpt = DeltaStore(str(ckpt_root))
     DeltaTable(ckpt.uri(NS, TABLE)).create_checkpoint()
-    variants = {"store_read": lambda: store.read(NS, TABLE, machine, window),
-                "store_read_checkpointed": lambda: ckpt.read(NS, TABLE, machine, window)}
-    for name, fn in _alternatives(uri, machine, window, None).items():
-        variants[name] = fn
-    for name, fn in _alternatives(ckpt.uri(NS, TABLE), machine, window, None).items():
-        variants[f"{name}_checkpointed"] = fn
+    variants = {"store.read": lambda: store.read(NS, TABLE, machine, window),
+                "store.read, checkpointed": lambda: ckpt.read(NS, TABLE, machine, window)}
+    variants.update(_alternatives(store.uri(NS, TABLE), machine, window))
+    variants["open_only, checkpointed"] = lambda: DeltaTable(ckpt.uri(NS, TABLE))
     times = interleaved(variants, reps)
-    bench.samples["read_paths_largest"] = {k: round(median(v) * 1000, 2) for k, v in times.items()}
-    base = median(times["store_read"])
+    bench.samples["read_paths_largest_ms"] = {k: round(median(v) * 1000, 2)
+                                              for k, v in times.items()}
     for name, v in times.items():
-        if name != "store_read":
-            bench.add(f"largest table, {name}", median(v) * 1000, "ms",
-                      f"vs store.read {base * 1000:.0f} ms")
+        bench.add(f"largest table, one machine-day: {name}", median(v) * 1000, "ms")

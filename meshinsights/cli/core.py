@@ -129,8 +129,8 @@ def validate_configs() -> None:
 
 @demo_app.command("seed")
 def demo_seed(
-    machines: int = typer.Option(3, "--machines", min=1, help="number of HVAC units"),
-    days: int = typer.Option(3, "--days", min=1, help="days of 1-minute data"),
+    machines: int = typer.Option(10, "--machines", min=1, help="number of HVAC units"),
+    days: int = typer.Option(7, "--days", min=1, help="days of 1-minute data"),
     seed: int = typer.Option(7, "--seed", help="random seed (same seed, same data)"),
     url: str = typer.Option(None, "--url", help="SQLAlchemy URL (default: the demo SQLite file)"),
 ) -> None:

@@ -109,10 +109,10 @@ def export(
     check_machine_id(machine)
     extents = table_extents(store, namespace, table)
     if machine not in extents:
-        close = difflib.get_close_matches(machine, list(extents), n=3)
+        listed = sorted(extents)
         raise ConfigError(
             f"machine {machine!r} has no rows in {namespace}/{table}; machines there: "
-            f"{', '.join(close or list(extents)[:20]) or 'none'}"
+            f"{', '.join(listed[:20]) or 'none'}{' …' if len(listed) > 20 else ''}"
         )
     window = _window(extents[machine], start, end, last_days)
     arrow = store.read_arrow(namespace, table, machine, window)

@@ -119,8 +119,12 @@ def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: st
     tasks: dict[str, Any] = {}
     with dag:
 
+        source_tables = ["telemetry", "quarantine"]
+        if getattr(machine.source, "events_query", None):
+            source_tables.append("events")
+
         @task(task_id="ingest",
-              outlets=[asset_for(store_uri, pipeline.name, t) for t in ("telemetry", "quarantine")])
+              outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables])
         def ingest() -> dict[str, Any]:
             from meshinsights.orchestration.tasks import ingest_task
 

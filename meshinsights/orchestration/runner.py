@@ -28,6 +28,8 @@ __all__ = [
     "run_step",
     "evaluate_when",
     "run_pipeline",
+    "run_steps",
+    "late_windows_of",
     "schedule_interval",
     "new_run_id",
 ]
@@ -187,6 +189,34 @@ def evaluate_when(when: When | None, store: DeltaStore, namespace: str, machine_
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
+def run_steps(
+    steps: list[PlannedStep],
+    machine_id: str,
+    namespace: str,
+    window: Window,
+    store: DeltaStore,
+    *,
+    run_id: str,
+    on_progress: ProgressHook | None = None,
+) -> list[dict[str, Any]]:
+    """Every step of a plan for one machine-window, in order, honouring branch rules."""
+    summaries: list[dict[str, Any]] = []
+    for s in steps:
+        if evaluate_when(s.when, store, namespace, machine_id, window):
+            summary = run_step(s, machine_id, window, store, namespace=namespace, run_id=run_id)
+        else:
+            summary = {"step": s.id, "skipped": True, "window": window.as_dict(), "run_id": run_id}
+        summaries.append(summary)
+        if on_progress:
+            on_progress(s.id, summary)
+    return summaries
+
+
+def late_windows_of(ingested: list[dict[str, Any]]) -> list[Window]:
+    """The windows an incremental ingest reopened because late rows arrived for them."""
+    return [Window.parse(s["window"]["start"], s["window"]["end"]) for s in ingested if s.get("late")]
+
+
 def run_pipeline(
     configs: LoadedConfigs,
     machine_id: str,
@@ -201,9 +231,11 @@ def run_pipeline(
     """The machine's whole pipeline in-process, in dependency order, without Airflow.
 
     With ``split`` the range is cut into the schedule's intervals (daily for ``@daily``) so
-    the tables equal what the scheduled DAG runs write.
+    the tables equal what the scheduled DAG runs write. Each ingest is incremental: older
+    windows that received late rows since the last watermark are re-ingested and their
+    steps rerun, exactly those and no others.
     """
-    from meshinsights.orchestration.ingest import run_ingest
+    from meshinsights.orchestration.ingest import run_incremental
 
     machine = configs.machine(machine_id)
     pipeline = configs.pipeline_of(machine)
@@ -213,20 +245,15 @@ def run_pipeline(
     run_id = run_id or new_run_id()
     summaries: list[dict[str, Any]] = []
     for w in windows:
-        summary = run_ingest(machine, pipeline, w, store, run_id=run_id, resolver=resolver)
-        summaries.append(summary)
-        if on_progress:
-            on_progress("ingest", summary)
-        for s in steps:
-            if not evaluate_when(s.when, store, pipeline.name, machine.machine_id, w):
-                skipped = {"step": s.id, "skipped": True, "window": w.as_dict(), "run_id": run_id}
-                summaries.append(skipped)
-                if on_progress:
-                    on_progress(s.id, skipped)
-                continue
-            summary = run_step(s, machine.machine_id, w, store, namespace=pipeline.name,
-                               run_id=run_id)
+        ingested = run_incremental(machine, pipeline, w, store, run_id=run_id, resolver=resolver,
+                                   interval=schedule_interval(machine.schedule))
+        for summary in ingested:
             summaries.append(summary)
             if on_progress:
-                on_progress(s.id, summary)
+                on_progress("ingest", summary)
+        for late in late_windows_of(ingested):
+            summaries += run_steps(steps, machine_id, pipeline.name, late, store, run_id=run_id,
+                                   on_progress=on_progress)
+        summaries += run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id,
+                               on_progress=on_progress)
     return summaries

@@ -65,11 +65,23 @@ def _run_id(context: dict[str, Any]) -> str:
 
 def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
                 context: dict[str, Any]) -> dict[str, Any]:
-    from meshinsights.orchestration.ingest import run_ingest
+    """Incremental ingest of the run window; windows reopened by late rows are fully rerun here."""
+    from meshinsights.orchestration.ingest import run_incremental
+    from meshinsights.orchestration.plan import plan
+    from meshinsights.orchestration.runner import late_windows_of, run_steps, schedule_interval
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
-    return run_ingest(machine, pipeline, window_from_context(context), store,
-                      run_id=_run_id(context), resolver=_resolve)
+    run_id = _run_id(context)
+    ingested = run_incremental(machine, pipeline, window_from_context(context), store,
+                               run_id=run_id, resolver=_resolve,
+                               interval=schedule_interval(machine.schedule))
+    late = late_windows_of(ingested)
+    steps = plan(pipeline, machine)
+    for w in late:
+        # The DAG's step tasks cover the run window; reopened windows are rerun right here so
+        # their outputs never lag behind their re-ingested telemetry.
+        run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id)
+    return {**ingested[-1], "late_windows": [w.as_dict() for w in late]}
 
 
 def step_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,

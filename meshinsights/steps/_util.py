@@ -15,9 +15,7 @@ __all__ = [
     "empty_frame",
     "in_window",
     "infer_step",
-    "metric_series",
     "runs",
-    "to_utc",
     "window_bounds",
     "dumps",
 ]
@@ -28,11 +26,6 @@ UTC_US = "datetime64[us, UTC]"
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:
     """An empty frame with the schema's columns (minus ``machine_id``, which the runner sets)."""
     return pd.DataFrame(columns=[n for n in schema.names if n != "machine_id"])
-
-
-def to_utc(values: Any) -> pd.Series:
-    """Timestamps as ``datetime64[us, UTC]`` (the store's resolution)."""
-    return pd.to_datetime(pd.Series(values), utc=True).astype(UTC_US)
 
 
 def window_bounds(window: Window | None, ts: pd.Series) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -60,16 +53,6 @@ def infer_step(ts: pd.Series, default: str = "1min") -> pd.Timedelta:
     if diffs.empty:
         return pd.Timedelta(default)
     return pd.Timedelta(diffs.mode().iloc[0])
-
-
-def metric_series(frame: pd.DataFrame, metric: str, column: str = "value") -> pd.Series:
-    """One metric of a long frame as a float series indexed by ``ts`` (sorted)."""
-    rows = frame.loc[frame["metric"] == metric, ["ts", column]].sort_values("ts", kind="stable")
-    return pd.Series(
-        rows[column].to_numpy(dtype="float64", na_value=np.nan),
-        index=pd.DatetimeIndex(rows["ts"]),
-        name=metric,
-    )
 
 
 def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -177,14 +177,11 @@ def event_counts(
 
 
 def _max_severity(values: pd.Series) -> str:
-    known = [v for v in values.dropna().astype(str).str.lower() if v in SEVERITY_ORDER]
-    return (
-        max(known, key=SEVERITY_ORDER.index)
-        if known
-        else str(values.dropna().iloc[0])
-        if (values.notna().any())
-        else ""
-    )
+    present = values.dropna().astype(str)
+    known = [v for v in present.str.lower() if v in SEVERITY_ORDER]
+    if known:
+        return max(known, key=SEVERITY_ORDER.index)
+    return str(present.iloc[0]) if len(present) else ""
 
 
 @step(inputs=["events"], output="alarm_floods", schema=ALARM_FLOODS_SCHEMA, optional=["events"])

@@ -151,7 +151,8 @@ def test_genai_branch_runs_only_for_complex_windows(fleet: Fleet) -> None:
     assert analyses["ts"].unique().tolist() == [DAYS[2]]
 
 
-@pytest.mark.parametrize("table", ["telemetry", "clean", "rolling", "features", "cycles",
+@pytest.mark.parametrize("table", ["telemetry", "clean", "rolling", "temperature_hourly",
+                                   "features", "cycles",
                                    "cycle_stats", "variance", "thresholds", "anomalies",
                                    "anomalies_mv", "event_counts", "forecasts",
                                    "forecast_errors", "summary"])

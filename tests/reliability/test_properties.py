@@ -1,0 +1,189 @@
+"""Bad input, property-based: hostile frames through normalize → validate → store → steps.
+
+Invariants for every drawn frame: nothing raises but a ``MeshInsightsError`` (and then only a
+``ConfigError`` for a frame lacking a required column, naming it); every row is accounted for
+(rows_in = clean + quarantined + duplicates removed); clean rows are canonical (this machine,
+inside the window, finite values, one reading per time and metric, the rule's unit and range);
+quarantined rows carry a rule, a reason and the original values; the store round-trips both
+tables exactly; and every registered step of the repo's pipelines accepts the clean output and
+returns rows the store accepts. ``make soak`` runs the same properties with many more examples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshinsights.config import load_configs
+from meshinsights.errors import ConfigError
+from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
+from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry
+from meshinsights.store import DeltaStore
+
+from tests.conftest import CONFIGS
+from tests.reliability.chain import planned_steps, run_chain
+from tests.reliability.strategies import MID, Drawn, events_frames, telemetry_frames
+
+SOAK = os.environ.get("MESHINSIGHTS_SOAK") == "1"
+EXAMPLES = int(os.environ.get("MESHINSIGHTS_SOAK_EXAMPLES", "2000")) if SOAK else 100
+PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not SOAK,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+RULES = {"none": None, "hvac_power": load_configs(CONFIGS).pipelines["hvac_power"].validation}
+TELEMETRY_STEPS = {name: planned_steps(name) for name in ("minimal", "hvac_power")}
+
+
+@pytest.fixture(scope="module")
+def prop_store(tmp_path_factory: pytest.TempPathFactory) -> DeltaStore:
+    """One store for all examples: each example overwrites its window (idempotency under test)."""
+    return DeltaStore(str(tmp_path_factory.mktemp("props") / "artifacts"))
+
+
+def _normalize(drawn: Drawn, fn, required: tuple[str, ...], **kw) -> NormalizeResult | None:
+    """The result, or None when a required column is missing and a clear ConfigError said so."""
+    missing = [c for c in required if c not in drawn.frame.columns]
+    try:
+        result = fn(drawn.frame, machine_id=MID, window=drawn.window, timezone=drawn.timezone,
+                    **kw)
+    except ConfigError as exc:
+        assert missing, f"unexpected ConfigError: {exc}"
+        assert all(c in str(exc) for c in missing) and "alias" in str(exc)
+        return None
+    assert not missing, f"a frame without {missing} was accepted"
+    return result
+
+
+def _check_accounting(result: NormalizeResult, rows_in: int) -> None:
+    assert result.rows_in == rows_in
+    assert len(result.clean) + len(result.quarantine) + result.duplicates_removed == rows_in
+    assert result.duplicates_removed >= 0
+
+
+def _check_quarantine(q: pd.DataFrame, window: Window) -> None:
+    assert (q["machine_id"] == MID).all()
+    assert ((q["ts"] >= pd.Timestamp(window.start)) & (q["ts"] < pd.Timestamp(window.end))).all()
+    assert q["rule"].notna().all() and (q["rule"].astype(str) != "").all()
+    assert q["reason"].notna().all() and (q["reason"].astype(str) != "").all()
+    for original in q["original"]:
+        assert isinstance(json.loads(original), dict)
+
+
+def _check_clean_telemetry(clean: pd.DataFrame, window: Window, rules) -> None:
+    assert list(clean.columns) == TELEMETRY_SCHEMA.names
+    assert str(clean["ts"].dtype) == "datetime64[us, UTC]"
+    assert (clean["machine_id"] == MID).all()
+    assert ((clean["ts"] >= pd.Timestamp(window.start))
+            & (clean["ts"] < pd.Timestamp(window.end))).all()
+    assert np.isfinite(clean["value"].to_numpy(dtype="float64")).all()
+    assert not clean.duplicated(["ts", "metric"]).any()
+    metrics = clean["metric"]
+    assert metrics.map(lambda m: isinstance(m, str) and m == m.strip() and m != "").all()
+    for metric, rule in (rules or {}).items():
+        sel = clean[clean["metric"] == metric]
+        if rule.min is not None:
+            assert (sel["value"] >= rule.min).all(), metric
+        if rule.max is not None:
+            assert (sel["value"] <= rule.max).all(), metric
+        if rule.unit is not None:
+            assert (sel["unit"] == rule.unit).all(), (metric, set(sel["unit"]))
+
+
+def _round_trip(store: DeltaStore, table: str, frame: pd.DataFrame, schema, window: Window
+                ) -> pd.DataFrame:
+    """Overwrite the window with ``frame``; what a reader gets back must be exactly it."""
+    store.overwrite("props", table, frame, machine_ids=MID, window=window, schema=schema)
+    back = store.read("props", table, MID, window)
+    key = [c for c in ("ts", "metric", "kind", "rule", "original") if c in frame.columns]
+    expected = frame.sort_values(key, kind="stable").reset_index(drop=True)
+    result = back.sort_values(key, kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(result, expected, check_dtype=False)
+    return back
+
+
+@PROPS
+@given(drawn=telemetry_frames(), rules=st.sampled_from(sorted(RULES)))
+def test_telemetry_properties(drawn: Drawn, rules: str, prop_store: DeltaStore) -> None:
+    result = _normalize(drawn, normalize_telemetry, ("ts", "metric", "value"), rules=RULES[rules])
+    if result is None:
+        return
+    _check_accounting(result, len(drawn.frame))
+    _check_clean_telemetry(result.clean, drawn.window, RULES[rules])
+    _check_quarantine(result.quarantine, drawn.window)
+    telemetry = _round_trip(prop_store, "telemetry", result.clean, TELEMETRY_SCHEMA, drawn.window)
+    quarantine = _round_trip(prop_store, "quarantine", result.quarantine, QUARANTINE_SCHEMA,
+                             drawn.window)
+    for name, steps in TELEMETRY_STEPS.items():
+        tables = run_chain(steps, {"telemetry": telemetry, "quarantine": quarantine},
+                           machine_id=MID, window=drawn.window)
+        assert {s.output for s in steps} <= set(tables), name
+
+
+EVENT_STEPS = [s for s in planned_steps("hvac_power") if s.id in ("event_counts", "alarm_floods")]
+
+
+@PROPS
+@given(drawn=events_frames())
+def test_events_properties(drawn: Drawn, prop_store: DeltaStore) -> None:
+    result = _normalize(drawn, normalize_events, ("ts", "kind"))
+    if result is None:
+        return
+    _check_accounting(result, len(drawn.frame))
+    clean = result.clean
+    assert list(clean.columns) == EVENTS_SCHEMA.names
+    assert (clean["machine_id"] == MID).all()
+    assert clean["kind"].isin(["event", "alarm", "log"]).all()
+    assert ((clean["ts"] >= pd.Timestamp(drawn.window.start))
+            & (clean["ts"] < pd.Timestamp(drawn.window.end))).all()
+    _check_quarantine(result.quarantine, drawn.window)
+    events = _round_trip(prop_store, "events", clean, EVENTS_SCHEMA, drawn.window)
+    tables = run_chain(EVENT_STEPS, {"events": events}, machine_id=MID, window=drawn.window)
+    assert {"event_counts", "alarm_floods"} <= set(tables)
+
+
+# ---------------------------------------------------------------- DST edges, by example
+
+BERLIN_DAY = {"2024-03-31": Window.parse("2024-03-30T12:00", "2024-04-01"),
+              "2024-10-27": Window.parse("2024-10-26T12:00", "2024-10-28")}
+DST_CASES = [
+    ("2024-03-31 01:59:00", "2024-03-31 00:59:00+00:00"),  # last minute of CET
+    ("2024-03-31 02:00:00", None),  # does not exist: clocks jump 02:00 → 03:00
+    ("2024-03-31 02:30:00", None),
+    ("2024-03-31 03:00:00", "2024-03-31 01:00:00+00:00"),  # first minute of CEST
+    ("2024-10-27 01:59:00", "2024-10-26 23:59:00+00:00"),
+    ("2024-10-27 02:00:00", None),  # happens twice (CEST, then CET): ambiguous
+    ("2024-10-27 02:30:00", None),
+    ("2024-10-27 03:00:00", "2024-10-27 02:00:00+00:00"),
+    ("2024-10-27T02:30:00+02:00", "2024-10-27 00:30:00+00:00"),  # an offset settles it
+    ("2024-10-27T02:30:00+01:00", "2024-10-27 01:30:00+00:00"),
+]
+
+
+@pytest.mark.parametrize(("local", "utc"), DST_CASES, ids=[c[0] for c in DST_CASES])
+def test_berlin_dst_edges(local: str, utc: str | None) -> None:
+    window = BERLIN_DAY[local[:10]]
+    raw = pd.DataFrame({"ts": [local], "metric": ["temperature"], "value": [20.0]})
+    result = normalize_telemetry(raw, machine_id=MID, window=window, timezone="Europe/Berlin")
+    if utc is None:
+        assert result.clean.empty
+        assert result.quarantine["rule"].tolist() == ["ts_parse"]
+        assert json.loads(result.quarantine["original"].iloc[0])["ts"] == local
+    else:
+        assert result.clean["ts"].tolist() == [pd.Timestamp(utc)]
+
+
+def test_a_whole_berlin_autumn_day_keeps_every_unambiguous_minute() -> None:
+    local = pd.date_range("2024-10-27 00:00", "2024-10-27 23:59", freq="1min")
+    raw = pd.DataFrame({"ts": local.strftime("%Y-%m-%d %H:%M:%S"), "metric": "temperature",
+                        "value": np.arange(len(local), dtype=float)})
+    window = Window.parse("2024-10-26T20:00", "2024-10-28")
+    result = normalize_telemetry(raw, machine_id=MID, window=window, timezone="Europe/Berlin")
+    assert len(local) == 1440 and result.by_rule == {"ts_parse": 60}  # 02:00-02:59 twice
+    assert len(result.clean) == 1380 and result.clean["ts"].is_monotonic_increasing
+    assert math.isclose(result.clean["ts"].diff().dt.total_seconds().max(), 2 * 3600 + 60)
