@@ -14,7 +14,6 @@ from meshinsights.cli import app
 from meshinsights.errors import ConfigError
 from meshinsights.model import TELEMETRY_SCHEMA, Window
 from meshinsights.store import DeltaStore
-
 from tests.dashboard.seed import run_demo
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -78,7 +78,8 @@ def _window(extent: Any, start: str | None, end: str | None, last_days: int | No
             raise ConfigError("pass either --last-days or --start/--end, not both")
         if extent is None or extent.max_ts is None:
             raise ConfigError("--last-days needs data to count back from; pass --start/--end")
-        day_end = extent.max_ts.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        midnight = extent.max_ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        day_end = midnight + timedelta(days=1)
         return Window(day_end - timedelta(days=last_days), day_end)
     if not (start and end):
         raise ConfigError("pass --start and --end (ISO, UTC if no zone), or --last-days N")
@@ -87,16 +88,18 @@ def _window(extent: Any, start: str | None, end: str | None, last_days: int | No
 
 @app.command()
 def export(
-    table: str = typer.Argument(..., help="artifact table, e.g. telemetry, issues"),
+    table: Annotated[str, typer.Argument(help="artifact table, e.g. telemetry, issues")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="file to write (replaced)")],
     machine: str = typer.Option(..., "--machine", "-m", help="machine id"),
     start: str = typer.Option(None, "--start", help="window start, ISO (UTC if no zone)"),
     end: str = typer.Option(None, "--end", help="window end, ISO (exclusive)"),
-    last_days: int = typer.Option(None, "--last-days", min=1,
-                                  help="the N whole days up to the machine's latest row"),
+    last_days: int = typer.Option(
+        None, "--last-days", min=1, help="the N whole days up to the machine's latest row"
+    ),
     fmt: str = typer.Option(None, "--format", help="csv or parquet (default: from --out)"),
-    out_path: Path = typer.Option(..., "--out", "-o", help="file to write (replaced)"),
-    pipeline: str = typer.Option(None, "--pipeline",
-                                 help="pipeline holding the table, when several do"),
+    pipeline: str = typer.Option(
+        None, "--pipeline", help="pipeline holding the table, when several do"
+    ),
 ) -> None:
     """Write one machine's rows of a table for a time range (the current Delta version)."""
     from meshinsights.model import check_machine_id
@@ -121,5 +124,8 @@ def export(
     write_table(arrow, out_path, fmt_checked)
     if arrow.num_rows == 0:
         console.print(f"[yellow]warning:[/] no rows for {machine} in {window}; wrote an empty file")
-    out.print(f"wrote {arrow.num_rows:,} rows of {namespace}/{table} for {machine} {window} "
-              f"to {out_path} ({fmt_checked})", highlight=False)
+    out.print(
+        f"wrote {arrow.num_rows:,} rows of {namespace}/{table} for {machine} {window} "
+        f"to {out_path} ({fmt_checked})",
+        highlight=False,
+    )

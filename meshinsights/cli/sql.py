@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -45,8 +45,11 @@ def render(table: Any, *, title: str | None = None, max_rows: int = 50) -> Table
     for row in shown.to_pylist():
         grid.add_row(*(_cell(row[c]) for c in table.column_names))
     more = table.num_rows - shown.num_rows
-    grid.caption = (f"{table.num_rows:,} row(s)" if not more
-                    else f"{table.num_rows:,} rows, first {max_rows} shown (--max-rows)")
+    grid.caption = (
+        f"{table.num_rows:,} row(s)"
+        if not more
+        else f"{table.num_rows:,} rows, first {max_rows} shown (--max-rows)"
+    )
     return grid
 
 
@@ -55,8 +58,11 @@ def _tables_grid(engine: Any) -> Table:
     for col in ("view", "Delta table(s)", "version(s)"):
         grid.add_column(col)
     for name, info in sorted(engine.views.items()):
-        grid.add_row(name, ", ".join(f"{ns}/{t}" for ns, t, _ in info.sources),
-                     ", ".join(str(v) for _, _, v in info.sources))
+        grid.add_row(
+            name,
+            ", ".join(f"{ns}/{t}" for ns, t, _ in info.sources),
+            ", ".join(str(v) for _, _, v in info.sources),
+        )
     grid.add_row("meshinsights_history", "commit logs of every table", "")
     return grid
 
@@ -104,10 +110,20 @@ def _interactive(engine: Any, max_rows: int) -> None:
 @app.command()
 def sql(
     execute: str = typer.Option(None, "--execute", "-e", help="SQL to run"),
-    file: Path = typer.Option(None, "--file", "-f", exists=True, dir_okay=False,
-                              help="SQL script to run, e.g. query_artifacts.sql"),
-    out_path: Path = typer.Option(None, "--out", "-o",
-                                  help="write the (last) result here instead of printing it"),
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            help="SQL script to run, e.g. query_artifacts.sql",
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="write the (last) result here instead of printing it"),
+    ] = None,
     fmt: str = typer.Option(None, "--format", help="csv or parquet (default: from --out)"),
     max_rows: int = typer.Option(50, "--max-rows", min=1, help="rows printed per result"),
     list_views: bool = typer.Option(False, "--tables", help="list the views and exit"),
@@ -128,7 +144,7 @@ def sql(
                 raise ConfigError("--out needs -e or -f (the interactive prompt prints results)")
             _interactive(engine, max_rows)
             return
-        text = execute if execute is not None else file.read_text()
+        text = execute if execute is not None else file.read_text()  # type: ignore[union-attr]
         if out_path is None:
             _run_script(engine, text, max_rows)
             return

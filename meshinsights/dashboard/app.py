@@ -8,6 +8,7 @@ every name is checked against the store's listing before it is used.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -18,10 +19,25 @@ from meshinsights.dashboard import charts, data
 from meshinsights.model import Window
 from meshinsights.settings import get_settings
 
-_SEVERITY_MARK = {"critical": "red", "high": "red", "medium": "orange", "warning": "orange",
-                  "low": "blue", "info": "gray"}
-_CURATED_FIRST = ("temperature_hourly", "clean", "rolling", "features", "anomalies_mv",
-                  "forecasts", "cycle_stats", "variance", "thresholds")
+_SEVERITY_MARK = {
+    "critical": "red",
+    "high": "red",
+    "medium": "orange",
+    "warning": "orange",
+    "low": "blue",
+    "info": "gray",
+}
+_CURATED_FIRST = (
+    "temperature_hourly",
+    "clean",
+    "rolling",
+    "features",
+    "anomalies_mv",
+    "forecasts",
+    "cycle_stats",
+    "variance",
+    "thresholds",
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -35,23 +51,34 @@ def _catalog(root: str) -> data.Catalog:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _frame(root: str, ns: str, table: str, machine: str, start: datetime, end: datetime,
-           version: int) -> pd.DataFrame:
+def _frame(
+    root: str, ns: str, table: str, machine: str, start: datetime, end: datetime, version: int
+) -> pd.DataFrame:
     # ``version`` is only the cache key: a new commit to the table makes a new entry.
     return _store(root).read(ns, table, machine, Window(start, end))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _history(root: str, ns: str, machine: str, start: datetime, end: datetime,
-             versions: tuple[tuple[str, int], ...]) -> pd.DataFrame:
+def _history(
+    root: str,
+    ns: str,
+    machine: str,
+    start: datetime,
+    end: datetime,
+    versions: tuple[tuple[str, int], ...],
+) -> pd.DataFrame:
     return data.run_history(_store(root), _catalog(root), ns, machine, Window(start, end))
 
 
+@dataclass(frozen=True)
 class View:
     """The selection (pipeline, machine, window) and checked, cached reads for it."""
 
-    def __init__(self, root: str, catalog: data.Catalog, ns: str, machine: str, window: Window):
-        self.root, self.catalog, self.ns, self.machine, self.window = root, catalog, ns, machine, window
+    root: str
+    catalog: data.Catalog
+    ns: str
+    machine: str
+    window: Window
 
     def has(self, table: str) -> bool:
         return self.catalog.has(self.ns, table)
@@ -62,13 +89,15 @@ class View:
             return pd.DataFrame()
         self.catalog.check(self.ns, table, self.machine)
         version = self.catalog.tables[self.ns][table]
-        return _frame(self.root, self.ns, table, self.machine, self.window.start, self.window.end,
-                      version)
+        return _frame(
+            self.root, self.ns, table, self.machine, self.window.start, self.window.end, version
+        )
 
     def history(self) -> pd.DataFrame:
         versions = tuple(sorted(self.catalog.tables[self.ns].items()))
-        return _history(self.root, self.ns, self.machine, self.window.start, self.window.end,
-                        versions)
+        return _history(
+            self.root, self.ns, self.machine, self.window.start, self.window.end, versions
+        )
 
 
 # ---------------------------------------------------------------------- selection
@@ -109,10 +138,12 @@ def _pick_window(extent: Any, key: str) -> Window:
         end = date.fromisoformat(_param("end") or "") if _param("end") else end
     except ValueError:
         st.sidebar.warning("The dates in the link are not YYYY-MM-DD; showing the last days.")
-    picked = st.sidebar.date_input("Days (UTC)", value=(start, end), key=key,
-                                   min_value=min(lo, start), max_value=max(hi, end))
-    first, last = (picked if isinstance(picked, tuple) and len(picked) == 2
-                   else (picked[0], picked[0]) if isinstance(picked, tuple) else (picked, picked))
+    picked = st.sidebar.date_input(
+        "Days (UTC)", value=(start, end), key=key, min_value=min(lo, start), max_value=max(hi, end)
+    )
+    # A 1-tuple while the user has picked only the first day of a new range.
+    days = sorted(d for d in (picked if isinstance(picked, tuple | list) else [picked]) if d)
+    first, last = (days[0], days[-1]) if days else (start, end)
     return Window.parse(first.isoformat(), (last + timedelta(days=1)).isoformat())
 
 
@@ -125,22 +156,32 @@ def _telemetry_section(view: View) -> None:
     if telemetry.empty:
         st.info("No telemetry for this machine in the selected days.")
         return
-    fig = charts.telemetry_figure(telemetry, anomalies=view.load("anomalies"),
-                                  thresholds=view.load("thresholds"), cycles=view.load("cycles"),
-                                  window_end=view.window.end)
+    fig = charts.telemetry_figure(
+        telemetry,
+        anomalies=view.load("anomalies"),
+        thresholds=view.load("thresholds"),
+        cycles=view.load("cycles"),
+        window_end=view.window.end,
+    )
     st.plotly_chart(fig, key="telemetry_chart", config={"displaylogo": False})
     overlays = [t for t in ("anomalies", "thresholds", "cycles") if view.has(t)]
-    st.caption(f"{len(telemetry):,} rows → {charts.points_plotted(fig):,} points plotted "
-               f"(min/max buckets, ≤ {data.MAX_POINTS:,} per series)"
-               + (f"; overlays: {', '.join(overlays)}" if overlays else ""))
+    series = charts.points_plotted(fig, names=set(telemetry["metric"]))
+    extra = charts.points_plotted(fig) - series
+    st.caption(
+        f"{len(telemetry):,} rows → {series:,} points plotted "
+        f"(min/max buckets, ≤ {data.MAX_POINTS:,} per metric)"
+        + (f"; overlays: {', '.join(overlays)} ({extra:,} points)" if overlays else "")
+    )
 
 
 def _analysis_section(view: View) -> None:
     box = st.container(key="analysis")
     box.subheader("GenAI analysis")
     if not view.has("genai_analysis"):
-        box.info("No GenAI analysis in this pipeline yet: add a step `uses: genai_analysis` "
-                 "to the pipeline config.")
+        box.info(
+            "No GenAI analysis in this pipeline yet: add a step `uses: genai_analysis` "
+            "to the pipeline config."
+        )
         return
     found = data.analyses(view.load("genai_analysis"))
     if not found:
@@ -153,25 +194,39 @@ def _analysis_section(view: View) -> None:
 
 
 def _analysis_card(box: Any, a: dict[str, Any], *, expanded: bool) -> None:
+    # Everything in an analysis row may come from a model or a device: escape it, so a crafted
+    # answer cannot render links, images (which would fetch URLs) or HTML.
+    esc = data.md_escape
     sev = str(a["severity"]).lower()
     start = pd.Timestamp(a["ts"]).strftime("%Y-%m-%d %H:%M") if a.get("ts") is not None else "?"
-    box.markdown(f"**Window {start} UTC** · severity :{_SEVERITY_MARK.get(sev, 'gray')}[**{sev}**]")
+    box.markdown(f"**Window {start} UTC** · severity {_badge(sev)}")
     if a["summary"]:
-        box.markdown(a["summary"])
+        box.markdown(esc(a["summary"]))
     for f in a["findings"]:
-        fsev = str(f.get("severity", "")).lower()
-        box.markdown(f"- :{_SEVERITY_MARK.get(fsev, 'gray')}[{fsev}] **{f.get('title', '')}** — "
-                     f"{f.get('detail', '')}")
+        box.markdown(
+            f"- {_badge(str(f.get('severity', '')).lower())} **{esc(f.get('title', ''))}** — "
+            f"{esc(f.get('detail', ''))}"
+        )
     if a["actions"]:
-        box.markdown("**Recommended:** " + "; ".join(
-            f"{x.get('action', '')} ({x.get('priority', '')})" for x in a["actions"]))
+        box.markdown(
+            "**Recommended:** "
+            + "; ".join(
+                f"{esc(x.get('action', ''))} ({esc(x.get('priority', ''))})" for x in a["actions"]
+            )
+        )
     who = f"{a.get('provider') or '?'} / {a.get('model') or '?'}, status {a.get('status') or '?'}"
-    note = " — rule-based offline analyst, not a language model" if a.get("provider") == "offline" \
-        else ""
-    box.caption(who + note + (f"; provider error: {a['error']}" if a.get("error") else ""))
+    if a.get("provider") == "offline":
+        who += " — rule-based offline analyst, not a language model"
+    box.caption(esc(who + (f"; provider error: {a['error']}" if a.get("error") else "")))
     if a.get("response") and expanded:
         with box.expander("Raw response"):
             st.code(str(a["response"])[:4000], language="json")
+
+
+def _badge(severity: str) -> str:
+    """A colored severity word; unknown words are escaped and grey."""
+    color = _SEVERITY_MARK.get(severity)
+    return f":{color}[**{severity}**]" if color else f":gray[{data.md_escape(severity)}]"
 
 
 def _issues_tab(view: View) -> None:
@@ -183,23 +238,49 @@ def _issues_tab(view: View) -> None:
     else:
         counts = issues.groupby(["severity", "check"]).size().rename("windows").reset_index()
         st.dataframe(counts, hide_index=True)
-        cols = [c for c in ("ts", "check", "metric", "severity", "value", "limit", "first_ts",
-                            "last_ts", "message") if c in issues.columns]
+        cols = [
+            c
+            for c in (
+                "ts",
+                "check",
+                "metric",
+                "severity",
+                "value",
+                "limit",
+                "first_ts",
+                "last_ts",
+                "message",
+            )
+            if c in issues.columns
+        ]
         st.dataframe(issues[cols].sort_values("ts", ascending=False), hide_index=True)
     events = view.load("events")
     if not events.empty:
         st.markdown("**Events and alarms**")
         keys = [c for c in ("kind", "severity", "code") if c in events.columns]
-        st.dataframe(events.groupby(keys, dropna=False).size().rename("count").reset_index()
-                     .sort_values("count", ascending=False), hide_index=True)
+        st.dataframe(
+            events.groupby(keys, dropna=False)
+            .size()
+            .rename("count")
+            .reset_index()
+            .sort_values("count", ascending=False),
+            hide_index=True,
+        )
 
 
 def _quality_tab(view: View, history: pd.DataFrame) -> None:
     q = data.ingest_quality(history)
     cols = st.columns(4)
-    for col, (label, key) in zip(cols, (("rows in", "rows_in"), ("clean", "rows_clean"),
-                                        ("quarantined", "rows_quarantined"),
-                                        ("duplicates removed", "duplicates_removed")), strict=True):
+    for col, (label, key) in zip(
+        cols,
+        (
+            ("rows in", "rows_in"),
+            ("clean", "rows_clean"),
+            ("quarantined", "rows_quarantined"),
+            ("duplicates removed", "duplicates_removed"),
+        ),
+        strict=True,
+    ):
         col.metric(label, f"{q[key]:,}")
     if q["rows_in"]:
         st.caption(f"clean rate {q['rows_clean'] / q['rows_in']:.2%} (latest ingest per window)")
@@ -218,17 +299,39 @@ def _runs_tab(view: View, history: pd.DataFrame) -> None:
     if history.empty:
         st.info("No commits touch this machine and window.")
         return
-    runs = (history.dropna(subset=["run_id"]).groupby("run_id")
-            .agg(started=("committed_at", "min"), finished=("committed_at", "max"),
-                 steps=("step", lambda s: ", ".join(dict.fromkeys(s.dropna()))),
-                 commits=("version", "size"), rows_written=("rows_written", "sum"))
-            .sort_values("started", ascending=False).reset_index())
+    runs = (
+        history.dropna(subset=["run_id"])
+        .groupby("run_id")
+        .agg(
+            started=("committed_at", "min"),
+            finished=("committed_at", "max"),
+            steps=("step", lambda s: ", ".join(dict.fromkeys(s.dropna()))),
+            commits=("version", "size"),
+            rows_written=("rows_written", "sum"),
+        )
+        .sort_values("started", ascending=False)
+        .reset_index()
+    )
     st.markdown("**Runs** (from the Delta commit metadata)")
     st.dataframe(runs, hide_index=True)
     st.markdown("**Commits**")
-    cols = [c for c in ("committed_at", "table_name", "version", "step", "run_id", "window_start",
-                        "window_end", "rows_in", "rows_written", "rows_quarantined", "operation")
-            if c in history.columns]
+    cols = [
+        c
+        for c in (
+            "committed_at",
+            "table_name",
+            "version",
+            "step",
+            "run_id",
+            "window_start",
+            "window_end",
+            "rows_in",
+            "rows_written",
+            "rows_quarantined",
+            "operation",
+        )
+        if c in history.columns
+    ]
     st.dataframe(history[cols], hide_index=True)
     if view.has("runs"):
         st.markdown("**Task runs** (`runs` table)")
@@ -237,8 +340,9 @@ def _runs_tab(view: View, history: pd.DataFrame) -> None:
 
 def _curated_tab(view: View) -> None:
     tables = data.curated_tables(view.catalog, view.ns)
-    ordered = [t for t in _CURATED_FIRST if t in tables] + [t for t in tables
-                                                             if t not in _CURATED_FIRST]
+    ordered = [t for t in _CURATED_FIRST if t in tables] + [
+        t for t in tables if t not in _CURATED_FIRST
+    ]
     if not ordered:
         st.info("No curated tables in this pipeline yet.")
         return
@@ -249,8 +353,9 @@ def _curated_tab(view: View) -> None:
         return
     frame, columns, group = data.plot_spec(table, df)
     if columns and "ts" in frame.columns:
-        st.plotly_chart(charts.curated_figure(frame, columns, group, title=table),
-                        key="curated_chart")
+        st.plotly_chart(
+            charts.curated_figure(frame, columns, group, title=table), key="curated_chart"
+        )
     with st.expander(f"{table}: {len(df):,} rows (first 1,000)"):
         st.dataframe(df.head(1000), hide_index=True)
 
@@ -269,8 +374,10 @@ def main() -> None:
     catalog = _catalog(root)
     if not catalog.pipelines():
         st.title("MeshInsights")
-        st.info(f"No artifacts in {root} yet. Run `meshinsights demo seed` and "
-                "`meshinsights run hvac-001 --start 2024-01-01 --end 2024-01-03`.")
+        st.info(
+            f"No artifacts in {root} yet. Run `meshinsights demo seed` and "
+            "`meshinsights run hvac-001 --start 2024-01-01 --end 2024-01-03`."
+        )
         return
     ns = _pick_pipeline(catalog)
     machine = _pick_machine(catalog, ns)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ __all__ = [
     "downsample",
     "ingest_quality",
     "load_catalog",
+    "md_escape",
     "plot_spec",
     "quarantine_counts",
     "read_window",
@@ -46,7 +48,9 @@ logger = logging.getLogger(__name__)
 #: Points per plotted series after down-sampling.
 MAX_POINTS = 2000
 #: Tables with a section of their own (not listed among the curated series).
-SECTION_TABLES = frozenset({"telemetry", "quarantine", "issues", "genai_analysis", "events", "runs"})
+SECTION_TABLES = frozenset(
+    {"telemetry", "quarantine", "issues", "genai_analysis", "events", "runs"}
+)
 #: The column(s) worth plotting first for known tables; any other table plots its first numeric.
 _PLOT_HINTS: dict[str, tuple[str, ...]] = {
     "temperature_hourly": ("mean", "min", "max"),
@@ -91,8 +95,14 @@ class ReadOnlyStore:
     def history(self, namespace: str, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         return self.__store.history(namespace, table, limit)
 
-    def read(self, namespace: str, table: str, machine_id: str, window: Window,
-             columns: list[str] | None = None) -> pd.DataFrame:
+    def read(
+        self,
+        namespace: str,
+        table: str,
+        machine_id: str,
+        window: Window,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
         """One machine's rows in ``window`` (partition-pruned); never a whole table."""
         return self.__store.read(namespace, table, machine_id, window, columns=columns)
 
@@ -150,8 +160,9 @@ def default_window(extent: MachineExtent | None, days: int = 7) -> Window:
     return Window(start.to_pydatetime(), end.to_pydatetime())
 
 
-def read_window(ro: ReadOnlyStore, catalog: Catalog, namespace: str, table: str,
-                machine_id: str, window: Window) -> pd.DataFrame:
+def read_window(
+    ro: ReadOnlyStore, catalog: Catalog, namespace: str, table: str, machine_id: str, window: Window
+) -> pd.DataFrame:
     """A checked, pruned read of one machine-window (an empty frame when the table is absent)."""
     if not catalog.has(namespace, table):
         return pd.DataFrame()
@@ -162,8 +173,9 @@ def read_window(ro: ReadOnlyStore, catalog: Catalog, namespace: str, table: str,
 # ---------------------------------------------------------------------- down-sampling
 
 
-def downsample(df: pd.DataFrame, *, x: str = "ts", y: str = "value",
-               max_points: int = MAX_POINTS) -> pd.DataFrame:
+def downsample(
+    df: pd.DataFrame, *, x: str = "ts", y: str = "value", max_points: int = MAX_POINTS
+) -> pd.DataFrame:
     """At most ``max_points`` rows keeping each time bucket's min and max of ``y``.
 
     Spikes survive (unlike averaging or striding); a bucket with only nulls keeps one null row
@@ -185,16 +197,18 @@ def downsample(df: pd.DataFrame, *, x: str = "ts", y: str = "value",
     return df.iloc[rows]
 
 
-def series_by(df: pd.DataFrame, group: str | None, y: str,
-              max_points: int = MAX_POINTS) -> dict[str, pd.DataFrame]:
+def series_by(
+    df: pd.DataFrame, group: str | None, y: str, max_points: int = MAX_POINTS
+) -> dict[str, pd.DataFrame]:
     """One down-sampled ``(ts, y)`` frame per value of ``group`` (or one series when None)."""
     if df.empty or y not in df.columns:
         return {}
     parts: Iterable[tuple[Any, pd.DataFrame]] = (
         df.groupby(group, sort=True) if group and group in df.columns else [(y, df)]
     )
-    return {str(k): downsample(part.sort_values("ts"), y=y, max_points=max_points)
-            for k, part in parts}
+    return {
+        str(k): downsample(part.sort_values("ts"), y=y, max_points=max_points) for k, part in parts
+    }
 
 
 def curated_tables(catalog: Catalog, namespace: str) -> list[str]:
@@ -207,11 +221,17 @@ def plot_spec(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame, list[str], st
     if table == "forecasts" and {"target_ts", "horizon"} <= set(df.columns):
         # One-step-ahead forecasts against what was then observed, on the predicted time.
         df = df[df["horizon"] == 1].drop(columns=["ts"]).rename(columns={"target_ts": "ts"})
-    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])
-               and not pd.api.types.is_bool_dtype(df[c]) and c not in _NOT_SERIES]
+    numeric = [
+        c
+        for c in df.columns
+        if pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+        and c not in _NOT_SERIES
+    ]
     hinted = [c for c in _PLOT_HINTS.get(table, ()) if c in numeric]
     group = _GROUP_HINTS.get(table) or next(
-        (g for g in ("metric", "stage", "method") if g in df.columns), None)
+        (g for g in ("metric", "stage", "method") if g in df.columns), None
+    )
     return df, (hinted or numeric[:1]), (group if group in df.columns else None)
 
 
@@ -227,8 +247,15 @@ def quarantine_counts(quarantine: pd.DataFrame) -> pd.DataFrame:
     return counts.sort_values("rows", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def run_history(ro: ReadOnlyStore, catalog: Catalog, namespace: str, machine_id: str,
-                window: Window, *, limit: int = 500) -> pd.DataFrame:
+def run_history(
+    ro: ReadOnlyStore,
+    catalog: Catalog,
+    namespace: str,
+    machine_id: str,
+    window: Window,
+    *,
+    limit: int = 500,
+) -> pd.DataFrame:
     """Commits of the pipeline's tables that touched this machine and overlap ``window``."""
     rows = []
     for table in catalog.tables.get(namespace, {}):
@@ -240,7 +267,9 @@ def run_history(ro: ReadOnlyStore, catalog: Catalog, namespace: str, machine_id:
     if not rows:
         return pd.DataFrame(columns=["committed_at", "table_name", "version", "step", "run_id"])
     df = pd.DataFrame(rows).drop(columns=["pipeline"])
-    return df.sort_values(["committed_at", "table_name"], ascending=[False, True]).reset_index(drop=True)
+    return df.sort_values(["committed_at", "table_name"], ascending=[False, True]).reset_index(
+        drop=True
+    )
 
 
 def _touches(rec: dict[str, Any], machine_id: str, window: Window) -> bool:
@@ -263,8 +292,9 @@ def ingest_quality(history: pd.DataFrame) -> dict[str, int]:
     if history.empty or "step" not in history.columns:
         return dict.fromkeys(keys, 0)
     ingest = history[(history["step"] == "ingest") & (history["table_name"] == "telemetry")]
-    latest = ingest.sort_values("committed_at").drop_duplicates(["window_start", "window_end"],
-                                                                keep="last")
+    latest = ingest.sort_values("committed_at").drop_duplicates(
+        ["window_start", "window_end"], keep="last"
+    )
     return {k: int(pd.to_numeric(latest.get(k), errors="coerce").fillna(0).sum()) for k in keys}
 
 
@@ -279,16 +309,39 @@ def analyses(genai: pd.DataFrame) -> list[dict[str, Any]]:
         row = {k: (None if _missing(v) else v) for k, v in record.items()}
         parsed = _json(row.get("findings"))
         body = parsed if isinstance(parsed, dict) else {"findings": parsed or []}
-        out.append({
-            **{k: row.get(k) for k in ("ts", "window_end", "provider", "model", "status",
-                                       "error", "response", "analyzed_at")},
-            "severity": row.get("overall_severity") or body.get("overall_severity")
-            or row.get("severity") or "info",
-            "summary": row.get("summary") or body.get("summary") or "",
-            "findings": [f for f in body.get("findings", []) if isinstance(f, dict)],
-            "actions": [a for a in body.get("recommended_actions", []) if isinstance(a, dict)],
-        })
+        out.append(
+            {
+                **{
+                    k: row.get(k)
+                    for k in (
+                        "ts",
+                        "window_end",
+                        "provider",
+                        "model",
+                        "status",
+                        "error",
+                        "response",
+                        "analyzed_at",
+                    )
+                },
+                "severity": row.get("overall_severity")
+                or body.get("overall_severity")
+                or row.get("severity")
+                or "info",
+                "summary": row.get("summary") or body.get("summary") or "",
+                "findings": [f for f in body.get("findings", []) if isinstance(f, dict)],
+                "actions": [a for a in body.get("recommended_actions", []) if isinstance(a, dict)],
+            }
+        )
     return out
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=])")
+
+
+def md_escape(text: Any) -> str:
+    """Untrusted text (model answers, device text) as inert markdown: no links, images, HTML."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
 
 
 def _missing(value: Any) -> bool:

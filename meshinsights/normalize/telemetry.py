@@ -24,6 +24,9 @@ __all__ = ["normalize_telemetry"]
 
 logger = logging.getLogger(__name__)
 
+#: Largest plausible |value|; beyond it sums of squares overflow float64 in downstream steps.
+MAX_ABS_VALUE = 1e15
+
 
 def normalize_telemetry(
     raw: pd.DataFrame,
@@ -94,6 +97,14 @@ def _coerce_values(sorter: RowSorter) -> None:
     value = value.loc[sorter.df.index].astype("float64")
     sorter.reject(
         pd.Series(np.isinf(value.to_numpy()), index=value.index), "value_inf", "value is infinite"
+    )
+    # Finite but absurd magnitudes (1e200) overflow to inf in any mean or std a step computes,
+    # and the store refuses inf: no sensor reads beyond this, so quarantine them here.
+    value = value.loc[sorter.df.index]
+    sorter.reject(
+        value.abs() > MAX_ABS_VALUE,
+        "value_magnitude",
+        f"|value| exceeds {MAX_ABS_VALUE:g}, beyond any sensor's range",
     )
     sorter.df["value"] = value.loc[sorter.df.index]
 

@@ -90,12 +90,17 @@ def table_extents(store: DeltaStore, namespace: str, table: str) -> dict[str, Ma
     try:
         dt = DeltaTable(store.uri(namespace, table), storage_options=store.storage_options)
     except Exception as exc:  # TableNotFoundError and object-store errors alike
-        raise StoreError(f"table {namespace}/{table} cannot be opened in {store.root}: {exc}") from exc
+        raise StoreError(
+            f"table {namespace}/{table} cannot be opened in {store.root}: {exc}"
+        ) from exc
     actions = pa.table(dt.get_add_actions(flatten=True))
     if actions.num_rows == 0 or "partition.machine_id" not in actions.column_names:
         return {}
-    cols = {name: actions.column(name).to_pylist() for name in (
-        "partition.machine_id", "num_records", "min.ts", "max.ts") if name in actions.column_names}
+    cols = {
+        name: actions.column(name).to_pylist()
+        for name in ("partition.machine_id", "num_records", "min.ts", "max.ts")
+        if name in actions.column_names
+    }
     acc: dict[str, list[Any]] = {}
     for i, machine in enumerate(cols["partition.machine_id"]):
         rows = cols.get("num_records", [0] * actions.num_rows)[i] or 0
@@ -160,10 +165,13 @@ def _ts(value: Any) -> datetime | None:
 
 
 def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[str, Any]:
-    """One commit (as :meth:`DeltaStore.history` returns it) as a flat ``meshinsights_history`` row."""
-    meta = {k.removeprefix("meshinsights."): v for k, v in commit.items()
-            if k.startswith("meshinsights.")}
-    window = meta.get("window") if isinstance(meta.get("window"), dict) else {}
+    """One commit (as :meth:`DeltaStore.history` gives it) as a ``meshinsights_history`` row."""
+    meta = {
+        k.removeprefix("meshinsights."): v
+        for k, v in commit.items()
+        if k.startswith("meshinsights.")
+    }
+    window: dict[str, Any] = meta["window"] if isinstance(meta.get("window"), dict) else {}
     machines = meta.get("machines")
     stamp = commit.get("timestamp")
     return {
@@ -174,7 +182,8 @@ def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[s
         "operation": commit.get("operation"),
         "run_id": meta.get("run_id"),
         "step": meta.get("step"),
-        "machines": machines if isinstance(machines, str) or machines is None
+        "machines": machines
+        if isinstance(machines, str) or machines is None
         else json.dumps(machines),
         "window_start": _ts(window.get("start")),
         "window_end": _ts(window.get("end")),
@@ -266,8 +275,10 @@ def _statement(chunk: str) -> Statement | None:
     if not sql:
         return None
     requires = tuple(
-        name.strip() for match in _REQUIRES.findall("\n".join(comment))
-        for name in match.split(",") if name.strip()
+        name.strip()
+        for match in _REQUIRES.findall("\n".join(comment))
+        for name in match.split(",")
+        if name.strip()
     )
     # Blank lines become empty comment lines: they separate a file header from a title.
     text = "\n".join(c.strip() if c.strip() else "--" for c in comment).strip()
@@ -366,8 +377,11 @@ class ArtifactSQL:
         names = sorted([*self.views, HISTORY_VIEW])
         if missing:
             close = difflib.get_close_matches(missing.group(1).strip('"'), names, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else (
-                f"views: {', '.join(names[:40])}{' …' if len(names) > 40 else ''}")
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else (f"views: {', '.join(names[:40])}{' …' if len(names) > 40 else ''}")
+            )
             return f"query failed: {first}; {hint} (`meshinsights tables` lists the store)"
         return f"query failed: {first}"
 
@@ -377,9 +391,15 @@ class ArtifactSQL:
         for stmt in split_statements(text):
             missing = [name for name in stmt.requires if not self.has_view(name)]
             if missing:
-                results.append(StatementResult(stmt, skipped=(
-                    f"needs table(s) {', '.join(missing)}, not in the store yet (run a pipeline "
-                    "that produces them, e.g. hvac_power)")))
+                results.append(
+                    StatementResult(
+                        stmt,
+                        skipped=(
+                            f"needs table(s) {', '.join(missing)}, not in the store yet "
+                            "(run a pipeline that produces them, e.g. hvac_power)"
+                        ),
+                    )
+                )
                 continue
             try:
                 results.append(StatementResult(stmt, table=self.execute(stmt.sql)))

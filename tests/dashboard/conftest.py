@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from meshinsights.demo import seed
-
 from tests.dashboard.seed import run_demo
 
 #: hvac-006 of a 6-unit demo fleet has temperature spikes: quarantined rows to show.

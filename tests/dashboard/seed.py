@@ -11,16 +11,27 @@ from meshinsights.config import load_configs
 from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS
 
 #: Environment variables that would send the GenAI step to a real provider.
-PROVIDER_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                 "OPENAI_BASE_URL", "AIRFLOW_CONN_MESHINSIGHTS_GENAI")
+PROVIDER_VARS = (
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "OPENAI_BASE_URL",
+    "AIRFLOW_CONN_MESHINSIGHTS_GENAI",
+)
 
 
-def run_demo(root: Path, demo_db: Path, machines: Sequence[str], start: str, end: str, *,
-             pipeline: str | None = "minimal") -> DeltaStore:
+def run_demo(
+    root: Path,
+    demo_db: Path,
+    machines: Sequence[str],
+    start: str,
+    end: str,
+    *,
+    pipeline: str | None = "minimal",
+) -> DeltaStore:
     """Run each machine's pipeline (forced to ``pipeline`` unless None) over the demo source."""
     saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_MESHINSIGHTS_DEMO", *PROVIDER_VARS)}
     os.environ["AIRFLOW_CONN_MESHINSIGHTS_DEMO"] = f"sqlite:///{demo_db}"

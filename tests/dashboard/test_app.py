@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 import meshinsights.dashboard
 from meshinsights.dashboard import data
+from meshinsights.genai.models import GENAI_SCHEMA
 from meshinsights.model import Window
 from meshinsights.store import DeltaStore
-
 from tests.dashboard.conftest import MINIMAL_MACHINES
 
 APP = Path(meshinsights.dashboard.__file__).resolve().parent / "app.py"
@@ -70,20 +70,23 @@ def test_minimal_store_renders_telemetry_and_analysis(monkeypatch, minimal_store
     assert sorted(traces) == sorted(telemetry["metric"].unique())
     assert all(0 < n <= data.MAX_POINTS for n in traces.values())
     assert f"{len(telemetry):,} rows → {sum(traces.values()):,} points plotted" in " ".join(
-        texts(at, "caption"))
+        texts(at, "caption")
+    )
 
     genai = store.read("minimal", "genai_analysis", "hvac-001", WINDOW)
     latest = genai[genai["current"]].sort_values("ts").iloc[-1]
     markdown = texts(at, "markdown")
-    assert latest["summary"] in markdown
+    assert data.md_escape(latest["summary"]) in markdown
     assert any(f"**{latest['overall_severity']}**" in m for m in markdown)
     assert "This pipeline has no issue checks (the hvac_power pipeline has them)." in texts(
-        at, "info")
+        at, "info"
+    )
 
 
 def test_link_selects_machine_and_days(monkeypatch, minimal_store: Path):
-    at = run_app(monkeypatch, minimal_store, machine="hvac-006", start="2024-01-02",
-                 end="2024-01-02")
+    at = run_app(
+        monkeypatch, minimal_store, machine="hvac-006", start="2024-01-02", end="2024-01-02"
+    )
     assert not at.exception
     assert at.selectbox(key="machine_minimal").value == "hvac-006"
     day2 = Window.parse("2024-01-02", "2024-01-03")
@@ -104,8 +107,13 @@ def test_data_quality_shows_quarantine_counts(monkeypatch, minimal_store: Path):
 
 
 def test_bad_link_values_are_rejected_not_used(monkeypatch, minimal_store: Path):
-    at = run_app(monkeypatch, minimal_store, machine="../../etc/passwd", pipeline="x'; drop",
-                 start="yesterday")
+    at = run_app(
+        monkeypatch,
+        minimal_store,
+        machine="../../etc/passwd",
+        pipeline="x'; drop",
+        start="yesterday",
+    )
     assert not at.exception
     assert at.selectbox(key="pipeline").value == "minimal"
     assert at.selectbox(key="machine_minimal").value == "hvac-001"
@@ -145,12 +153,13 @@ def test_hvac_power_tables_are_shown(monkeypatch, hvac_store: Path):
     assert not at.exception
     assert at.selectbox(key="pipeline").options == ["hvac_power"]
     captions = " ".join(texts(at, "caption"))
-    assert "overlays: anomalies, thresholds, cycles" in captions
+    assert "overlays: anomalies, thresholds, cycles (" in captions
     names = {t["name"] for t in charts(at)[0]["data"]}
     assert any(n.startswith("threshold stage") for n in names)
     assert any(n.startswith("cycle (valid)") for n in names)
     curated = at.selectbox(key="curated_hvac_power")
-    assert curated.options[:3] == ["clean", "rolling", "features"]
+    assert {"clean", "rolling", "features", "anomalies_mv", "forecasts"} <= set(curated.options)
+    assert curated.value == curated.options[0] in ("temperature_hourly", "clean")
     issues = DeltaStore(str(hvac_store)).read("hvac_power", "issues", "hvac-003", WINDOW)
     assert "short_cycling" in set(issues["check"])
     shown = [d.value for d in at.dataframe if "message" in d.value.columns]
@@ -168,6 +177,31 @@ def test_missing_genai_table_is_explained(monkeypatch, minimal_store: Path, tmp_
     assert not at.exception
     assert any(i.startswith("No GenAI analysis in this pipeline yet") for i in texts(at, "info"))
     assert len(at.get("plotly_chart")) >= 1
+
+
+def test_model_text_cannot_inject_markdown(monkeypatch, minimal_store: Path, tmp_path: Path):
+    copy = tmp_path / "artifacts"
+    shutil.copytree(minimal_store, copy)
+    store = DeltaStore(str(copy))
+    day = Window.parse("2024-01-02", "2024-01-03")
+    rows = store.read("minimal", "genai_analysis", "hvac-001", day)
+    evil = "![pixel](http://127.0.0.1:9/leak.png?k=v) [click](http://example.invalid) <b>x</b>"
+    rows["summary"] = evil
+    rows["findings"] = json.dumps(
+        {
+            "findings": [
+                {"title": "[t](http://example.invalid)", "severity": ":red[boom]", "detail": evil}
+            ]
+        }
+    )
+    store.overwrite(
+        "minimal", "genai_analysis", rows, machine_ids="hvac-001", window=day, schema=GENAI_SCHEMA
+    )
+    at = run_app(monkeypatch, copy)
+    assert not at.exception
+    markdown = " ".join(texts(at, "markdown"))
+    assert "](http" not in markdown and "<b>" not in markdown and ":red[boom]" not in markdown
+    assert data.md_escape(evil) in markdown  # shown, as inert text
 
 
 def test_empty_store_says_what_to_run(monkeypatch, tmp_path: Path):

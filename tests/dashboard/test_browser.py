@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from meshinsights.cli.dashboard import APP_PATH, streamlit_command
-
 from tests.conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,9 +66,13 @@ def server(minimal_store: Path) -> Iterator[int]:
     """``streamlit run`` of the app on 127.0.0.1:<free port> over the minimal store."""
     port = _free_port()
     env = {**os.environ, "MESHINSIGHTS_STORE": str(minimal_store)}
-    proc = subprocess.Popen(streamlit_command(port=port, address="127.0.0.1"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        streamlit_command(port=port, address="127.0.0.1"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_healthy(port, proc)
         yield port
@@ -82,8 +85,9 @@ def browser() -> Iterator[object]:
     """Headless Debian Chromium through chromedriver, with a fresh profile."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} / {CHROMEDRIVER} missing: apt-get install -y chromium "
-                        "chromium-driver")
+            pytest.fail(
+                f"{CHROMIUM} / {CHROMEDRIVER} missing: apt-get install -y chromium chromium-driver"
+            )
         pytest.skip("Chromium is not installed (apt-get install -y chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -91,10 +95,18 @@ def browser() -> Iterator[object]:
     profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"mi-chromium-{os.getpid()}-{time.time_ns()}"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--window-size=1400,2200"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,2200",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -132,14 +144,23 @@ def test_dashboard_in_chromium_shows_chart_and_analysis(server: int, browser) ->
 def test_dashboard_command_serves_the_app(minimal_store: Path) -> None:
     port = _free_port()
     env = {**os.environ, "MESHINSIGHTS_STORE": str(minimal_store)}
-    cmd = [sys.executable, "-c", "from meshinsights.cli import main; main()", "dashboard",
-           "--port", str(port), "--address", "127.0.0.1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from meshinsights.cli import main; main()",
+        "dashboard",
+        "--port",
+        str(port),
+        "--address",
+        "127.0.0.1",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         _wait_healthy(port, proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-            assert resp.status == 200 and b"<div id=\"root\">" in resp.read()
+            assert resp.status == 200 and b'<div id="root">' in resp.read()
     finally:
         _stop(proc)
     assert APP_PATH.is_file()

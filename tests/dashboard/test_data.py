@@ -14,7 +14,6 @@ from meshinsights.dashboard import charts, data
 from meshinsights.errors import StoreError
 from meshinsights.model import Window
 from meshinsights.store import DeltaStore
-
 from tests.dashboard.conftest import MINIMAL_MACHINES
 
 WINDOW = Window.parse("2024-01-01", "2024-01-03")
@@ -58,7 +57,8 @@ def test_catalog_lists_tables_machines_and_extents(minimal_store: Path):
     expected_tables = {t.name: t.version for t in store.tables() if t.namespace == "minimal"}
     assert catalog.tables == {"minimal": expected_tables}
     assert {"telemetry", "temperature_hourly", "summary", "quarantine", "genai_analysis"} <= set(
-        expected_tables)
+        expected_tables
+    )
     assert list(catalog.machines["minimal"]) == list(MINIMAL_MACHINES)
     telemetry = store.read_all("minimal", "telemetry")
     for machine, extent in catalog.machines["minimal"].items():
@@ -76,7 +76,8 @@ def test_read_window_checks_names_and_returns_one_machine(minimal_store: Path):
     day1 = Window.parse("2024-01-01", "2024-01-02")
     rows = data.read_window(ro, catalog, "minimal", "telemetry", "hvac-006", day1)
     assert set(rows["machine_id"]) == {"hvac-006"}
-    assert rows["ts"].min() >= pd.Timestamp(day1.start) and rows["ts"].max() < pd.Timestamp(day1.end)
+    assert rows["ts"].min() >= pd.Timestamp(day1.start)
+    assert rows["ts"].max() < pd.Timestamp(day1.end)
     expected = DeltaStore(str(minimal_store)).read("minimal", "telemetry", "hvac-006", day1)
     pd.testing.assert_frame_equal(rows, expected)
     with pytest.raises(StoreError, match="machine 'hvac-999' has no data"):
@@ -88,10 +89,11 @@ def test_read_window_checks_names_and_returns_one_machine(minimal_store: Path):
 
 def test_read_only_store_has_no_write_or_whole_table_path():
     public = {n for n, _ in inspect.getmembers(data.ReadOnlyStore) if not n.startswith("_")}
-    assert public == {"root", "namespaces", "table_names", "version", "extents", "history",
-                      "read"}
-    assert inspect.signature(data.ReadOnlyStore.read).parameters["machine_id"].default is \
-        inspect.Parameter.empty
+    assert public == {"root", "namespaces", "table_names", "version", "extents", "history", "read"}
+    assert (
+        inspect.signature(data.ReadOnlyStore.read).parameters["machine_id"].default
+        is inspect.Parameter.empty
+    )
     sources = "".join(inspect.getsource(m) for m in (data, charts))
     for forbidden in ("overwrite(", "read_all(", ".dataset(", "vacuum(", "compact(", ".delete("):
         assert forbidden not in sources
@@ -108,8 +110,9 @@ def test_run_history_keeps_this_machine_and_window(minimal_store: Path):
     # One commit per table that holds rows for the machine-day (an empty overwrite of an
     # empty partition may commit nothing, e.g. quarantine for a clean unit).
     store = DeltaStore(str(minimal_store))
-    with_rows = {t for t in catalog.tables["minimal"]
-                 if len(store.read("minimal", t, "hvac-001", day2))}
+    with_rows = {
+        t for t in catalog.tables["minimal"] if len(store.read("minimal", t, "hvac-001", day2))
+    }
     per_table = history.groupby("table_name").size().to_dict()
     assert {t: n for t, n in per_table.items() if t in with_rows} == dict.fromkeys(with_rows, 1)
     assert {"telemetry", "temperature_hourly", "summary", "genai_analysis"} <= with_rows
@@ -141,17 +144,30 @@ def test_analyses_parse_the_genai_rows(minimal_store: Path):
     row = genai.loc[genai["ts"] == first["ts"]].iloc[0]
     assert first["summary"] == row["summary"] and first["severity"] == row["overall_severity"]
     assert [f["title"] for f in first["findings"]] == [
-        f["title"] for f in json.loads(row["findings"])["findings"]]
+        f["title"] for f in json.loads(row["findings"])["findings"]
+    ]
     assert first["error"] is None  # a null column is None, never NaN
 
 
 def test_analyses_tolerate_other_shapes():
     ts = pd.Timestamp("2024-01-01", tz="UTC")
     plain = pd.DataFrame({"ts": [ts], "response": ["free text"], "severity": ["high"]})
-    assert data.analyses(plain) == [{
-        "ts": ts, "window_end": None, "provider": None, "model": None, "status": None,
-        "error": None, "response": "free text", "analyzed_at": None, "severity": "high",
-        "summary": "", "findings": [], "actions": []}]
+    assert data.analyses(plain) == [
+        {
+            "ts": ts,
+            "window_end": None,
+            "provider": None,
+            "model": None,
+            "status": None,
+            "error": None,
+            "response": "free text",
+            "analyzed_at": None,
+            "severity": "high",
+            "summary": "",
+            "findings": [],
+            "actions": [],
+        }
+    ]
     listed = pd.DataFrame({"ts": [ts], "findings": ['[{"title": "t", "severity": "low"}]']})
     assert data.analyses(listed)[0]["findings"] == [{"title": "t", "severity": "low"}]
     assert data.analyses(pd.DataFrame()) == []
@@ -165,8 +181,13 @@ def test_hvac_figure_overlays_and_point_budget(hvac_store: Path):
         return data.read_window(ro, catalog, "hvac_power", table, "hvac-003", WINDOW)
 
     telemetry, anomalies = load("telemetry"), load("anomalies")
-    fig = charts.telemetry_figure(telemetry, anomalies=anomalies, thresholds=load("thresholds"),
-                                  cycles=load("cycles"), window_end=WINDOW.end)
+    fig = charts.telemetry_figure(
+        telemetry,
+        anomalies=anomalies,
+        thresholds=load("thresholds"),
+        cycles=load("cycles"),
+        window_end=WINDOW.end,
+    )
     names = [t.name for t in fig.data]
     metrics = sorted(telemetry["metric"].unique())
     assert names[: len(metrics)] == metrics or set(metrics) <= set(names)
@@ -185,12 +206,35 @@ def test_plot_spec_for_curated_tables(hvac_store: Path):
     catalog = data.load_catalog(ro)
     curated = data.curated_tables(catalog, "hvac_power")
     assert {"clean", "rolling", "features", "cycles", "variance", "thresholds", "forecasts"} <= set(
-        curated)
+        curated
+    )
     assert not set(curated) & data.SECTION_TABLES
     forecasts = data.read_window(ro, catalog, "hvac_power", "forecasts", "hvac-003", WINDOW)
     frame, columns, group = data.plot_spec("forecasts", forecasts)
     assert columns == ["yhat", "actual"] and group == "method"
-    assert (frame["ts"].values == forecasts.loc[forecasts["horizon"] == 1, "target_ts"].values).all()
+    one_step = forecasts.loc[forecasts["horizon"] == 1, "target_ts"]
+    assert (frame["ts"].to_numpy() == one_step.to_numpy()).all()
     fig = charts.curated_figure(frame, columns, group)
-    assert {t.name for t in fig.data} == {f"{m} · {c}" for m in forecasts["method"].unique()
-                                          for c in columns}
+    assert {t.name for t in fig.data} == {
+        f"{m} · {c}" for m in forecasts["method"].unique() for c in columns
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![x](http://example.invalid/p.png)",
+        "[a](javascript:alert(1))",
+        "<img src=x>",
+        ":red[**boom**]",
+        "`code` *em* _u_ ~~s~~ $x$",
+        "www.example.invalid",
+    ],
+    ids=["image", "link", "html", "directive", "inline-marks", "autolink"],
+)
+def test_md_escape_leaves_no_active_markdown(text: str):
+    escaped = data.md_escape(text)
+    unescaped = escaped.replace("\\", "")
+    assert unescaped == text  # the same characters are shown
+    for active in ("](", "<", "[", "*", "_", "`", ":", "$", "~", "."):
+        assert active not in escaped.replace("\\" + active, "")
