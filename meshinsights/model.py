@@ -111,7 +111,9 @@ def _as_utc(value: datetime | str, field: str) -> datetime:
     if not isinstance(value, datetime):  # a date or pendulum Date
         value = datetime(value.year, value.month, value.day)
     # Naive times are taken as UTC: the documented normalization for CLI input.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    v = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # A plain datetime, never a subclass: pendulum's (Airflow's) loses its zone in arithmetic.
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=UTC)
 
 
 @dataclass(frozen=True, order=True)

@@ -22,7 +22,7 @@ import pandas as pd
 from meshinsights.errors import StoreError
 from meshinsights.model import Window
 from meshinsights.store import DeltaStore
-from meshinsights.store.sql import MachineExtent, history_record, table_extents
+from meshinsights.store.sql import MachineExtent, history_record, listed_tables, table_extents
 
 __all__ = [
     "MAX_POINTS",
@@ -80,11 +80,9 @@ class ReadOnlyStore:
     def root(self) -> str:
         return self.__store.root
 
-    def namespaces(self) -> list[str]:
-        return self.__store.namespaces()
-
-    def table_names(self, namespace: str) -> list[str]:
-        return self.__store.table_names(namespace)
+    def tables(self) -> list[tuple[str, str]]:
+        """Every ``(pipeline, table)`` with a valid name."""
+        return listed_tables(self.__store)
 
     def version(self, namespace: str, table: str) -> int | None:
         return self.__store.version(namespace, table)
@@ -136,8 +134,11 @@ def load_catalog(ro: ReadOnlyStore) -> Catalog:
     """Tables, versions and machines (from ``telemetry``, else every table) for each pipeline."""
     tables: dict[str, dict[str, int]] = {}
     machines: dict[str, dict[str, MachineExtent]] = {}
-    for ns in ro.namespaces():
-        versions = {t: v for t in ro.table_names(ns) if (v := ro.version(ns, t)) is not None}
+    listed: dict[str, list[str]] = {}
+    for ns, table in ro.tables():
+        listed.setdefault(ns, []).append(table)
+    for ns, names in listed.items():
+        versions = {t: v for t in names if (v := ro.version(ns, t)) is not None}
         if not versions:
             continue
         tables[ns] = versions

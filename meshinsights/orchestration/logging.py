@@ -15,6 +15,7 @@ import functools
 import inspect
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -41,11 +42,13 @@ def mask_secret(value: str | None) -> None:
     if not value or len(value) < 4:
         return
     _secrets.add(value)
-    try:
-        from airflow.sdk.log import mask_secret as airflow_mask
-    except ImportError:
+    # Only inside an Airflow task process: importing Airflow's logging elsewhere reconfigures it.
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if runner is None or getattr(runner, "SUPERVISOR_COMMS", None) is None:
         return
-    with contextlib.suppress(Exception):  # outside a task there may be no masker configured
+    with contextlib.suppress(Exception):
+        from airflow.sdk.log import mask_secret as airflow_mask
+
         airflow_mask(value)
 
 
@@ -112,7 +115,7 @@ def install() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if not record.name.startswith("meshinsights"):
+        if not str(record.name or "").startswith("meshinsights"):
             return record
         ctx = _context.get() or {}
         record.run_id = ctx.get("run_id", "-")

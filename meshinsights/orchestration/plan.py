@@ -30,6 +30,7 @@ class PlannedStep:
     output: str
     when: When | None
     lookback: str | None = None
+    sink: dict[str, Any] | None = None
 
     @property
     def tables_read(self) -> set[str]:
@@ -62,6 +63,7 @@ def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list
                 output=s.output or spec.output,
                 when=s.when,
                 lookback=s.lookback,
+                sink=s.sink.model_dump() if s.sink else None,
             )
         )
     return planned

@@ -84,10 +84,12 @@ def run_step(
     namespace: str = "default",
     params: dict[str, Any] | None = None,
     run_id: str | None = None,
+    resolver: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """Run one step for one machine (or a group, in one commit) and one window.
 
-    Returns a small summary (rows in/out, seconds, table version) fit for XCom.
+    A step with a ``sink`` also writes its output rows there after the Delta commit (so a
+    sink never holds rows the table does not). Returns a small summary fit for XCom.
     """
     started = time.perf_counter()
     if isinstance(spec, PlannedStep):
@@ -142,6 +144,10 @@ def run_step(
         "seconds": round(time.perf_counter() - started, 4),
         "run_id": run_id,
     }
+    if planned.sink is not None:
+        from meshinsights.connectors.alerts import run_sink
+
+        summary["sink"] = run_sink(planned.sink, result, run_id=run_id, resolver=resolver)
     logger.info("step %s machine=%s window=%s rows_in=%d rows_out=%d %.3fs", planned.id,
                 ",".join(machines[:3]), window, rows_in, write.rows, summary["seconds"])
     return summary
@@ -197,13 +203,15 @@ def run_steps(
     store: DeltaStore,
     *,
     run_id: str,
+    resolver: Callable[[str], str] | None = None,
     on_progress: ProgressHook | None = None,
 ) -> list[dict[str, Any]]:
     """Every step of a plan for one machine-window, in order, honouring branch rules."""
     summaries: list[dict[str, Any]] = []
     for s in steps:
         if evaluate_when(s.when, store, namespace, machine_id, window):
-            summary = run_step(s, machine_id, window, store, namespace=namespace, run_id=run_id)
+            summary = run_step(s, machine_id, window, store, namespace=namespace, run_id=run_id,
+                               resolver=resolver)
         else:
             summary = {"step": s.id, "skipped": True, "window": window.as_dict(), "run_id": run_id}
         summaries.append(summary)
@@ -253,7 +261,7 @@ def run_pipeline(
                 on_progress("ingest", summary)
         for late in late_windows_of(ingested):
             summaries += run_steps(steps, machine_id, pipeline.name, late, store, run_id=run_id,
-                                   on_progress=on_progress)
+                                   resolver=resolver, on_progress=on_progress)
         summaries += run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id,
-                               on_progress=on_progress)
+                               resolver=resolver, on_progress=on_progress)
     return summaries

@@ -80,7 +80,7 @@ def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
     for w in late:
         # The DAG's step tasks cover the run window; reopened windows are rerun right here so
         # their outputs never lag behind their re-ingested telemetry.
-        run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id)
+        run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id, resolver=_resolve)
     return {**ingested[-1], "late_windows": [w.as_dict() for w in late]}
 
 
@@ -91,7 +91,7 @@ def step_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
     return run_step(planned, machine_id, window_from_context(context), store,
-                    namespace=pipeline.name, run_id=_run_id(context))
+                    namespace=pipeline.name, run_id=_run_id(context), resolver=_resolve)
 
 
 def branch_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,

@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
-from meshinsights.errors import StoreError
+from meshinsights.errors import ConfigError, StoreError
+from meshinsights.model import check_table_name
 from meshinsights.store.delta import DeltaStore
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "HISTORY_VIEW",
     "history_record",
     "history_table",
+    "listed_tables",
     "split_statements",
     "table_extents",
 ]
@@ -114,13 +116,32 @@ def table_extents(store: DeltaStore, namespace: str, table: str) -> dict[str, Ma
     return {m: MachineExtent(m, int(v[0]), int(v[1]), v[2], v[3]) for m, v in sorted(acc.items())}
 
 
+def listed_tables(store: DeltaStore) -> list[tuple[str, str]]:
+    """Every ``(pipeline, table)`` in the store; folders with invalid names are skipped, logged."""
+    out = []
+    for ns in store.namespaces():
+        try:
+            names = store.table_names(ns)
+        except ConfigError:
+            logger.warning("ignoring folder %r in %s: not a pipeline name", ns, store.root)
+            continue
+        for name in names:
+            try:
+                out.append((ns, check_table_name(name)))
+            except ConfigError:
+                logger.warning(
+                    "ignoring table folder %r in %s/%s: invalid name", name, store.root, ns
+                )
+    return out
+
+
 def history_table(store: DeltaStore, *, limit: int | None = None) -> pa.Table:
     """Every commit of every artifact table with its MeshInsights metadata, one row each."""
-    rows = []
-    for ns in store.namespaces():
-        for name in store.table_names(ns):
-            for commit in store.history(ns, name, limit):
-                rows.append(history_record(ns, name, commit))
+    rows = [
+        history_record(ns, name, commit)
+        for ns, name in listed_tables(store)
+        for commit in store.history(ns, name, limit)
+    ]
     return pa.Table.from_pylist(rows, schema=_HISTORY_SCHEMA)
 
 
@@ -333,15 +354,14 @@ class ArtifactSQL:
 
     def _register_tables(self) -> None:
         by_name: dict[str, list[tuple[str, int]]] = {}
-        for ns in self.store.namespaces():
-            for name in self.store.table_names(ns):
-                version = self.store.version(ns, name)
-                if version is None:
-                    continue
-                qualified = f"{ns}__{name}"
-                self.con.register(qualified, _serial(self.store.dataset(ns, name)))
-                self.views[qualified] = ViewInfo(qualified, ((ns, name, version),))
-                by_name.setdefault(name, []).append((ns, version))
+        for ns, name in listed_tables(self.store):
+            version = self.store.version(ns, name)
+            if version is None:
+                continue
+            qualified = f"{ns}__{name}"
+            self.con.register(qualified, _serial(self.store.dataset(ns, name)))
+            self.views[qualified] = ViewInfo(qualified, ((ns, name, version),))
+            by_name.setdefault(name, []).append((ns, version))
         for name, owners in sorted(by_name.items()):
             if name in self.views or name == HISTORY_VIEW:
                 continue  # a pipeline literally named like a qualified view: keep the qualified

@@ -89,7 +89,7 @@ def test_read_window_checks_names_and_returns_one_machine(minimal_store: Path):
 
 def test_read_only_store_has_no_write_or_whole_table_path():
     public = {n for n, _ in inspect.getmembers(data.ReadOnlyStore) if not n.startswith("_")}
-    assert public == {"root", "namespaces", "table_names", "version", "extents", "history", "read"}
+    assert public == {"root", "tables", "version", "extents", "history", "read"}
     assert (
         inspect.signature(data.ReadOnlyStore.read).parameters["machine_id"].default
         is inspect.Parameter.empty
@@ -238,3 +238,15 @@ def test_md_escape_leaves_no_active_markdown(text: str):
     assert unescaped == text  # the same characters are shown
     for active in ("](", "<", "[", "*", "_", "`", ":", "$", "~", "."):
         assert active not in escaped.replace("\\" + active, "")
+
+
+def test_catalog_ignores_stray_folders(minimal_store: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "artifacts"
+    shutil.copytree(minimal_store, copy)
+    (copy / "lost+found").mkdir()
+    (copy / "minimal" / "Bad Name" / "_delta_log").mkdir(parents=True)
+    catalog = data.load_catalog(data.ReadOnlyStore(str(copy)))
+    original = data.load_catalog(data.ReadOnlyStore(str(minimal_store)))
+    assert (catalog.tables, catalog.machines) == (original.tables, original.machines)

@@ -26,7 +26,6 @@ from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 from tests.connectors.servers import mysql_url, postgres_url  # noqa: F401 - fixtures
-from tests.orchestration.test_hvac_power import sink_hook
 
 
 def updates(valid_from: str, lower: float, *, machine: str = "hvac-009",
@@ -160,8 +159,7 @@ def test_pipeline_threshold_rows_land_in_mysql(mysql_url: str, tmp_path: Path) -
     configs = load_configs(CONFIGS)
     for machine in ("hvac-009", "hvac-002"):
         run_pipeline(configs, machine, window, store, resolver=urls.__getitem__,
-                     run_id=f"mysql-{machine}",
-                     on_progress=sink_hook(configs, store, machine, urls.__getitem__))
+                     run_id=f"mysql-{machine}")
     expected = store.read("hvac_power", "threshold_updates", ["hvac-009", "hvac-002"], window)
     assert set(expected["machine_id"]) == {"hvac-009"}  # the high-variance unit has none
     engine = create_engine(mysql_url)

@@ -163,7 +163,7 @@ def telemetry_frames(draw: st.DrawFn) -> Drawn:
     tz, style = draw(st.sampled_from(ZONES)), draw(st.sampled_from(TS_STYLES))
     rows = draw(rows_in_window(window, style, tz))
     if draw(st.booleans()):
-        rows += regular_block(window, draw(st.integers(1, 240)), style, tz,
+        rows += regular_block(window, draw(st.integers(1, 180)), style, tz,
                               draw(st.integers(0, 2**16)))
     rows = _mess_up(draw, rows)
     columns = ["machine_id", "ts", "metric", "value", "unit", "ingested_at"]

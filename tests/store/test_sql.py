@@ -233,3 +233,13 @@ def test_query_artifacts_file_on_an_hvac_power_store(demo_db: Path, tmp_path: Pa
     assert set(thresholds["window_start"].astype(str)) == {"2024-01-01", "2024-01-02"}
     anomalies = tables["anomalies"].to_pandas()
     assert (anomalies["scored"] == 2880).all()  # two days of one-minute scores per metric
+
+
+def test_stray_folders_in_the_store_are_ignored(writable: DeltaStore):
+    root = Path(writable.root)
+    (root / "lost+found").mkdir()
+    (root / "minimal" / "Not-A-Table" / "_delta_log").mkdir(parents=True)
+    with ArtifactSQL(writable) as engine:
+        assert "minimal__telemetry" in engine.views
+        assert not any("Not-A-Table" in v or "lost" in v for v in engine.views)
+        assert engine.execute("SELECT count(*) AS n FROM meshinsights_history").num_rows == 1
