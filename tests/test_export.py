@@ -38,8 +38,18 @@ def expected_rows(root: Path, table: str, machine: str, window: Window) -> pd.Da
 
 def test_csv_export_equals_the_store(seeded: Path, tmp_path: Path):
     out = tmp_path / "t.csv"
-    result = export(seeded, "telemetry", "--machine", "hvac-002", "--start", "2024-01-01T06:00",
-                    "--end", "2024-01-01T18:00", "--out", str(out))
+    result = export(
+        seeded,
+        "telemetry",
+        "--machine",
+        "hvac-002",
+        "--start",
+        "2024-01-01T06:00",
+        "--end",
+        "2024-01-01T18:00",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     window = Window.parse("2024-01-01T06:00", "2024-01-01T18:00")
     expected = expected_rows(seeded, "telemetry", "hvac-002", window)
@@ -49,13 +59,24 @@ def test_csv_export_equals_the_store(seeded: Path, tmp_path: Path):
         got[col] = pd.to_datetime(got[col], utc=True).astype(expected[col].dtype)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert f"wrote {len(expected):,} rows of minimal/telemetry for hvac-002" in " ".join(
-        result.output.split())
+        result.output.split()
+    )
 
 
 def test_parquet_export_keeps_types(seeded: Path, tmp_path: Path):
     out = tmp_path / "nested" / "hourly.parquet"
-    result = export(seeded, "temperature_hourly", "-m", "hvac-001", "--start", "2024-01-01",
-                    "--end", "2024-01-03", "--out", str(out))
+    result = export(
+        seeded,
+        "temperature_hourly",
+        "-m",
+        "hvac-001",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-03",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     got = pq.read_table(out)
     expected = expected_rows(seeded, "temperature_hourly", "hvac-001", DAYS)
@@ -66,8 +87,18 @@ def test_parquet_export_keeps_types(seeded: Path, tmp_path: Path):
 
 def test_last_days_counts_back_from_the_latest_row(seeded: Path, tmp_path: Path):
     out = tmp_path / "last.parquet"
-    result = export(seeded, "telemetry", "-m", "hvac-001", "--last-days", "1", "--format",
-                    "parquet", "--out", str(out))
+    result = export(
+        seeded,
+        "telemetry",
+        "-m",
+        "hvac-001",
+        "--last-days",
+        "1",
+        "--format",
+        "parquet",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     got = pq.read_table(out).to_pandas()
     day2 = Window.parse("2024-01-02", "2024-01-03")
@@ -79,38 +110,90 @@ def test_ambiguous_table_needs_pipeline(seeded: Path, tmp_path: Path):
     shutil.copytree(seeded, root)
     store = DeltaStore(str(root))
     day1 = Window.parse("2024-01-01", "2024-01-02")
-    store.overwrite("other", "telemetry", store.read("minimal", "telemetry", "hvac-001", day1)
-                    .head(5), machine_ids="hvac-001", window=day1, schema=TELEMETRY_SCHEMA)
+    store.overwrite(
+        "other",
+        "telemetry",
+        store.read("minimal", "telemetry", "hvac-001", day1).head(5),
+        machine_ids="hvac-001",
+        window=day1,
+        schema=TELEMETRY_SCHEMA,
+    )
     args = ["telemetry", "-m", "hvac-001", "--start", "2024-01-01", "--end", "2024-01-02"]
     result = export(root, *args, "--out", str(tmp_path / "a.csv"))
     assert isinstance(result.exception, ConfigError)
-    assert "several pipelines (minimal, other)" in str(result.exception)
+    assert "several pipelines (minimal, other) with this machine's rows" in str(result.exception)
     assert "--pipeline" in str(result.exception)
     result = export(root, *args, "--pipeline", "other", "--out", str(tmp_path / "b.csv"))
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "b.csv")) == 5
+    # hvac-002 has rows in one of the two pipelines only: that one is meant.
+    result = export(
+        root,
+        "telemetry",
+        "-m",
+        "hvac-002",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02",
+        "--out",
+        str(tmp_path / "c.csv"),
+    )
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "c.csv")) == len(
+        store.read("minimal", "telemetry", "hvac-002", day1)
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["telemetri", "-m", "hvac-001", "--last-days", "1", "--out", "x.csv"],
-         "did you mean telemetry"),
-        (["telemetry", "-m", "hvac-009", "--last-days", "1", "--out", "x.csv"],
-         "machine 'hvac-009' has no rows in minimal/telemetry; machines there: hvac-001, hvac-002"),
-        (["telemetry", "-m", "hvac-001", "--last-days", "1", "--start", "2024-01-01",
-          "--out", "x.csv"], "either --last-days or --start/--end"),
-        (["telemetry", "-m", "hvac-001", "--start", "2024-01-01", "--out", "x.csv"],
-         "pass --start and --end"),
-        (["telemetry", "-m", "hvac-001", "--last-days", "1", "--out", "x.txt"],
-         "cannot tell the output format"),
-        (["../etc", "-m", "hvac-001", "--last-days", "1", "--out", "x.csv"],
-         "invalid table name"),
-        (["telemetry", "-m", "hvac-001;drop", "--last-days", "1", "--out", "x.csv"],
-         "invalid machine id"),
+        (
+            ["telemetri", "-m", "hvac-001", "--last-days", "1", "--out", "x.csv"],
+            "did you mean telemetry",
+        ),
+        (
+            ["telemetry", "-m", "hvac-009", "--last-days", "1", "--out", "x.csv"],
+            "machine 'hvac-009' has no rows in minimal/telemetry; machines there: "
+            "hvac-001, hvac-002",
+        ),
+        (
+            [
+                "telemetry",
+                "-m",
+                "hvac-001",
+                "--last-days",
+                "1",
+                "--start",
+                "2024-01-01",
+                "--out",
+                "x.csv",
+            ],
+            "either --last-days or --start/--end",
+        ),
+        (
+            ["telemetry", "-m", "hvac-001", "--start", "2024-01-01", "--out", "x.csv"],
+            "pass --start and --end",
+        ),
+        (
+            ["telemetry", "-m", "hvac-001", "--last-days", "1", "--out", "x.txt"],
+            "cannot tell the output format",
+        ),
+        (["../etc", "-m", "hvac-001", "--last-days", "1", "--out", "x.csv"], "invalid table name"),
+        (
+            ["telemetry", "-m", "hvac-001;drop", "--last-days", "1", "--out", "x.csv"],
+            "invalid machine id",
+        ),
     ],
-    ids=["unknown-table", "unknown-machine", "both-ranges", "half-range", "bad-format",
-         "path-in-table", "bad-machine-id"],
+    ids=[
+        "unknown-table",
+        "unknown-machine",
+        "both-ranges",
+        "half-range",
+        "bad-format",
+        "path-in-table",
+        "bad-machine-id",
+    ],
 )
 def test_bad_arguments_get_clear_errors(seeded: Path, tmp_path: Path, args, message):
     args = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
@@ -123,8 +206,18 @@ def test_bad_arguments_get_clear_errors(seeded: Path, tmp_path: Path, args, mess
 
 def test_empty_window_writes_an_empty_file_with_the_schema(seeded: Path, tmp_path: Path):
     out = tmp_path / "empty.parquet"
-    result = export(seeded, "telemetry", "-m", "hvac-001", "--start", "2023-01-01", "--end",
-                    "2023-01-02", "--out", str(out))
+    result = export(
+        seeded,
+        "telemetry",
+        "-m",
+        "hvac-001",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-02",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.num_rows == 0 and table.column_names == [f.name for f in TELEMETRY_SCHEMA]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -61,9 +60,6 @@ def dashboard(
         highlight=False,
     )
     cmd = streamlit_command(port=port, address=address, headless=not open_browser)
-    # exec-style child: this process never touched deltalake, and streamlit owns the terminal.
-    try:
-        code = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    # Become streamlit (exec, no child): Ctrl-C and SIGTERM reach the server itself, and no
+    # orphan is left behind. This process never imported deltalake, so nothing is inherited.
+    os.execve(cmd[0], cmd, env)

@@ -42,12 +42,20 @@ def write_table(table: Any, path: Path, fmt: Format) -> None:
         pacsv.write_csv(table, path)
 
 
-def resolve_table(store: Any, table: str, pipeline: str | None) -> str:
-    """The pipeline (namespace) holding ``table``; ambiguity and absence are clear errors."""
+def resolve_table(store: Any, table: str, pipeline: str | None, machine: str | None = None) -> str:
+    """The pipeline holding ``table`` (for ``machine``); ambiguity and absence are clear errors.
+
+    A table name several pipelines share is resolved by the machine: a machine belongs to one
+    pipeline, so the one pipeline whose table has the machine's rows is meant.
+    """
     from meshinsights.model import check_table_name
+    from meshinsights.store.sql import listed_tables, table_extents
 
     check_table_name(table)
-    owners = [ns for ns in store.namespaces() if table in store.table_names(ns)]
+    owners = [ns for ns, name in listed_tables(store) if name == table]
+    if pipeline is None and len(owners) > 1 and machine is not None:
+        having = [ns for ns in owners if machine in table_extents(store, ns, table)]
+        owners = having if len(having) == 1 else owners
     if pipeline is not None:
         if pipeline not in owners:
             raise ConfigError(
@@ -59,10 +67,10 @@ def resolve_table(store: Any, table: str, pipeline: str | None) -> str:
         return owners[0]
     if owners:
         raise ConfigError(
-            f"table {table!r} exists in several pipelines ({', '.join(owners)}); pass "
-            f"--pipeline {owners[0]} (or another)"
+            f"table {table!r} exists in several pipelines ({', '.join(owners)}) with this "
+            f"machine's rows; pass --pipeline {owners[0]} (or another)"
         )
-    every = sorted({t for ns in store.namespaces() for t in store.table_names(ns)})
+    every = sorted({name for _, name in listed_tables(store)})
     close = difflib.get_close_matches(table, every, n=3)
     raise ConfigError(
         f"no table {table!r} in {store.root}"
@@ -108,8 +116,8 @@ def export(
 
     fmt_checked = output_format(out_path, fmt)
     store = DeltaStore(state.settings.store_uri)
-    namespace = resolve_table(store, table, pipeline)
     check_machine_id(machine)
+    namespace = resolve_table(store, table, pipeline, machine)
     extents = table_extents(store, namespace, table)
     if machine not in extents:
         listed = sorted(extents)

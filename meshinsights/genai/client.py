@@ -257,9 +257,17 @@ def complete(
     finally:
         client.close()
     latency = time.perf_counter() - started
-    choice = resp.choices[0] if resp.choices else None
-    message = choice.message if choice else None
-    content = (message.content or getattr(message, "refusal", None) or "") if message else ""
+    try:
+        choice, content, tokens = _unpack(resp)
+    except (AttributeError, TypeError, IndexError, KeyError) as exc:
+        # A 200 whose body is JSON but not a chat completion (a proxy, a wrong base_url).
+        raise GenAIError(
+            f"{config.provider} returned a malformed response ({type(exc).__name__}: {exc}); "
+            "check that base_url points at an OpenAI-compatible chat-completions API",
+            attempts=attempts,
+            waits=waits,
+            latency_s=latency,
+        ) from exc
     if not content.strip():
         raise GenAIError(
             f"{config.provider} returned an empty answer (finish_reason="
@@ -269,19 +277,29 @@ def complete(
             latency_s=latency,
         )
     analysis, status = parse_answer(content)
-    usage = resp.usage
     return Completion(
         content,
         analysis,
         status,
         resp.model or config.model,
-        usage.prompt_tokens if usage else None,
-        usage.completion_tokens if usage else None,
+        *tokens,
         latency,
         attempts,
         waits,
         choice.finish_reason if choice else None,
     )
+
+
+def _unpack(resp: Any) -> tuple[Any, str, tuple[int | None, int | None]]:
+    """(first choice, its text, (prompt, completion) tokens); raises on a malformed body."""
+    choice = resp.choices[0] if resp.choices else None
+    message = choice.message if choice else None
+    content = (message.content or getattr(message, "refusal", None) or "") if message else ""
+    if not isinstance(content, str):
+        raise TypeError(f"message content is {type(content).__name__}, not text")
+    usage = resp.usage
+    tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (None, None)
+    return choice, content, tokens
 
 
 def estimate_cost(

@@ -120,7 +120,10 @@ class DeltaStore:
         df = arrow.to_pandas()
         if "month" in df.columns and (columns is None or "month" not in columns):
             df = df.drop(columns="month")
-        sort = [c for c in ("machine_id", "ts") if c in df.columns]
+        # One machine: sorting by ts alone gives the same order without factorizing the string
+        # column (6x cheaper on a 90-day machine-window).
+        keys = ("ts",) if isinstance(machine_ids, str) else ("machine_id", "ts")
+        sort = [c for c in keys if c in df.columns]
         return df.sort_values(sort, kind="stable").reset_index(drop=True) if sort else df
 
     def read_arrow(
@@ -422,12 +425,22 @@ def _prepare(
                     f"{table}: column {col} holds {n_inf} infinite value(s); replace them with "
                     "null (NaN is stored as null) or quarantine the rows"
                 )
-    df["month"] = df["ts"].dt.strftime("%Y-%m")
+    df["month"] = _months(df["ts"])
     try:
         arrow = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise StoreError(f"{table}: cannot convert frame to Arrow ({exc}); fix the column types") from exc
     return _conform(arrow, schema, table, evolve)
+
+
+def _months(ts: pd.Series) -> np.ndarray:
+    """``YYYY-MM`` of each UTC timestamp, formatting each distinct month once.
+
+    ``dt.strftime`` per row took 0.4 s of a 90-day machine-window's write (bench/overhead.py).
+    """
+    months = ts.to_numpy(dtype="datetime64[us]").astype("datetime64[M]")
+    codes, uniques = pd.factorize(months)
+    return np.asarray(np.datetime_as_string(uniques, unit="M"), dtype=object)[codes]
 
 
 def _conform(arrow: pa.Table, schema: pa.Schema | None, table: str, evolve: bool) -> pa.Table:

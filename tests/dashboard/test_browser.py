@@ -51,7 +51,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 90)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # The server runs in its own session so that the whole group it started is ended.
+    """End the server and anything it started (it runs in its own process group)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -59,6 +59,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+    deadline = time.monotonic() + 20
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not _group_alive(proc.pid), "the server left processes behind"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture

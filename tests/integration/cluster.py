@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from meshinsights.orchestration.local_stack import (
     Component,
@@ -67,18 +68,23 @@ class Cluster:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
-    def start(self, *components: str, timeout: float = 180) -> None:
+    def start(self, *components: str | tuple[str, list[str]], timeout: float = 180) -> None:
+        """Migrate the DB, then start each component: a command ("scheduler") or (name, args)."""
         self.airflow("db", "migrate", timeout=300)
-        for name in components:
-            argv = [AIRFLOW, *name.split()]
-            self.procs[name] = spawn(Component(name.replace(" ", "-"), argv), self.env,
-                                     self.run_dir)
+        for item in components:
+            name, args = (item, item.split()) if isinstance(item, str) else item
+            self.procs[name] = spawn(Component(name.replace(" ", "-"), [AIRFLOW, *args]),
+                                     self.env, self.run_dir)
         if not wait_http(f"{self.url}/api/v2/monitor/health", timeout=timeout,
                          procs=list(self.procs.values())):
             raise AssertionError(f"api-server did not come up:\n{self.logs()}")
 
     def stop(self) -> None:
-        stop_all(self.run_dir, timeout=20)
+        stop_all(self.run_dir, timeout=30)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances"
+        return list(self.request("GET", path)["task_instances"])
 
     def logs(self, lines: int = 40) -> str:
         out = []
