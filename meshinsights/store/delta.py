@@ -309,7 +309,9 @@ class DeltaStore:
         from pyarrow import fs as pafs
 
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        # Stray folders (lost+found, .ipynb_checkpoints) are not namespaces: skip, don't fail.
+        return sorted(i.base_name for i in infos
+                      if i.type == pafs.FileType.Directory and _is_name(i.base_name))
 
     def table_names(self, namespace: str) -> list[str]:
         from pyarrow import fs as pafs
@@ -320,7 +322,7 @@ class DeltaStore:
         )
         return sorted(
             i.base_name for i in infos
-            if i.type == pafs.FileType.Directory
+            if i.type == pafs.FileType.Directory and _is_name(i.base_name)
             and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory
         )
 
@@ -364,6 +366,14 @@ class DeltaStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_table_name(name)
+    except Exception:
+        return False
+    return True
 
 
 def _try_open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:

@@ -160,3 +160,12 @@ def test_tables_lists_versions_and_rows(store: DeltaStore, day: Window):
     (info,) = store.tables()
     # version 0 creates the empty table, then one commit per write
     assert (info.namespace, info.name, info.version, info.rows) == (NS, "telemetry", 2, 12)
+
+
+def test_stray_folders_in_the_store_are_skipped(store: DeltaStore, day: Window):
+    from pathlib import Path
+
+    write(store, frame("a", "2024-01-01", 2), "a", day)
+    (Path(store.root) / "lost+found").mkdir()
+    (Path(store.root) / NS / "Not-A-Table").mkdir()
+    assert [(t.namespace, t.name) for t in store.tables()] == [(NS, "telemetry")]
