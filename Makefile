@@ -46,11 +46,15 @@ run: venv
 stop:
 	@test -x $(BIN)/python && scripts/run.sh stop || true
 
+# Full run (~2 h on 2 cores) -> bench/results/latest.json; BENCH_ARGS="--quick" for a <2 min
+# smoke run, BENCH_ARGS="--only partitions" for one benchmark. Results: BENCHMARKS.md.
 bench: venv
-	@echo "benchmarks arrive with the benchmarks issue"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# Long reliability runs (see RELIABILITY.md): 200 kill -9 trials, 64 writers × 3 generations,
+# 2,000 random examples per property. Figures land in test-artifacts/reliability/.
 soak: venv
-	@echo "soak tests arrive with the reliability issue"
+	MESHINSIGHTS_SOAK=1 $(BIN)/python -m pytest -q tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf data .airflow .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from unittest.mock import patch
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -97,12 +97,15 @@ def _hourly(bench: Bench, telemetry: pa.Table, reps: int) -> None:
     result = average_temperature(df, metric="temperature", freq="1h")
     expected = con.execute(HOURLY_SQL).df()
     _check_equal(result, expected, ["mean", "min", "max", "count"], "average_temperature")
-    times = interleaved({
-        "pandas_step": lambda: average_temperature(df, metric="temperature", freq="1h"),
-        "duckdb": lambda: con.sql(HOURLY_SQL).to_arrow_table(),
-        "duckdb_1thread": lambda: con1.sql(HOURLY_SQL).to_arrow_table(),
-        "arrow_to_pandas": lambda: telemetry.to_pandas(),
-    }, reps)
+    times = interleaved(
+        {
+            "pandas_step": lambda: average_temperature(df, metric="temperature", freq="1h"),
+            "duckdb": lambda: con.sql(HOURLY_SQL).to_arrow_table(),
+            "duckdb_1thread": lambda: con1.sql(HOURLY_SQL).to_arrow_table(),
+            "arrow_to_pandas": lambda: telemetry.to_pandas(),
+        },
+        reps,
+    )
     _ratio(bench, "hourly aggregates", times)
 
 
@@ -119,9 +122,15 @@ def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
     con.register("t", clean_arrow)
     con1.register("t", clean_arrow)
     edges = sorted(params["stage_edges"])
-    sql = CYCLES_SQL.format(e1=edges[0], e2=edges[1], metric=params["metric"], step_min=1,
-                            min_minutes=params["min_minutes"], max_minutes=params["max_minutes"],
-                            hours=(window.end - window.start).total_seconds() / 3600.0)
+    sql = CYCLES_SQL.format(
+        e1=edges[0],
+        e2=edges[1],
+        metric=params["metric"],
+        step_min=1,
+        min_minutes=params["min_minutes"],
+        max_minutes=params["max_minutes"],
+        hours=(window.end - window.start).total_seconds() / 3600.0,
+    )
 
     def pandas_steps() -> pd.DataFrame:
         return cycle_medians(detect_cycles(clean, **params, window=window), window=window)
@@ -130,27 +139,42 @@ def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
         with patch.object(cycles_module, "_segments", segments_vectorized):
             return pandas_steps()
 
-    cols = ["n_cycles", "n_rejected", "median", "mad", "cv", "median_duration_min",
-            "total_minutes", "cycles_per_hour"]
+    cols = [
+        "n_cycles",
+        "n_rejected",
+        "median",
+        "mad",
+        "cv",
+        "median_duration_min",
+        "total_minutes",
+        "cycles_per_hour",
+    ]
     expected = con.execute(sql).df()
     _check_equal(pandas_steps(), expected, cols, "cycle_medians", key="stage")
     _check_equal(prototype(), expected, cols, "cycle_medians (vectorised)", key="stage")
-    times = interleaved({
-        "pandas_step": pandas_steps,
-        "pandas_vectorised_prototype": prototype,
-        "duckdb": lambda: con.sql(sql).to_arrow_table(),
-        "duckdb_1thread": lambda: con1.sql(sql).to_arrow_table(),
-        "detect_cycles_only": lambda: detect_cycles(clean, **params, window=window),
-    }, reps)
+    times = interleaved(
+        {
+            "pandas_step": pandas_steps,
+            "pandas_vectorised_prototype": prototype,
+            "duckdb": lambda: con.sql(sql).to_arrow_table(),
+            "duckdb_1thread": lambda: con1.sql(sql).to_arrow_table(),
+            "detect_cycles_only": lambda: detect_cycles(clean, **params, window=window),
+        },
+        reps,
+    )
     _ratio(bench, "cycle medians (detect_cycles + cycle_medians)", times)
-    bench.add("cycles: detect_cycles share of the pandas time",
-              median(times["detect_cycles_only"]) / median(times["pandas_step"]), "")
+    bench.add(
+        "cycles: detect_cycles share of the pandas time",
+        median(times["detect_cycles_only"]) / median(times["pandas_step"]),
+        "",
+    )
     proto = median(times["pandas_vectorised_prototype"]) / median(times["duckdb"])
     bench.add("cycles, vectorised _segments prototype / DuckDB", proto, "x", "<= 5", proto <= 5)
 
 
-def _check_equal(result: pd.DataFrame, expected: pd.DataFrame, cols: list[str], what: str,
-                 key: str = "ts") -> None:
+def _check_equal(
+    result: pd.DataFrame, expected: pd.DataFrame, cols: list[str], what: str, key: str = "ts"
+) -> None:
     """Fail loudly if the two engines disagree: a benchmark of different results is worthless."""
     if len(result) != len(expected):
         raise AssertionError(f"{what}: pandas {len(result)} rows, DuckDB {len(expected)} rows")
@@ -173,19 +197,23 @@ def _ratio(bench: Bench, label: str, times: dict[str, list[float]]) -> None:
     d1 = median(times["duckdb_1thread"])
     bench.add(f"{label}: pandas / DuckDB (1 thread)", p / d1, "x")
     if "arrow_to_pandas" in times:
-        bench.add(f"{label}: Arrow -> pandas (runner read)",
-                  median(times["arrow_to_pandas"]) * 1000, "ms")
+        bench.add(
+            f"{label}: Arrow -> pandas (runner read)", median(times["arrow_to_pandas"]) * 1000, "ms"
+        )
 
 
 def bench_engine(workdir: Path, *, quick: bool) -> Bench:
     days = 3 if quick else 90
     reps = 3 if quick else 7
-    prep = prepare(workdir, days=days)
-    telemetry = prep.store.read_arrow(prep.pipeline, "telemetry", MACHINE, prep.window,
-                                      columns=["ts", "metric", "value", "unit"])
-    bench = Bench("engine", "Step engine (pandas) vs DuckDB SQL over the same Arrow data",
-                  params={"machine": MACHINE, "days": days, "rows": telemetry.num_rows,
-                          "reps": reps})
+    prep = prepare(workdir, days=days, quick=quick)
+    telemetry = prep.store.read_arrow(
+        prep.pipeline, "telemetry", MACHINE, prep.window, columns=["ts", "metric", "value", "unit"]
+    )
+    bench = Bench(
+        "engine",
+        "Step engine (pandas) vs DuckDB SQL over the same Arrow data",
+        params={"machine": MACHINE, "days": days, "rows": telemetry.num_rows, "reps": reps},
+    )
     _hourly(bench, telemetry, reps)
     _cycles(bench, telemetry, prep.window, reps)
     return bench
@@ -205,21 +233,26 @@ def segments_vectorized(s: pd.Series, edges: list[float], step: pd.Timedelta) ->
     stage = stage_of(values, edges)
     starts, lengths = runs(stage)
     after = starts + lengths
-    stats = pd.Series(values).groupby(np.repeat(np.arange(len(starts)), lengths)).agg(
-        ["median", "mean", "min", "max"])
+    stats = (
+        pd.Series(values)
+        .groupby(np.repeat(np.arange(len(starts)), lengths))
+        .agg(["median", "mean", "min", "max"])
+    )
     keep = (stage[starts] >= 0) & (after < len(values))
     starts, lengths, after = starts[keep], lengths[keep], after[keep]
     stats = stats[keep].reset_index(drop=True)
     prev = np.maximum(starts - 1, 0)
     known_before = (starts > 0) & (ts[starts] - ts[prev] <= step) & (stage[prev] >= 0)
     known_after = (stage[after] >= 0) & (ts[after] - ts[after - 1] <= step)
-    out = pd.DataFrame({
-        "ts": ts[after - 1] + step,
-        "start_ts": ts[starts],
-        "stage": stage[starts],
-        "duration_min": lengths * (step / pd.Timedelta(minutes=1)),
-        "n_samples": lengths.astype("int64"),
-    })
+    out = pd.DataFrame(
+        {
+            "ts": ts[after - 1] + step,
+            "start_ts": ts[starts],
+            "stage": stage[starts],
+            "duration_min": lengths * (step / pd.Timedelta(minutes=1)),
+            "n_samples": lengths.astype("int64"),
+        }
+    )
     out[["median", "mean", "min", "max"]] = stats.to_numpy()
     out["complete"] = known_before & known_after
     return out

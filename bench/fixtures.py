@@ -18,17 +18,24 @@ PREFERRED = "hvac_power"
 FALLBACK = "minimal"
 
 
-def pick_pipeline(configs_dir: Path = REPO / "configs") -> str:
-    """``$BENCH_PIPELINE`` if set; else ``hvac_power`` when it loads cleanly, else ``minimal``."""
+def pick_pipeline(*, quick: bool = False, configs_dir: Path = REPO / "configs") -> str:
+    """``$BENCH_PIPELINE`` if set; else ``hvac_power`` when it loads cleanly, else ``minimal``.
+
+    Quick (smoke) runs use ``minimal``: they check the harness, not the numbers.
+    """
     from meshinsights.config import load_configs
 
     loaded = load_configs(configs_dir)
     forced = os.environ.get("BENCH_PIPELINE")
     if forced:
         if forced not in loaded.pipelines:
-            raise RuntimeError(f"BENCH_PIPELINE={forced!r} is not a valid pipeline in "
-                               f"{configs_dir}; valid: {sorted(loaded.pipelines)}")
+            raise RuntimeError(
+                f"BENCH_PIPELINE={forced!r} is not a valid pipeline in "
+                f"{configs_dir}; valid: {sorted(loaded.pipelines)}"
+            )
         return forced
+    if quick:
+        return FALLBACK
     return PREFERRED if PREFERRED in loaded.pipelines else FALLBACK
 
 
@@ -71,5 +78,11 @@ def ingest(configs: Any, machine_id: str, window: Any, store: Any, url: str) -> 
     from meshinsights.orchestration.ingest import run_ingest
 
     machine = configs.machine(machine_id)
-    return run_ingest(machine, configs.pipeline_of(machine), window, store, run_id="bench",
-                      resolver=lambda _conn_id: url)
+    return run_ingest(
+        machine,
+        configs.pipeline_of(machine),
+        window,
+        store,
+        run_id="bench",
+        resolver=lambda _conn_id: url,
+    )

@@ -30,8 +30,11 @@ def _run(workdir: Path, n: int, tag: str, pipeline: str) -> dict[str, Any]:
         (root / "READY").write_text(url)
     url = (root / "READY").read_text()
     store = fresh_dir(root / f"store-{tag}")
-    return run_child("bench.fleet_child", ["--configs", str(root / "configs"), "--store",
-                                           str(store), "--source", url], timeout=4 * 3600)
+    return run_child(
+        "bench.fleet_child",
+        ["--configs", str(root / "configs"), "--store", str(store), "--source", url],
+        timeout=4 * 3600,
+    )
 
 
 def _decile_medians(values: list[float]) -> tuple[float, float]:
@@ -40,19 +43,31 @@ def _decile_medians(values: list[float]) -> tuple[float, float]:
 
 
 def bench_fleet(workdir: Path, *, quick: bool) -> Bench:
-    small, large = (10, 30) if quick else (100, 1000)
-    pipeline = fixtures.pick_pipeline()
-    bench = Bench("fleet", "Fleet throughput and peak memory (local runner, 1 day at 1 min)",
-                  params={"sizes": [small, large], "pipeline": pipeline, "order":
-                          [small, large, small], "days": 1})
-    runs = {"small_a": _run(workdir, small, "a", pipeline),
-            "large": _run(workdir, large, "a", pipeline),
-            "small_b": _run(workdir, small, "b", pipeline)}
+    small, large = (3, 8) if quick else (100, 1000)
+    pipeline = fixtures.pick_pipeline(quick=quick)
+    bench = Bench(
+        "fleet",
+        "Fleet throughput and peak memory (local runner, 1 day at 1 min)",
+        params={
+            "sizes": [small, large],
+            "pipeline": pipeline,
+            "order": [small, large, small],
+            "days": 1,
+        },
+    )
+    runs = {
+        "small_a": _run(workdir, small, "a", pipeline),
+        "large": _run(workdir, large, "a", pipeline),
+        "small_b": _run(workdir, small, "b", pipeline),
+    }
     for key, r in runs.items():
-        bench.samples[key] = {k: v for k, v in r.items()
-                              if k not in ("per_machine_seconds", "rss_mb_after_each")}
-        bench.samples[key]["rss_mb_first_last"] = [round(r["rss_mb_after_each"][0], 1),
-                                                   round(r["rss_mb_after_each"][-1], 1)]
+        bench.samples[key] = {
+            k: v for k, v in r.items() if k not in ("per_machine_seconds", "rss_mb_after_each")
+        }
+        bench.samples[key]["rss_mb_first_last"] = [
+            round(r["rss_mb_after_each"][0], 1),
+            round(r["rss_mb_after_each"][-1], 1),
+        ]
     small_runs = [runs["small_a"], runs["small_b"]]
     big = runs["large"]
     for label, rs in ((f"{small} machines", small_runs), (f"{large} machines", [big])):
@@ -61,20 +76,26 @@ def bench_fleet(workdir: Path, *, quick: bool) -> Bench:
         bench.add(f"{label}: rows/s end to end", rate, "rows/s")
         bench.add(f"{label}: median seconds per machine", per, "s")
         bench.add(f"{label}: peak RSS", median([r["peak_rss_mb"] for r in rs]), "MB")
-    first, last = _decile_medians(big["per_machine_seconds"])
+    first, last = _decile_medians(big["per_machine_seconds"][1:])  # machine 1 pays imports
     bench.add(f"{large} machines: per-machine time, last decile / first", last / first, "x")
     peak_small = median([r["peak_rss_mb"] for r in small_runs])
     ratio = big["peak_rss_mb"] / peak_small
     bench.add(f"peak RSS {large} / {small}", ratio, "x", "~1 (<= 1.2)", ratio <= 1.2)
-    growth = big["rss_mb_after_each"][-1] - big["rss_mb_after_each"][max(0, large // 10 - 1)]
-    bench.add(f"RSS growth from machine {large // 10} to {large}", growth, "MB")
+    k = max(1, large // 10)
+    growth = big["rss_mb_after_each"][-1] - big["rss_mb_after_each"][k - 1]
+    bench.add(f"RSS growth from machine {k} to {large}", growth, "MB")
     window_mb = max(r["window_mb"] for r in runs.values())
-    above = big["peak_rss_mb"] - big["baseline_rss_mb"]
+    first = big["peak_rss_mb_after_first_machine"]
     bench.add("largest machine-window (telemetry, pandas)", window_mb, "MB")
-    bench.add("peak RSS above the imported baseline", above, "MB")
-    bench.add("... in machine-windows", above / window_mb if window_mb else 0.0, "x")
+    bench.add(f"peak RSS after the first machine ({large}-machine run)", first, "MB")
+    bench.add(
+        f"peak RSS growth over the remaining {large - 1} machines", big["peak_rss_mb"] - first, "MB"
+    )
     bench.notes.append(
-        f"bound: peak RSS <= baseline {big['baseline_rss_mb']:.0f} MB + k x largest "
-        f"machine-window ({window_mb:.1f} MB); measured k = {above / window_mb:.1f} at {large}"
-        " machines" if window_mb else "window size unknown")
+        f"bound: peak RSS = fixed runtime (interpreter, pandas, pyarrow, deltalake, step "
+        f"library) + one machine-window ({window_mb:.1f} MB of telemetry plus its step outputs) "
+        f"+ the Delta log state of the open table (grows with files, not rows); it is reached "
+        f"in the first machine ({first:.0f} MB) and grew {big['peak_rss_mb'] - first:.0f} MB "
+        f"over {large - 1} more"
+    )
     return bench

@@ -24,6 +24,10 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _window_mb(store: Any, namespace: str, machine: str, window: Any) -> float:
     """In-memory size of one machine-window of telemetry as the runner holds it (pandas)."""
     df = store.read(namespace, "telemetry", machine, window)
@@ -50,29 +54,37 @@ def main(argv: list[str] | None = None) -> int:
     window = Window.parse(args.start, args.end)
     machines = sorted(configs.machines)
     baseline = _rss_mb()
-    per_machine, rss, rows = [], [], 0
+    per_machine, rss, rows, peak_after_first = [], [], 0, 0.0
     started = time.perf_counter()
     for mid in machines:
         t = time.perf_counter()
-        summaries = run_pipeline(configs, mid, window, store, run_id="bench",
-                                 resolver=lambda _c: args.source)
+        summaries = run_pipeline(
+            configs, mid, window, store, run_id="bench", resolver=lambda _c: args.source
+        )
         per_machine.append(time.perf_counter() - t)
         rows += sum(int(s.get("rows_in", 0)) for s in summaries if s.get("step") == "ingest")
         rss.append(_rss_mb())
+        if len(rss) == 1:
+            peak_after_first = _peak_mb()
     wall = time.perf_counter() - started
     namespace = configs.pipeline_of(configs.machine(machines[0])).name
     window_mb = max(_window_mb(store, namespace, m, window) for m in machines[:5])
-    print(json.dumps({
-        "machines": len(machines),
-        "rows": rows,
-        "wall_seconds": wall,
-        "per_machine_seconds": per_machine,
-        "rss_mb_after_each": rss,
-        "baseline_rss_mb": baseline,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "window_mb": window_mb,
-        "pipeline": namespace,
-    }))
+    print(
+        json.dumps(
+            {
+                "machines": len(machines),
+                "rows": rows,
+                "wall_seconds": wall,
+                "per_machine_seconds": per_machine,
+                "rss_mb_after_each": rss,
+                "baseline_rss_mb": baseline,
+                "peak_rss_mb": _peak_mb(),
+                "peak_rss_mb_after_first_machine": peak_after_first,
+                "window_mb": window_mb,
+                "pipeline": namespace,
+            }
+        )
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -46,8 +47,13 @@ class Row:
     ok: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": self.value, "unit": self.unit,
-                "target": self.target, "ok": self.ok}
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "unit": self.unit,
+            "target": self.target,
+            "ok": self.ok,
+        }
 
 
 @dataclass
@@ -62,8 +68,9 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, metric: str, value: Any, unit: str = "", target: str = "",
-            ok: bool | None = None) -> None:
+    def add(
+        self, metric: str, value: Any, unit: str = "", target: str = "", ok: bool | None = None
+    ) -> None:
         if isinstance(value, float):
             value = round(value, 4)
         self.rows.append(Row(metric, value, unit, target, ok))
@@ -118,10 +125,8 @@ def _version(module: str) -> str:
 def machine_info() -> dict[str, Any]:
     """The machine and library versions, as recorded in BENCHMARKS.md."""
     mem = ""
-    try:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
         mem = subprocess.run(["free", "-h"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pass
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
@@ -144,20 +149,26 @@ def quiet_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_child(module: str, args: list[str], *, env: Mapping[str, str] | None = None,
-              timeout: float = 3600) -> dict[str, Any]:
+def run_child(
+    module: str, args: list[str], *, env: Mapping[str, str] | None = None, timeout: float = 3600
+) -> dict[str, Any]:
     """Run ``python -m module args`` in a fresh interpreter (never a fork); parse its JSON line.
 
     A fresh interpreter gives a clean peak RSS per run and keeps deltalake's runtime out of
     any forked process.
     """
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO,
-        env=quiet_env(env), timeout=timeout,
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=quiet_env(env),
+        timeout=timeout,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n"
-                           f"{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     last = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not last:
         raise RuntimeError(f"{module} printed no JSON result; stderr:\n{proc.stderr[-2000:]}")

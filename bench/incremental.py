@@ -46,20 +46,27 @@ def _window(start: pd.Timestamp, length: str = "1D") -> Any:
     return Window(start.to_pydatetime(), (start + pd.Timedelta(length)).to_pydatetime())
 
 
-def _setup(root: Path) -> tuple[Any, str, str]:
+def _setup(root: Path, quick: bool) -> tuple[Any, str, str]:
     """Seed 5 days, process days 1–3 into a pristine store; a second source has a late row."""
     from meshinsights.orchestration.runner import run_pipeline
     from meshinsights.store import DeltaStore
 
     url, ids = fixtures.seed_source(root / "source.db", machines=1, days=5)
-    configs = fixtures.load(fixtures.write_configs(root / "configs", fixtures.pick_pipeline(),
-                                                   ids[:1]))
-    run_pipeline(configs, ids[0], _window(DAY1, "3D"), DeltaStore(str(root / "pristine")),
-                 resolver=lambda _c: url)
+    configs = fixtures.load(
+        fixtures.write_configs(root / "configs", fixtures.pick_pipeline(quick=quick), ids[:1])
+    )
+    run_pipeline(
+        configs,
+        ids[0],
+        _window(DAY1, "3D"),
+        DeltaStore(str(root / "pristine")),
+        resolver=lambda _c: url,
+    )
     shutil.copy(root / "source.db", root / "late.db")
     # 30 s after a minute mark: a new row (not a duplicate) arriving at noon on day 4.
-    add_late_row(root / "late.db", ids[0], DAY1 + pd.Timedelta("12h30s"),
-                 DAY1 + pd.Timedelta("3D12h"))
+    add_late_row(
+        root / "late.db", ids[0], DAY1 + pd.Timedelta("12h30s"), DAY1 + pd.Timedelta("3D12h")
+    )
     return configs, url, f"sqlite:///{root / 'late.db'}"
 
 
@@ -69,7 +76,7 @@ def bench_incremental(workdir: Path, *, quick: bool) -> Bench:
 
     reps = 3 if quick else 5
     root = fresh_dir(workdir / "incremental")
-    configs, url, late_url = _setup(root)
+    configs, url, late_url = _setup(root, quick)
     pipeline = configs.pipeline_of(configs.machine(MACHINE)).name
     stores: dict[str, Any] = {}
     out: dict[str, list] = {}
@@ -81,24 +88,36 @@ def bench_incremental(workdir: Path, *, quick: bool) -> Bench:
         stores[name] = DeltaStore(str(dest))
 
     def run(name: str, window: Any, source: str) -> None:
-        out[name] = run_pipeline(configs, MACHINE, window, stores[name],
-                                 resolver=lambda _c: source, split=False)
+        out[name] = run_pipeline(
+            configs, MACHINE, window, stores[name], resolver=lambda _c: source, split=False
+        )
 
     day4 = _window(DAY1 + pd.Timedelta("3D"))
-    times = interleaved({
-        "late": lambda: run("late", day4, late_url),
-        "normal": lambda: run("normal", day4, url),
-        "full_day": lambda: run("full_day", _window(DAY1), url),
-        "hour": lambda: run("hour", _window(DAY1 + pd.Timedelta("12h"), "1h"), url),
-    }, reps, before=reset)
+    times = interleaved(
+        {
+            "late": lambda: run("late", day4, late_url),
+            "normal": lambda: run("normal", day4, url),
+            "full_day": lambda: run("full_day", _window(DAY1), url),
+            "hour": lambda: run("hour", _window(DAY1 + pd.Timedelta("12h"), "1h"), url),
+        },
+        reps,
+        before=reset,
+    )
     reopened = [s["window"] for s in out["late"] if s.get("step") == "ingest" and s.get("late")]
     if not reopened:
         raise AssertionError("the late row did not reopen its window: check the late_query")
     late, normal, full = (median(times[k]) for k in ("late", "normal", "full_day"))
-    bench = Bench("incremental", "Incremental cost of one late row (vs a full-day reprocess)",
-                  params={"pipeline": pipeline, "machine": MACHINE, "reps": reps,
-                          "late_row": "day 1 12:00:30, arriving day 4 12:00",
-                          "reopened_windows": reopened})
+    bench = Bench(
+        "incremental",
+        "Incremental cost of one late row (vs a full-day reprocess)",
+        params={
+            "pipeline": pipeline,
+            "machine": MACHINE,
+            "reps": reps,
+            "late_row": "day 1 12:00:30, arriving day 4 12:00",
+            "reopened_windows": reopened,
+        },
+    )
     bench.samples["times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
     bench.add("next run with a late row waiting", late, "s")
     bench.add("next run without", normal, "s")

@@ -29,9 +29,16 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
     machines = [f"m{i:03d}" for i in range(10)]
     days = 20 if quick else 90
     reps = 3 if quick else 7
-    bench = Bench("maintenance", "Maintenance: machine-window reads before/after compaction",
-                  params={"machines": len(machines), "daily_runs": days, "rows_per_machine_day":
-                          1440, "reps": reps})
+    bench = Bench(
+        "maintenance",
+        "Maintenance: machine-window reads before/after compaction",
+        params={
+            "machines": len(machines),
+            "daily_runs": days,
+            "rows_per_machine_day": 1440,
+            "reps": reps,
+        },
+    )
     before = DeltaStore(str(fresh_dir(workdir / "before")))
     bench.samples["build_seconds"] = round(build_table(before, machines, days), 2)
     shutil.copytree(workdir / "before", workdir / "after")
@@ -39,8 +46,9 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
     t = time.perf_counter()
     metrics = after.compact(NS, TABLE)
     bench.add("compaction time", time.perf_counter() - t, "s")
-    bench.samples["compact_metrics"] = {k: v for k, v in metrics.items()
-                                        if isinstance(v, int | float | str)}
+    bench.samples["compact_metrics"] = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float | str)
+    }
     files_before, files_after = _files(before), _files(after)
     bench.add("files before / after", f"{files_before} / {files_after}")
     machine = machines[len(machines) // 2]

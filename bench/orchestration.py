@@ -41,14 +41,17 @@ def _airflow_env(root: Path, configs: Path, store: Path, url: str) -> dict[str, 
 def _per_task(dag_runs: list[dict[str, Any]], local_runs: list[dict[str, Any]]) -> dict:
     out: dict[str, dict[str, float | None]] = {}
     for task in dag_runs[0]["tasks"]:
+
         def med(key: str, runs: list[dict[str, Any]], field: str, t: str = task) -> float | None:
             vals = [r[field][t][key] for r in runs if r[field].get(t, {}).get(key) is not None]
             return round(median(vals), 4) if vals else None
 
-        out[task] = {"task_seconds": med("task_seconds", dag_runs, "tasks"),
-                     "step_seconds": med("step_seconds", dag_runs, "tasks"),
-                     "func_seconds": med("func_seconds", dag_runs, "tasks"),
-                     "local_step_seconds": med("step_seconds", local_runs, "steps")}
+        out[task] = {
+            "task_seconds": med("task_seconds", dag_runs, "tasks"),
+            "step_seconds": med("step_seconds", dag_runs, "tasks"),
+            "func_seconds": med("func_seconds", dag_runs, "tasks"),
+            "local_step_seconds": med("step_seconds", local_runs, "steps"),
+        }
     return out
 
 
@@ -57,9 +60,20 @@ def _measure(root: Path, pipeline: str, url: str, reps: int) -> dict[str, Any]:
     configs = fixtures.write_configs(root / f"configs-{pipeline}", pipeline, [MACHINE])
     env = _airflow_env(root, configs, root / f"store-airflow-{pipeline}", url)
     dag_id = fixtures.load(configs).machine(MACHINE).dag_id
-    result = run_child("bench.orchestration_child",
-                       ["--dag-id", dag_id, "--machine", MACHINE, "--reps", str(reps),
-                        "--local-store", str(root / f"store-local-{pipeline}")], env=env)
+    result = run_child(
+        "bench.orchestration_child",
+        [
+            "--dag-id",
+            dag_id,
+            "--machine",
+            MACHINE,
+            "--reps",
+            str(reps),
+            "--local-store",
+            str(root / f"store-local-{pipeline}"),
+        ],
+        env=env,
+    )
     return {"dag_id": dag_id, **result}
 
 
@@ -70,6 +84,7 @@ def _report(bench: Bench, pipeline: str, result: dict[str, Any]) -> None:
     bench.add(f"{pipeline}: dag.test() wall, one machine-day", dag_wall, "s")
     bench.add(f"{pipeline}: local runner wall (run_pipeline)", local_wall, "s")
     bench.add(f"{pipeline}: dag.test / local runner", dag_wall / local_wall, "x")
+    bench.add(f"{pipeline}: first dag.test in a fresh process", result["warmup"]["dag_wall"], "s")
     per = _per_task(dag_runs, local_runs)
     bench.samples[f"{pipeline}_per_task"] = per
     task_sum = sum(p["task_seconds"] or 0 for p in per.values())
@@ -80,8 +95,9 @@ def _report(bench: Bench, pipeline: str, result: dict[str, Any]) -> None:
     bench.add(f"{pipeline}: sum of task wall times (Airflow)", task_sum, "s")
     bench.add(f"{pipeline}: sum of run_step/ingest times in tasks", step_sum, "s")
     bench.add(f"{pipeline}: sum of time inside step functions", func_sum, "s")
-    bench.add(f"{pipeline}: Airflow overhead per task (task - run_step)",
-              (task_sum - step_sum) / n, "s")
+    bench.add(
+        f"{pipeline}: Airflow overhead per task (task - run_step)", (task_sum - step_sum) / n, "s"
+    )
     bench.add(f"{pipeline}: share of DAG wall inside step functions", func_sum / dag_wall, "")
 
 
@@ -90,20 +106,34 @@ def bench_orchestration(workdir: Path, *, quick: bool) -> Bench:
     root = fresh_dir(workdir / "orch")
     url, _ = fixtures.seed_source(root / "source.db", machines=1, days=reps + 2)
     env = _airflow_env(root, root, root, url)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   capture_output=True, env=quiet_env(env), cwd=REPO)
-    pipelines = ["minimal"] + (["hvac_power"] if fixtures.pick_pipeline() == "hvac_power"
-                               else [])
-    bench = Bench("orchestration", "Orchestration overhead: dag.test() vs the local runner",
-                  params={"pipelines": pipelines, "machine": MACHINE,
-                          "window": "1 day at 1 min", "reps": reps,
-                          "airflow": _airflow_version()})
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=quiet_env(env),
+        cwd=REPO,
+    )
+    pipelines = ["minimal"] + (
+        ["hvac_power"] if fixtures.pick_pipeline(quick=quick) == "hvac_power" else []
+    )
+    bench = Bench(
+        "orchestration",
+        "Orchestration overhead: dag.test() vs the local runner",
+        params={
+            "pipelines": pipelines,
+            "machine": MACHINE,
+            "window": "1 day at 1 min",
+            "reps": reps,
+            "airflow": _airflow_version(),
+        },
+    )
     for pipeline in pipelines:
         try:
             _report(bench, pipeline, _measure(root, pipeline, url, reps))
         except RuntimeError as exc:  # a failing DAG is a finding: record it, measure the rest
-            first = next((line for line in reversed(str(exc).splitlines()) if line.strip()),
-                         str(exc))
+            first = next(
+                (line for line in reversed(str(exc).splitlines()) if line.strip()), str(exc)
+            )
             bench.add(f"{pipeline}: dag.test()", "failed", "", "success", False)
             bench.notes.append(f"{pipeline}: {first[:400]}")
     bench.notes.append("real scheduler not measured (optional in the brief); see BENCHMARKS.md")

@@ -36,7 +36,9 @@ class Prepared:
         self.configs = fixtures.load(root / "configs")
         self.store = DeltaStore(str(root / "store"))
         start = pd.Timestamp("2024-01-01", tz="UTC")
-        self.window = Window(start.to_pydatetime(), (start + pd.Timedelta(days=days)).to_pydatetime())
+        self.window = Window(
+            start.to_pydatetime(), (start + pd.Timedelta(days=days)).to_pydatetime()
+        )
 
     @property
     def steps(self) -> list[Any]:
@@ -54,16 +56,19 @@ class Prepared:
         return DeltaStore(str(dest))
 
     def sources(self) -> dict[str, pd.DataFrame]:
-        return {t: self.store.read(self.pipeline, t, MACHINE, self.window)
-                for t in SOURCE_TABLES if self.store.exists(self.pipeline, t)}
+        return {
+            t: self.store.read(self.pipeline, t, MACHINE, self.window)
+            for t in SOURCE_TABLES
+            if self.store.exists(self.pipeline, t)
+        }
 
 
-def prepare(workdir: Path, *, days: int) -> Prepared:
+def prepare(workdir: Path, *, days: int, quick: bool = False) -> Prepared:
     """Seed one machine for ``days`` days and ingest it as one window (cached per run)."""
     from meshinsights.model import Window
     from meshinsights.store import DeltaStore
 
-    pipeline = fixtures.pick_pipeline()
+    pipeline = fixtures.pick_pipeline(quick=quick)
     root = workdir / f"prep-{pipeline}-{days}d"
     if (root / "READY").exists():
         return Prepared(root, pipeline, days)
@@ -78,7 +83,7 @@ def prepare(workdir: Path, *, days: int) -> Prepared:
 
 
 class MemoryTables:
-    """A read-only stand-in for DeltaStore over in-memory frames (so branch rules evaluate alike)."""
+    """A read-only stand-in for DeltaStore over in-memory frames (branch rules evaluate alike)."""
 
     def __init__(self, frames: dict[str, pd.DataFrame]) -> None:
         self.frames = frames
@@ -86,8 +91,9 @@ class MemoryTables:
     def exists(self, namespace: str, table: str) -> bool:
         return table in self.frames
 
-    def read(self, namespace: str, table: str, machine_ids: Any, window: Any, **_: Any
-             ) -> pd.DataFrame:
+    def read(
+        self, namespace: str, table: str, machine_ids: Any, window: Any, **_: Any
+    ) -> pd.DataFrame:
         from meshinsights.errors import StoreError
 
         if table not in self.frames:
@@ -103,8 +109,9 @@ def _slice(frame: pd.DataFrame, window: Any) -> pd.DataFrame:
     return frame if bool(keep.all()) else frame[keep].reset_index(drop=True)
 
 
-def _call(planned: Any, inputs: dict[str, pd.DataFrame], machine_id: str, window: Any
-          ) -> pd.DataFrame:
+def _call(
+    planned: Any, inputs: dict[str, pd.DataFrame], machine_id: str, window: Any
+) -> pd.DataFrame:
     extra: dict[str, Any] = {}
     if "window" in planned.spec.wants:
         extra["window"] = window
@@ -115,8 +122,9 @@ def _call(planned: Any, inputs: dict[str, pd.DataFrame], machine_id: str, window
     return out
 
 
-def chain_in_memory(steps: list[Any], frames: dict[str, pd.DataFrame], window: Any,
-                    machine_id: str = MACHINE) -> dict[str, pd.DataFrame]:
+def chain_in_memory(
+    steps: list[Any], frames: dict[str, pd.DataFrame], window: Any, machine_id: str = MACHINE
+) -> dict[str, pd.DataFrame]:
     """Run ``steps`` for one window on in-memory frames (mutated: outputs are added)."""
     from meshinsights.orchestration.runner import evaluate_when
 
@@ -134,9 +142,11 @@ def chain_in_memory(steps: list[Any], frames: dict[str, pd.DataFrame], window: A
                 inputs[arg] = pd.DataFrame(columns=["machine_id", "ts"])
         out = _call(s, inputs, machine_id, window)
         produced[s.output] = out
-        frames[s.output] = (pd.concat([frames[s.output], out], ignore_index=True)
-                            if s.output in frames and s.output not in SOURCE_TABLES
-                            and not frames[s.output].empty else out)
+        frames[s.output] = (
+            pd.concat([frames[s.output], out], ignore_index=True)
+            if s.output in frames and s.output not in SOURCE_TABLES and not frames[s.output].empty
+            else out
+        )
     return produced
 
 
@@ -156,8 +166,9 @@ def _framework(prep: Prepared, store: Any, windows: list[Any], summaries: list) 
         for s in steps:
             if not evaluate_when(s.when, store, prep.pipeline, MACHINE, w):
                 continue
-            summaries.append(run_step(s, MACHINE, w, store, namespace=prep.pipeline,
-                                      run_id="bench"))
+            summaries.append(
+                run_step(s, MACHINE, w, store, namespace=prep.pipeline, run_id="bench")
+            )
 
 
 def _in_memory(prep: Prepared, windows: list[Any], out_dir: Path) -> None:
@@ -185,7 +196,8 @@ def _one_mode(prep: Prepared, workdir: Path, mode: str, reps: int, bench: Bench)
             "framework": lambda: _framework(prep, state["store"], windows, summaries),
             "in_memory": lambda: _in_memory(prep, windows, workdir / "parquet-out"),
         },
-        reps, before=reset,
+        reps,
+        before=reset,
     )
     ratio = median(times["framework"]) / median(times["in_memory"])
     key = mode.replace(" ", "_")
@@ -199,15 +211,17 @@ def _one_mode(prep: Prepared, workdir: Path, mode: str, reps: int, bench: Bench)
 
 def _breakdown(bench: Bench, key: str, summaries: list[dict[str, Any]]) -> None:
     """Per step (last framework rep): time in the function vs read + validate + commit."""
-    per: dict[str, dict[str, float]] = defaultdict(lambda: {"seconds": 0.0, "func_seconds": 0.0,
-                                                             "calls": 0})
+    per: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"seconds": 0.0, "func_seconds": 0.0, "calls": 0}
+    )
     for s in summaries:
         p = per[s["step"]]
         p["seconds"] += s["seconds"]
         p["func_seconds"] += s["func_seconds"]
         p["calls"] += 1
-    bench.samples[f"{key}_per_step"] = {k: {m: round(v, 4) for m, v in d.items()}
-                                        for k, d in per.items()}
+    bench.samples[f"{key}_per_step"] = {
+        k: {m: round(v, 4) for m, v in d.items()} for k, d in per.items()
+    }
     total = sum(p["seconds"] for p in per.values())
     func = sum(p["func_seconds"] for p in per.values())
     if total:
@@ -215,21 +229,27 @@ def _breakdown(bench: Bench, key: str, summaries: list[dict[str, Any]]) -> None:
 
 
 def bench_overhead(workdir: Path, *, quick: bool) -> Bench:
-    days = 3 if quick else 90
+    days, daily_days = (2, 0) if quick else (90, 30)
     reps = 3 if quick else 5
-    prep = prepare(workdir, days=days)
-    bench = Bench("overhead", "Framework overhead: run_step + Delta vs in-memory chain + Parquet",
-                  params={"pipeline": prep.pipeline, "machine": MACHINE, "days": days,
-                          "resolution": "1min", "reps": reps,
-                          "steps": [s.id for s in prep.steps]})
+    prep = prepare(workdir, days=days, quick=quick)
+    bench = Bench(
+        "overhead",
+        "Framework overhead: run_step + Delta vs in-memory chain + Parquet",
+        params={
+            "pipeline": prep.pipeline,
+            "machine": MACHINE,
+            "days": days,
+            "daily_days": daily_days,
+            "resolution": "1min",
+            "reps": reps,
+            "steps": [s.id for s in prep.steps],
+        },
+    )
     if prep.pipeline != "hvac_power":
-        bench.notes.append("hvac_power is not available yet: measured on the minimal pipeline")
+        bench.notes.append(f"measured on the {prep.pipeline} pipeline")
     _one_mode(prep, workdir, "one window", reps, bench)
-    daily_days = days if quick else 30
-    if daily_days != days:
-        prep_daily = prepare(workdir, days=daily_days)
-    else:
-        prep_daily = prep
-    bench.params["daily_days"] = daily_days
-    _one_mode(prep_daily, workdir, "daily windows", reps, bench)
+    if daily_days:  # a daily backfill: one run_step per step and day
+        _one_mode(
+            prepare(workdir, days=daily_days, quick=quick), workdir, "daily windows", reps, bench
+        )
     return bench

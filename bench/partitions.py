@@ -35,21 +35,25 @@ def day_frame(machines: list[str], day: int, *, seed: int = 0) -> pd.DataFrame:
     ts = pd.date_range(START + pd.Timedelta(days=day), periods=1440, freq="1min", tz="UTC")
     n = len(machines)
     rng = np.random.default_rng([seed, day])
-    return pd.DataFrame({
-        "machine_id": np.repeat(np.asarray(machines, dtype=object), 1440),
-        "ts": np.tile(ts.as_unit("us"), n),
-        "metric": "temperature",
-        "value": (21 + rng.normal(0, 0.5, n * 1440)).round(3),
-        "unit": "degC",
-        "ingested_at": np.tile(ts.as_unit("us"), n),
-    })
+    return pd.DataFrame(
+        {
+            "machine_id": np.repeat(np.asarray(machines, dtype=object), 1440),
+            "ts": np.tile(ts.as_unit("us"), n),
+            "metric": "temperature",
+            "value": (21 + rng.normal(0, 0.5, n * 1440)).round(3),
+            "unit": "degC",
+            "ingested_at": np.tile(ts.as_unit("us"), n),
+        }
+    )
 
 
 def _window(day: int, days: int = 1) -> Any:
     from meshinsights.model import Window
 
-    return Window((START + pd.Timedelta(days=day)).to_pydatetime(),
-                  (START + pd.Timedelta(days=day + days)).to_pydatetime())
+    return Window(
+        (START + pd.Timedelta(days=day)).to_pydatetime(),
+        (START + pd.Timedelta(days=day + days)).to_pydatetime(),
+    )
 
 
 def build_table(store: Any, machines: list[str], days: int) -> float:
@@ -58,8 +62,14 @@ def build_table(store: Any, machines: list[str], days: int) -> float:
 
     t = time.perf_counter()
     for d in range(days):
-        store.overwrite(NS, TABLE, day_frame(machines, d), machine_ids=machines,
-                        window=_window(d), schema=TELEMETRY_SCHEMA)
+        store.overwrite(
+            NS,
+            TABLE,
+            day_frame(machines, d),
+            machine_ids=machines,
+            window=_window(d),
+            schema=TELEMETRY_SCHEMA,
+        )
     return time.perf_counter() - t
 
 
@@ -74,22 +84,31 @@ def _alternatives(uri: str, machine: str, window: Any) -> dict[str, Any]:
 
     from meshinsights.store.predicates import window_predicate
 
-    filters = [("machine_id", "in", [machine]), ("month", "in", window.months()),
-               ("ts", ">=", pd.Timestamp(window.start)), ("ts", "<", pd.Timestamp(window.end))]
+    filters = [
+        ("machine_id", "in", [machine]),
+        ("month", "in", window.months()),
+        ("ts", ">=", pd.Timestamp(window.start)),
+        ("ts", "<", pd.Timestamp(window.end)),
+    ]
 
     def full_dataset_filter() -> None:  # the store's read path before the fix
         DeltaTable(uri).to_pyarrow_table(filters=filters)
 
     def stats_pruned() -> None:  # ts in the pruning predicate too: checked per file's stats
-        DeltaTable(uri).to_pyarrow_dataset(file_pruning_predicate=window_predicate(
-            [machine], window)).to_table(filter=pq.filters_to_expression(filters))
+        DeltaTable(uri).to_pyarrow_dataset(
+            file_pruning_predicate=window_predicate([machine], window)
+        ).to_table(filter=pq.filters_to_expression(filters))
 
     def query_builder() -> None:
         sql = f"SELECT * FROM t WHERE {window_predicate([machine], window)}"
         QueryBuilder().register("t", DeltaTable(uri)).execute(sql).read_all()
 
-    return {"open_only": lambda: DeltaTable(uri), "stats_pruned": stats_pruned,
-            "query_builder": query_builder, "full_dataset_filter": full_dataset_filter}
+    return {
+        "open_only": lambda: DeltaTable(uri),
+        "stats_pruned": stats_pruned,
+        "query_builder": query_builder,
+        "full_dataset_filter": full_dataset_filter,
+    }
 
 
 def _curve(bench: Bench, label: str, stores: dict[int, Any], days: int, reps: int) -> None:
@@ -103,8 +122,9 @@ def _curve(bench: Bench, label: str, stores: dict[int, Any], days: int, reps: in
     for n in sizes:
         store, machine = stores[n], _ids(n)[n // 2]
         frame = day_frame([machine], mid_day, seed=1)
-        variants[f"overwrite_{n}"] = (lambda s=store, m=machine, f=frame: s.overwrite(
-            NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA))
+        variants[f"overwrite_{n}"] = lambda s=store, m=machine, f=frame: s.overwrite(
+            NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA
+        )
         variants[f"read_day_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, day)
         variants[f"read_week_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, week)
     times = interleaved(variants, reps)
@@ -139,10 +159,18 @@ def bench_partitions(workdir: Path, *, quick: bool) -> Bench:
     sizes = [10, 30] if quick else [10, 100, 1000]
     days = 5 if quick else 30
     reps = 3 if quick else 7
-    bench = Bench("partitions", "Partition-write scaling: one machine-day in growing tables",
-                  params={"machines": sizes, "days": days, "rows_per_machine_day": 1440,
-                          "files": {n: n * days for n in sizes}, "commits_to_build": days,
-                          "reps": reps})
+    bench = Bench(
+        "partitions",
+        "Partition-write scaling: one machine-day in growing tables",
+        params={
+            "machines": sizes,
+            "days": days,
+            "rows_per_machine_day": 1440,
+            "files": {n: n * days for n in sizes},
+            "commits_to_build": days,
+            "reps": reps,
+        },
+    )
     stores: dict[int, Any] = {}
     for n in sizes:
         root, marker = workdir / f"n{n}", workdir / f"n{n}.READY"
@@ -155,14 +183,16 @@ def bench_partitions(workdir: Path, *, quick: bool) -> Bench:
         stores[n] = store
     _curve(bench, "daily files", stores, days, reps)
     big = sizes[-1]
-    _investigate(bench, stores[big], _ids(big)[big // 2], _window(days // 2), workdir,
-                 reps=3 if quick else 5)
+    _investigate(
+        bench, stores[big], _ids(big)[big // 2], _window(days // 2), workdir, reps=3 if quick else 5
+    )
     _curve(bench, "compacted", _compacted(stores, workdir, bench), days, reps)
     return bench
 
 
-def _investigate(bench: Bench, store: Any, machine: str, window: Any, workdir: Path, *,
-                 reps: int) -> None:
+def _investigate(
+    bench: Bench, store: Any, machine: str, window: Any, workdir: Path, *, reps: int
+) -> None:
     """At the largest size: where a read's time goes, other read paths, and a checkpoint."""
     from deltalake import DeltaTable
 
@@ -173,12 +203,15 @@ def _investigate(bench: Bench, store: Any, machine: str, window: Any, workdir: P
     shutil.copytree(store.root, ckpt_root)
     ckpt = DeltaStore(str(ckpt_root))
     DeltaTable(ckpt.uri(NS, TABLE)).create_checkpoint()
-    variants = {"store.read": lambda: store.read(NS, TABLE, machine, window),
-                "store.read, checkpointed": lambda: ckpt.read(NS, TABLE, machine, window)}
+    variants = {
+        "store.read": lambda: store.read(NS, TABLE, machine, window),
+        "store.read, checkpointed": lambda: ckpt.read(NS, TABLE, machine, window),
+    }
     variants.update(_alternatives(store.uri(NS, TABLE), machine, window))
     variants["open_only, checkpointed"] = lambda: DeltaTable(ckpt.uri(NS, TABLE))
     times = interleaved(variants, reps)
-    bench.samples["read_paths_largest_ms"] = {k: round(median(v) * 1000, 2)
-                                              for k, v in times.items()}
+    bench.samples["read_paths_largest_ms"] = {
+        k: round(median(v) * 1000, 2) for k, v in times.items()
+    }
     for name, v in times.items():
         bench.add(f"largest table, one machine-day: {name}", median(v) * 1000, "ms")

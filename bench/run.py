@@ -92,11 +92,16 @@ def run(names: list[str], *, quick: bool, workdir: Path) -> dict[str, Any]:
             results[name] = bench.as_dict()
         except Exception as exc:  # report and carry on: one broken benchmark is one row
             logger.error("benchmark %s failed: %s", name, exc)
-            results[name] = {"name": name, "error": f"{type(exc).__name__}: {exc}",
-                             "traceback": traceback.format_exc()[-3000:],
-                             "seconds": round(time.perf_counter() - started, 2)}
-    return {"meta": {**machine_info(), "quick": quick, "command": _command(names, quick)},
-            "benchmarks": results}
+            results[name] = {
+                "name": name,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-3000:],
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+    return {
+        "meta": {**machine_info(), "quick": quick, "command": _command(names, quick)},
+        "benchmarks": results,
+    }
 
 
 def _command(names: list[str], quick: bool) -> str:
@@ -108,7 +113,9 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"MeshInsights benchmarks ({'quick' if report['meta']['quick'] else 'full'})")
+    table = Table(
+        title=f"MeshInsights benchmarks ({'quick' if report['meta']['quick'] else 'full'})"
+    )
     for col in ("benchmark", "figure", "value", "target", "ok"):
         table.add_column(col, justify="right" if col == "value" else "left")
     for name, res in report["benchmarks"].items():
@@ -119,8 +126,13 @@ def print_table(report: dict[str, Any]) -> None:
             ok = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[row["ok"]]
             value = row["value"]
             text = f"{value:,.4g}" if isinstance(value, float) else str(value)
-            table.add_row(name if i == 0 else "", row["metric"],
-                          f"{text} {row['unit']}".strip(), row["target"], ok)
+            table.add_row(
+                name if i == 0 else "",
+                row["metric"],
+                f"{text} {row['unit']}".strip(),
+                row["target"],
+                ok,
+            )
         table.add_section()
     Console().print(table)
     for name, res in report["benchmarks"].items():
@@ -130,15 +142,25 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
-                        help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        help="run only this benchmark (repeatable)",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="scratch folder (default: a temporary folder, removed at the end)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="scratch folder (default: a temporary folder, removed at the end)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("BENCH_LOG", "WARNING"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     os.environ.pop("OPENAI_API_KEY", None)  # the GenAI step must use the offline analyst here
     names = args.only or list(BENCHMARKS)
     if args.workdir is not None:

@@ -164,6 +164,11 @@ class StepConfig(_Model):
     def _id(cls, v: str) -> str:
         return _valid(check_table_name, v)
 
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str | None) -> str | None:
+        return v if v is None else _valid(check_table_name, v)
+
     @property
     def step_name(self) -> str:
         return self.uses or self.id

@@ -76,7 +76,8 @@ _MACHINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 def check_table_name(name: str) -> str:
     """Return ``name`` if it is a safe table name (it becomes a path segment), else raise."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    # fullmatch: with match, "$" also accepts a trailing newline ("telemetry\n").
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             f"invalid table name {name!r}: use lowercase letters, digits and '_' "
             "(starting with a letter, at most 63 characters)"
@@ -86,7 +87,7 @@ def check_table_name(name: str) -> str:
 
 def check_machine_id(machine_id: str) -> str:
     """Return ``machine_id`` if it is a safe machine id, else raise ConfigError."""
-    if not isinstance(machine_id, str) or not _MACHINE.match(machine_id):
+    if not isinstance(machine_id, str) or not _MACHINE.fullmatch(machine_id):
         raise ConfigError(
             f"invalid machine id {machine_id!r}: use letters, digits, '_', '-', '.' "
             "(starting with a letter or digit, at most 128 characters)"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
+from meshinsights.orchestration.callbacks import failure_callback
 from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
 from meshinsights.settings import get_settings
 
@@ -107,7 +108,11 @@ def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: st
         start_date=start,
         catchup=machine.catchup,
         max_active_runs=4,
-        default_args={**DEFAULT_ARGS, "owner": machine.owner, "retries": machine.retries},
+        default_args={
+            **DEFAULT_ARGS, "owner": machine.owner, "retries": machine.retries,
+            # A failed task of this machine posts to its webhook Connection (if it has one).
+            "on_failure_callback": failure_callback(machine.alert_conn_id, machine_id=mid),
+        },
         tags=["meshinsights", pipeline.name, *machine.tags],
         doc_md=_doc(machine, pipeline, steps),
         params={

@@ -33,8 +33,8 @@ class TableMaintenance:
     namespace: str
     table: str
     action: str
-    files_before: int
-    files_after: int
+    files_before: int | None
+    files_after: int | None
     files_removed: int
     files_added: int
     version: int | None
@@ -59,7 +59,12 @@ def select_tables(store: Any, *, namespaces: Sequence[str] = (),
 
 
 def _file_counts(store: Any) -> dict[tuple[str, str], int]:
-    return {(t.namespace, t.name): t.files for t in store.tables()}
+    try:
+        return {(t.namespace, t.name): t.files for t in store.tables()}
+    except Exception as exc:  # a store whose root cannot be listed (yet): counts unknown
+        logger.warning("cannot list tables in %s to count files (%s); maintenance goes on",
+                       store.root, type(exc).__name__)
+        return {}
 
 
 def compact_tables(store: Any, pairs: Sequence[tuple[str, str]]) -> list[TableMaintenance]:
@@ -76,12 +81,12 @@ def compact_tables(store: Any, pairs: Sequence[tuple[str, str]]) -> list[TableMa
         key = (namespace, table)
         out.append(TableMaintenance(
             namespace=namespace, table=table, action="compact",
-            files_before=before.get(key, 0), files_after=after.get(key, 0),
+            files_before=before.get(key), files_after=after.get(key),
             files_removed=int(metrics.get("numFilesRemoved", 0)),
             files_added=int(metrics.get("numFilesAdded", 0)),
             version=store.version(namespace, table), seconds=round(seconds, 4)))
-        logger.info("compacted %s/%s: %d -> %d files", namespace, table,
-                    before.get(key, 0), after.get(key, 0))
+        logger.info("compacted %s/%s: %s -> %s files", namespace, table,
+                    before.get(key), after.get(key))
     return out
 
 
@@ -98,7 +103,7 @@ def vacuum_tables(store: Any, pairs: Sequence[tuple[str, str]], *,
     out = []
     for namespace, table in pairs:
         t0 = time.perf_counter()
-        files = counts.get((namespace, table), 0)
+        files = counts.get((namespace, table))
         removed = store.vacuum(namespace, table, retention_hours=retention_hours)
         out.append(TableMaintenance(
             namespace=namespace, table=table, action="vacuum", files_before=files,

@@ -1,16 +1,36 @@
-"""Fixtures for the reliability suite: a private MariaDB database and login with a password."""
+"""Reliability suite helpers: the soak switch, figures for RELIABILITY.md, a private MariaDB."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.conftest import REPO
 from tests.connectors.servers import MYSQL_ROOT, _unavailable
+
+#: ``make soak`` sets MESHINSIGHTS_SOAK=1: long versions run, property tests draw many examples.
+SOAK = os.environ.get("MESHINSIGHTS_SOAK") == "1"
+
+
+def soak(test: Any) -> Any:
+    """Mark a long test ``soak``; it runs only under ``make soak``."""
+    skip = pytest.mark.skipif(not SOAK, reason="long run: `make soak` (MESHINSIGHTS_SOAK=1)")
+    return pytest.mark.soak(skip(test))
+FIGURES = REPO / "test-artifacts" / "reliability"
+
+
+def record(name: str, **figures: object) -> None:
+    """Keep a run's figures (trials, outcomes, seconds) in test-artifacts/ for RELIABILITY.md."""
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    (FIGURES / f"{name}.json").write_text(json.dumps(figures, indent=1, default=str))
 
 #: What the seeded fleet holds (6 units: hvac-006 has spikes and duplicates for quarantine).
 FLEET = {"machines": 6, "days": 2, "seed": 11}

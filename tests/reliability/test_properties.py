@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,10 +31,10 @@ from meshinsights.store import DeltaStore
 
 from tests.conftest import CONFIGS
 from tests.reliability.chain import as_stored, planned_steps, run_chain
+from tests.reliability.conftest import SOAK, record
 from tests.reliability.strategies import MID, Drawn, events_frames, telemetry_frames
 
-SOAK = os.environ.get("MESHINSIGHTS_SOAK") == "1"
-EXAMPLES = int(os.environ.get("MESHINSIGHTS_SOAK_EXAMPLES", "2000")) if SOAK else 60
+EXAMPLES = int(os.environ.get("MESHINSIGHTS_SOAK_EXAMPLES", "1000")) if SOAK else 60
 PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not SOAK,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -44,6 +46,30 @@ FAST_STEPS = [s for name in ("minimal", "hvac_power") for s in planned_steps(nam
 #: Every step of the HVAC pipeline in order (≈1.5 s an example): fewer examples.
 FULL_STEPS = planned_steps("hvac_power")
 FULL = settings(PROPS, max_examples=EXAMPLES // 4)
+
+
+STATS: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def figures() -> Iterator[None]:
+    """Tally what the examples held (rows, rules hit, refusals) for RELIABILITY.md."""
+    STATS.clear()
+    yield
+    record("properties_soak" if SOAK else "properties", examples_per_test=EXAMPLES,
+           **dict(sorted(STATS.items())))
+
+
+def _tally(kind: str, result: NormalizeResult | None) -> None:
+    STATS[f"{kind}.examples"] += 1
+    if result is None:
+        STATS[f"{kind}.refused_missing_column"] += 1
+        return
+    STATS[f"{kind}.rows_in"] += result.rows_in
+    STATS[f"{kind}.rows_clean"] += len(result.clean)
+    STATS[f"{kind}.duplicates_removed"] += result.duplicates_removed
+    for rule, n in result.by_rule.items():
+        STATS[f"{kind}.quarantined.{rule}"] += n
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +147,7 @@ def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
 @given(drawn=telemetry_frames(), rules=st.sampled_from(sorted(RULES)))
 def test_telemetry_properties(drawn: Drawn, rules: str, prop_store: DeltaStore) -> None:
     result = _normalize(drawn, normalize_telemetry, ("ts", "metric", "value"), rules=RULES[rules])
+    _tally("telemetry", result)
     if result is None:
         return
     _check_accounting(result, len(drawn.frame))
@@ -147,6 +174,9 @@ def test_every_hvac_step_accepts_normalized_output(drawn: Drawn, rules: str) -> 
                                       drawn.window)}
     tables = run_chain(FULL_STEPS, tables, machine_id=MID, window=drawn.window)
     assert {s.output for s in FULL_STEPS} <= set(tables)
+    STATS["full_chain.examples"] += 1
+    STATS["full_chain.step_runs"] += len(FULL_STEPS)
+    STATS["full_chain.output_rows"] += sum(len(tables[s.output]) for s in FULL_STEPS)
 
 
 EVENT_STEPS = [s for s in planned_steps("hvac_power") if s.id in ("event_counts", "alarm_floods")]
@@ -156,6 +186,7 @@ EVENT_STEPS = [s for s in planned_steps("hvac_power") if s.id in ("event_counts"
 @given(drawn=events_frames())
 def test_events_properties(drawn: Drawn, prop_store: DeltaStore) -> None:
     result = _normalize(drawn, normalize_events, ("ts", "kind"))
+    _tally("events", result)
     if result is None:
         return
     _check_accounting(result, len(drawn.frame))
@@ -211,3 +242,20 @@ def test_a_whole_berlin_autumn_day_keeps_every_unambiguous_minute() -> None:
     assert len(local) == 1440 and result.by_rule == {"ts_parse": 60}  # 02:00-02:59 twice
     assert len(result.clean) == 1380 and result.clean["ts"].is_monotonic_increasing
     assert math.isclose(result.clean["ts"].diff().dt.total_seconds().max(), 2 * 3600 + 60)
+
+
+def test_absurd_magnitudes_are_quarantined_so_aggregates_stay_finite() -> None:
+    """Found by the properties: 1e200 readings made mean/std overflow to inf in every step."""
+    window = Window.parse("2024-01-01", "2024-01-02")
+    ts = pd.date_range("2024-01-01", periods=6, freq="1min", tz="UTC")
+    raw = pd.DataFrame({"ts": ts, "metric": "temperature",
+                        "value": [20.0, 1e200, -1e308, 1e15, 21.0, 2.0**70]})
+    result = normalize_telemetry(raw, machine_id=MID, window=window)
+    assert result.clean["value"].tolist() == [20.0, 1e15, 21.0]
+    assert result.by_rule == {"value_magnitude": 3}
+    tables = run_chain(FAST_STEPS, {
+        "telemetry": as_stored(result.clean, TELEMETRY_SCHEMA, "telemetry", MID, window),
+        "quarantine": as_stored(result.quarantine, QUARANTINE_SCHEMA, "quarantine", MID, window)},
+        machine_id=MID, window=window)
+    summary = tables["summary"].set_index("metric").loc["temperature"]
+    assert np.isfinite([summary["mean"], summary["std"], summary["max"]]).all()
