@@ -81,9 +81,14 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
 }
 
 
-def run(names: list[str], *, quick: bool, workdir: Path) -> dict[str, Any]:
-    """Run the named benchmarks; a failing one is recorded with its error, the rest still run."""
+def run(names: list[str], *, quick: bool, workdir: Path, out: Path | None = None) -> dict[str, Any]:
+    """Run the named benchmarks; a failing one is recorded with its error, the rest still run.
+
+    With ``out``, the report so far is rewritten after every benchmark: a long run shows its
+    progress, and an interrupted one keeps what it measured.
+    """
     results: dict[str, Any] = {}
+    meta = {**machine_info(), "quick": quick, "command": _command(names, quick)}
     for name in names:
         started = time.perf_counter()
         try:
@@ -98,10 +103,14 @@ def run(names: list[str], *, quick: bool, workdir: Path) -> dict[str, Any]:
                 "traceback": traceback.format_exc()[-3000:],
                 "seconds": round(time.perf_counter() - started, 2),
             }
-    return {
-        "meta": {**machine_info(), "quick": quick, "command": _command(names, quick)},
-        "benchmarks": results,
-    }
+        if out is not None:
+            _write(out, {"meta": meta, "benchmarks": results})
+    return {"meta": meta, "benchmarks": results}
+
+
+def _write(out: Path, report: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
 
 
 def _command(names: list[str], quick: bool) -> str:
@@ -165,12 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = run(names, quick=args.quick, workdir=args.workdir)
+        report = run(names, quick=args.quick, workdir=args.workdir, out=args.out)
     else:
         with tempfile.TemporaryDirectory(prefix="meshinsights-bench-") as tmp:
-            report = run(names, quick=args.quick, workdir=Path(tmp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
+            report = run(names, quick=args.quick, workdir=Path(tmp), out=args.out)
+    _write(args.out, report)
     print_table(report)
     print(f"results: {args.out}")
     return 1 if any("error" in r for r in report["benchmarks"].values()) else 0

@@ -52,8 +52,10 @@ def storage_options_from_env() -> dict[str, str]:
         value = None
     if not isinstance(value, dict):
         # The value may hold credentials: name the variable, never echo it.
-        raise ConfigError("MESHINSIGHTS_STORAGE_OPTIONS must be a JSON object of strings, e.g. "
-                          '{"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}')
+        raise ConfigError(
+            "MESHINSIGHTS_STORAGE_OPTIONS must be a JSON object of strings, e.g. "
+            '{"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}'
+        )
     return {str(k): str(v) for k, v in value.items()}
 
 

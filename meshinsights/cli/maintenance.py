@@ -1,4 +1,4 @@
-"""``meshinsights maintenance compact|vacuum``: keep artifact tables fast and their storage bounded."""
+"""``meshinsights maintenance compact|vacuum``: keep tables fast and their storage bounded."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from meshinsights.cli.app import app, out, state
 
 __all__: list[str] = []
 
-maintenance_app = typer.Typer(help="Compact small files and vacuum old versions of tables.",
-                              no_args_is_help=True)
+maintenance_app = typer.Typer(
+    help="Compact small files and vacuum old versions of tables.", no_args_is_help=True
+)
 app.add_typer(maintenance_app, name="maintenance")
 
 _PIPELINE = typer.Option([], "--pipeline", "-p", help="only this pipeline (repeatable)")
@@ -28,12 +29,26 @@ def _pairs(pipelines: list[str], tables: list[str]) -> tuple[Any, list[tuple[str
 
 def _show(title: str, results: list[Any]) -> None:
     table = Table(title=title)
-    for col in ("pipeline", "table", "files before", "files after", "files removed",
-                "version", "seconds"):
+    for col in (
+        "pipeline",
+        "table",
+        "files before",
+        "files after",
+        "files removed",
+        "version",
+        "seconds",
+    ):
         table.add_column(col)
     for r in results:
-        table.add_row(r.namespace, r.table, str(r.files_before), str(r.files_after),
-                      str(r.files_removed), str(r.version), f"{r.seconds:.2f}")
+        table.add_row(
+            r.namespace,
+            r.table,
+            str(r.files_before),
+            str(r.files_after),
+            str(r.files_removed),
+            str(r.version),
+            f"{r.seconds:.2f}",
+        )
     out.print(table)
 
 
@@ -48,8 +63,9 @@ def compact(pipeline: list[str] = _PIPELINE, table: list[str] = _TABLE) -> None:
 
 @maintenance_app.command("vacuum")
 def vacuum(
-    retention_hours: int = typer.Option(168, "--retention-hours", min=0,
-                                        help="keep every version younger than this"),
+    retention_hours: int = typer.Option(
+        168, "--retention-hours", min=0, help="keep every version younger than this"
+    ),
     pipeline: list[str] = _PIPELINE,
     table: list[str] = _TABLE,
 ) -> None:
@@ -58,5 +74,4 @@ def vacuum(
 
     store, pairs = _pairs(pipeline, table)
     results = vacuum_tables(store, pairs, retention_hours=retention_hours)
-    _show(f"vacuumed {len(pairs)} table(s) in {store.root} (retention {retention_hours}h)",
-          results)
+    _show(f"vacuumed {len(pairs)} table(s) in {store.root} (retention {retention_hours}h)", results)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -119,7 +121,7 @@ def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
     elif pd.api.types.is_datetime64_any_dtype(values):
         ts = values
     else:
-        ts = _parse_text(values, fmt)
+        ts = _parse_text(values, fmt, tz)
     if getattr(ts.dt, "tz", None) is None:
         ts = ts.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
     ts = ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
@@ -138,7 +140,7 @@ def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
 _OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
-def _parse_text(values: pd.Series, fmt: str | None) -> pd.Series:
+def _parse_text(values: pd.Series, fmt: str | None, tz: str) -> pd.Series:
     with warnings.catch_warnings():  # "could not infer format": per-element is intended
         warnings.simplefilter("ignore", UserWarning)
         try:
@@ -146,8 +148,33 @@ def _parse_text(values: pd.Series, fmt: str | None) -> pd.Series:
         except (ValueError, TypeError):  # mixed offsets or aware/naive mix
             ts = None
         if ts is None or not pd.api.types.is_datetime64_any_dtype(ts):
-            ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
+            ts = _parse_mixed(values, fmt, tz)
     return ts
+
+
+def _parse_mixed(values: pd.Series, fmt: str | None, tz: str) -> pd.Series:
+    """Aware and naive values in one column: naive ones are local times in ``tz``, not UTC.
+
+    ``utc=True`` alone would read every naive value as UTC and shift it silently.
+    """
+    ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
+    naive = values.map(_is_naive).astype(bool)
+    if naive.any():
+        local = pd.to_datetime(values[naive], errors="coerce", format=fmt)
+        if pd.api.types.is_datetime64_any_dtype(local) and getattr(local.dt, "tz", None) is None:
+            local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+            ts.loc[naive] = local.dt.tz_convert("UTC")
+        else:
+            ts.loc[naive] = pd.NaT
+    return ts
+
+
+def _is_naive(value: Any) -> bool:
+    if isinstance(value, datetime):  # pd.Timestamp too
+        return value.tzinfo is None
+    if isinstance(value, np.datetime64):
+        return True
+    return isinstance(value, str) and re.search(_OFFSET, value.strip()) is None
 
 
 class RowSorter:

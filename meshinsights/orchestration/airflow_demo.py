@@ -64,7 +64,7 @@ def _parse(value: str) -> Any:
 
 def print_query(env: dict[str, str]) -> None:
     """The demo query through ``meshinsights sql`` if this build has it, else DuckDB directly."""
-    _say(f"\n$ meshinsights sql -e \"{DEMO_QUERY}\"")
+    _say(f'\n$ meshinsights sql -e "{DEMO_QUERY}"')
     if importlib.util.find_spec("meshinsights.cli.sql") is not None:
         done = subprocess.run([_bin("meshinsights"), "sql", "-e", DEMO_QUERY], env=env)
         if done.returncode == 0:
@@ -84,8 +84,14 @@ def run_demo() -> int:
     """Seed the demo source, run every demo machine's DAG through Airflow, print tables + query."""
     home = airflow_home()
     # Task logs at INFO drown the result; AIRFLOW__LOGGING__LOGGING_LEVEL=INFO shows them.
-    env = airflow_env(home, extra={"AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
-        "AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")})
+    env = airflow_env(
+        home,
+        extra={
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
+                "AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"
+            )
+        },
+    )
     # Airflow reads its configuration when first imported: set the environment before that.
     os.environ.update(env)
     from meshinsights.demo import seed

@@ -67,7 +67,7 @@ def alert_payload(context: Any, *, machine_id: str | None) -> dict[str, Any]:
     where = f" window {window['start']} → {window['end']}" if window else ""
     return {
         "text": f"MeshInsights: {dag_id}.{task_id} failed for machine {machine_id}{where}"
-                + (f": {error_text}" if error_text else ""),
+        + (f": {error_text}" if error_text else ""),
         "event": "task_failed",
         "machine_id": machine_id,
         "dag_id": dag_id,
@@ -83,8 +83,9 @@ def alert_payload(context: Any, *, machine_id: str | None) -> dict[str, Any]:
 class WebhookAlert:
     """The ``on_failure_callback`` of one machine's tasks (a class: it pickles and prints well)."""
 
-    def __init__(self, conn_id: str, *, machine_id: str | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, conn_id: str, *, machine_id: str | None = None, timeout: float = 10.0
+    ) -> None:
         self.conn_id = conn_id
         self.machine_id = machine_id
         self.timeout = timeout
@@ -93,12 +94,17 @@ class WebhookAlert:
         return f"WebhookAlert({self.conn_id!r}, machine_id={self.machine_id!r})"
 
     def __call__(self, context: Any) -> bool:
-        """Post the alert; True if the webhook accepted it. Never raises (the task already failed)."""
+        """Post the alert; True if the webhook took it. Never raises (the task already failed)."""
         try:
             url = webhook_url(_get_connection(self.conn_id))
         except Exception as exc:
-            logger.error("failure alert for %s not sent: connection %r unusable (%s: %s)",
-                         self.machine_id, self.conn_id, type(exc).__name__, exc)
+            logger.error(
+                "failure alert for %s not sent: connection %r unusable (%s: %s)",
+                self.machine_id,
+                self.conn_id,
+                type(exc).__name__,
+                exc,
+            )
             return False
         payload = alert_payload(context, machine_id=self.machine_id)
         try:
@@ -106,18 +112,27 @@ class WebhookAlert:
 
             resp = httpx.post(url, json=payload, timeout=self.timeout)
         except Exception as exc:
-            logger.error("failure alert for %s not sent via connection %r: %s",
-                         self.machine_id, self.conn_id, type(exc).__name__)
+            logger.error(
+                "failure alert for %s not sent via connection %r: %s",
+                self.machine_id,
+                self.conn_id,
+                type(exc).__name__,
+            )
             return False
         if resp.status_code >= 400:
-            logger.error("failure alert for %s rejected by the webhook of %r: HTTP %d",
-                         self.machine_id, self.conn_id, resp.status_code)
+            logger.error(
+                "failure alert for %s rejected by the webhook of %r: HTTP %d",
+                self.machine_id,
+                self.conn_id,
+                resp.status_code,
+            )
             return False
         logger.info("failure alert for %s sent via connection %r", self.machine_id, self.conn_id)
         return True
 
 
-def failure_callback(alert_conn_id: str | None, *, machine_id: str | None = None
-                     ) -> WebhookAlert | None:
+def failure_callback(
+    alert_conn_id: str | None, *, machine_id: str | None = None
+) -> WebhookAlert | None:
     """The callback for a machine's tasks, or None when it has no ``alert_conn_id``."""
     return WebhookAlert(alert_conn_id, machine_id=machine_id) if alert_conn_id else None

@@ -22,10 +22,16 @@ logger = logging.getLogger(__name__)
 PREFIX = "/meshinsights"
 
 
-def dashboard_url(machine_id: str, *, pipeline: str | None = None, task_id: str | None = None,
-                  run_id: str | None = None, base: str | None = None) -> str:
+def dashboard_url(
+    machine_id: str,
+    *,
+    pipeline: str | None = None,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    base: str | None = None,
+) -> str:
     """The dashboard view of one machine (optionally focused on a step and a run)."""
-    root = (base or os.environ.get("MESHINSIGHTS_DASHBOARD_URL") or "http://localhost:8501")
+    root = base or os.environ.get("MESHINSIGHTS_DASHBOARD_URL") or "http://localhost:8501"
     query = {"machine": machine_id, "pipeline": pipeline, "task": task_id, "run_id": run_id}
     return f"{root.rstrip('/')}/?" + urlencode({k: v for k, v in query.items() if v})
 
@@ -38,8 +44,9 @@ def _machines(configs_dir: str) -> dict[str, tuple[str, str]]:
     return {m.dag_id: (m.machine_id, m.pipeline) for m in configs.machines.values()}
 
 
-def dashboard_url_for_dag(dag_id: str, *, task_id: str | None = None,
-                          run_id: str | None = None) -> str | None:
+def dashboard_url_for_dag(
+    dag_id: str, *, task_id: str | None = None, run_id: str | None = None
+) -> str | None:
     """The machine view for a MeshInsights DAG id; None if the DAG is not a machine's."""
     from meshinsights.settings import get_settings
 
@@ -60,8 +67,9 @@ def links_app() -> Any:
     app = FastAPI(title="MeshInsights links", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/dag/{dag_id}")
-    def to_dashboard(dag_id: str, task_id: str | None = None,
-                     run_id: str | None = None) -> RedirectResponse:
+    def to_dashboard(
+        dag_id: str, task_id: str | None = None, run_id: str | None = None
+    ) -> RedirectResponse:
         url = dashboard_url_for_dag(dag_id, task_id=task_id, run_id=run_id)
         if url is None:
             raise HTTPException(404, f"{dag_id!r} is not a MeshInsights machine DAG")

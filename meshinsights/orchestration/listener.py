@@ -47,17 +47,32 @@ def runs_schema() -> Any:
 
     from meshinsights.model import TS
 
-    return pa.schema([
-        ("machine_id", pa.string()), ("ts", TS), ("pipeline", pa.string()),
-        ("dag_id", pa.string()), ("run_id", pa.string()), ("task_id", pa.string()),
-        ("try_number", pa.int64()), ("state", pa.string()),
-        ("window_start", TS), ("window_end", TS), ("ended_at", TS),
-        ("seconds", pa.float64()), ("step_seconds", pa.float64()),
-        ("rows_in", pa.int64()), ("rows_out", pa.int64()), ("rows_quarantined", pa.int64()),
-        ("duplicates_removed", pa.int64()), ("dq_rate", pa.float64()),
-        ("table", pa.string()), ("table_version", pa.int64()),
-        ("error", pa.string()), ("hostname", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("machine_id", pa.string()),
+            ("ts", TS),
+            ("pipeline", pa.string()),
+            ("dag_id", pa.string()),
+            ("run_id", pa.string()),
+            ("task_id", pa.string()),
+            ("try_number", pa.int64()),
+            ("state", pa.string()),
+            ("window_start", TS),
+            ("window_end", TS),
+            ("ended_at", TS),
+            ("seconds", pa.float64()),
+            ("step_seconds", pa.float64()),
+            ("rows_in", pa.int64()),
+            ("rows_out", pa.int64()),
+            ("rows_quarantined", pa.int64()),
+            ("duplicates_removed", pa.int64()),
+            ("dq_rate", pa.float64()),
+            ("table", pa.string()),
+            ("table_version", pa.int64()),
+            ("error", pa.string()),
+            ("hostname", pa.string()),
+        ]
+    )
 
 
 def _int(value: Any) -> int | None:
@@ -74,32 +89,53 @@ def dq_rate(summary: dict[str, Any]) -> float | None:
 
 
 def run_record(
-    *, machine_id: str, pipeline: str, dag_id: str, run_id: str, task_id: str,
-    try_number: int, state: str, started: datetime, ended: datetime,
-    window: tuple[datetime, datetime] | None, summary: dict[str, Any] | None = None,
-    error: str | None = None, hostname: str | None = None,
+    *,
+    machine_id: str,
+    pipeline: str,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int,
+    state: str,
+    started: datetime,
+    ended: datetime,
+    window: tuple[datetime, datetime] | None,
+    summary: dict[str, Any] | None = None,
+    error: str | None = None,
+    hostname: str | None = None,
 ) -> dict[str, Any]:
     """The ``runs`` row of one task attempt (pure; secrets are removed from the error)."""
     from meshinsights.connectors.credentials import redact
 
     s = summary if isinstance(summary, dict) else {}
     return {
-        "machine_id": machine_id, "ts": started, "pipeline": pipeline, "dag_id": dag_id,
-        "run_id": run_id, "task_id": task_id, "try_number": int(try_number), "state": state,
+        "machine_id": machine_id,
+        "ts": started,
+        "pipeline": pipeline,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "try_number": int(try_number),
+        "state": state,
         "window_start": window[0] if window else None,
         "window_end": window[1] if window else None,
-        "ended_at": ended, "seconds": round((ended - started).total_seconds(), 4),
-        "step_seconds": s.get("seconds"), "rows_in": _int(s.get("rows_in")),
-        "rows_out": _int(s.get("rows_out")), "rows_quarantined": _int(s.get("rows_quarantined")),
-        "duplicates_removed": _int(s.get("duplicates_removed")), "dq_rate": dq_rate(s),
-        "table": s.get("table"), "table_version": _int(s.get("version")),
+        "ended_at": ended,
+        "seconds": round((ended - started).total_seconds(), 4),
+        "step_seconds": s.get("seconds"),
+        "rows_in": _int(s.get("rows_in")),
+        "rows_out": _int(s.get("rows_out")),
+        "rows_quarantined": _int(s.get("rows_quarantined")),
+        "duplicates_removed": _int(s.get("duplicates_removed")),
+        "dq_rate": dq_rate(s),
+        "table": s.get("table"),
+        "table_version": _int(s.get("version")),
         "error": redact(error)[:_MAX_ERROR] if error else None,
         "hostname": hostname or socket.gethostname(),
     }
 
 
 def write_run(store: Any, record: dict[str, Any]) -> int:
-    """Write one row idempotently: its partition is (machine, [ts, ts + 1 µs)); returns the version."""
+    """Write one row idempotently (partition: machine, [ts, ts + 1 µs)); returns the version."""
     import pandas as pd
 
     from meshinsights.model import Window
@@ -109,9 +145,15 @@ def write_run(store: Any, record: dict[str, Any]) -> int:
         frame[col] = pd.to_datetime(frame[col], utc=True)
     start = record["ts"]
     window = Window(start, start + timedelta(microseconds=1))
-    result = store.overwrite(RUNS_NAMESPACE, RUNS_TABLE, frame, machine_ids=record["machine_id"],
-                             window=window, schema=runs_schema(),
-                             metadata={"meshinsights.step": "runs"})
+    result = store.overwrite(
+        RUNS_NAMESPACE,
+        RUNS_TABLE,
+        frame,
+        machine_ids=record["machine_id"],
+        window=window,
+        schema=runs_schema(),
+        metadata={"meshinsights.step": "runs"},
+    )
     return int(result.version)
 
 
@@ -156,16 +198,30 @@ def _record(ti: Any, state: str, error: Any = None) -> None:
         pulled = ti.xcom_pull(task_ids=ti.task_id, key="return_value")
         summary = pulled if isinstance(pulled, dict) else None
     record = run_record(
-        machine_id=machine_id, pipeline=pipeline, dag_id=ti.dag_id, run_id=ti.run_id,
-        task_id=ti.task_id, try_number=ti.try_number, state=state,
-        started=ti.start_date or datetime.now(UTC), ended=ti.end_date or datetime.now(UTC),
-        window=_window(ti, summary), summary=summary,
+        machine_id=machine_id,
+        pipeline=pipeline,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+        state=state,
+        started=ti.start_date or datetime.now(UTC),
+        ended=ti.end_date or datetime.now(UTC),
+        window=_window(ti, summary),
+        summary=summary,
         error=f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
         hostname=getattr(ti, "hostname", None),
     )
     version = write_run(settings.open_store(), record)
-    logger.info("recorded %s %s of %s in %s/%s v%d", ti.task_id, state, machine_id,
-                RUNS_NAMESPACE, RUNS_TABLE, version)
+    logger.info(
+        "recorded %s %s of %s in %s/%s v%d",
+        ti.task_id,
+        state,
+        machine_id,
+        RUNS_NAMESPACE,
+        RUNS_TABLE,
+        version,
+    )
 
 
 def _safe_record(ti: Any, state: str, error: Any = None) -> None:

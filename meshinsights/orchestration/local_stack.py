@@ -62,36 +62,44 @@ def run_dir(home: Path) -> Path:
 
 
 def airflow_env(
-    home: Path, *, api_port: int = 8080, dashboard_url: str | None = None,
+    home: Path,
+    *,
+    api_port: int = 8080,
+    dashboard_url: str | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment every component shares: one AIRFLOW_HOME, the repo's DAGs and plugins."""
     settings = get_settings()
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": env.get("AIRFLOW__CORE__DAGS_FOLDER",
-                                              str(PROJECT_ROOT / "dags")),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": env.get("AIRFLOW__CORE__PLUGINS_FOLDER",
-                                                 str(PROJECT_ROOT / "plugins")),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
-        "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
-        # SQLite metadata: wait for locks (CLI next to a busy scheduler) instead of failing.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db?timeout=60"),
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
-        # The task supervisor reaches the Execution API through this URL (default port 8080).
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
-        "MESHINSIGHTS_CONFIGS": str(settings.configs_dir),
-        "MESHINSIGHTS_STORE": settings.store_uri,
-        "MESHINSIGHTS_DEMO_SOURCE": str(settings.demo_source),
-        # `airflow standalone` runs `airflow ...` from PATH: make it this venv's.
-        "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": env.get(
+                "AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags")
+            ),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": env.get(
+                "AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins")
+            ),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            # SQLite metadata: wait for locks (CLI next to a busy scheduler) instead of failing.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db?timeout=60"
+            ),
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
+            # The task supervisor reaches the Execution API through this URL (default port 8080).
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
+            "MESHINSIGHTS_CONFIGS": str(settings.configs_dir),
+            "MESHINSIGHTS_STORE": settings.store_uri,
+            "MESHINSIGHTS_DEMO_SOURCE": str(settings.demo_source),
+            # `airflow standalone` runs `airflow ...` from PATH: make it this venv's.
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+        }
+    )
     if dashboard_url:
         env["MESHINSIGHTS_DASHBOARD_URL"] = dashboard_url
     env.update(extra or {})
@@ -126,9 +134,15 @@ class Component:
 def spawn(component: Component, env: Mapping[str, str], directory: Path) -> subprocess.Popen[bytes]:
     """Start a component in its own session (its pid is its process group id) with a pid file."""
     log = (directory / f"{component.name}.log").open("ab")
-    proc = subprocess.Popen(list(component.argv), env=dict(env), stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=str(PROJECT_ROOT))
+    proc = subprocess.Popen(
+        list(component.argv),
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=str(PROJECT_ROOT),
+    )
     log.close()
     (directory / f"{component.name}.pid").write_text(f"{proc.pid}\n")
     logger.info("started %s (pid %d): %s", component.name, proc.pid, " ".join(component.argv))
@@ -170,8 +184,11 @@ def _any_in_group(pgid: int) -> bool:
 
 def stop_group(pgid: int, *, timeout: float = 30.0) -> None:
     """SIGINT the group's leader (it shuts its children down), then SIGTERM/SIGKILL the group."""
-    steps = ((os.kill, signal.SIGINT, timeout), (os.killpg, signal.SIGTERM, 10.0),
-             (os.killpg, signal.SIGKILL, 5.0))
+    steps = (
+        (os.kill, signal.SIGINT, timeout),
+        (os.killpg, signal.SIGTERM, 10.0),
+        (os.killpg, signal.SIGKILL, 5.0),
+    )
     for send, sig, wait in steps:
         try:
             send(pgid, sig)
@@ -260,22 +277,38 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> 
     if _has_dashboard():
         exe = str(Path(sys.executable).parent / "meshinsights")
         procs["dashboard"] = spawn(
-            Component("dashboard", [exe, "dashboard", "--port", str(dashboard_port)]), env, directory)
+            Component("dashboard", [exe, "dashboard", "--port", str(dashboard_port)]),
+            env,
+            directory,
+        )
     else:
         _say("(the dashboard command is not available in this build yet; starting Airflow only)")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         _say(f"starting Airflow on port {api_port} (logs: {directory}/*.log) …")
-        if not wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=timeout,
-                         procs=list(procs.values())):
-            _say(f"Airflow did not come up; last lines of its log:\n{_tail(directory / 'airflow.log')}")
+        if not wait_http(
+            f"http://127.0.0.1:{api_port}/api/v2/monitor/health",
+            timeout=timeout,
+            procs=list(procs.values()),
+        ):
+            _say(
+                "Airflow did not come up; last lines of its log:\n"
+                + _tail(directory / "airflow.log")
+            )
             return 1
         if "dashboard" in procs and not wait_http(
-                f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=60,
-                procs=[procs["dashboard"]]):
+            f"http://127.0.0.1:{dashboard_port}/_stcore/health",
+            timeout=60,
+            procs=[procs["dashboard"]],
+        ):
             _say(f"the dashboard did not come up:\n{_tail(directory / 'dashboard.log')}")
-        _banner(api_port, dashboard_url if "dashboard" in procs else None, password, home,
-                time.monotonic() - started)
+        _banner(
+            api_port,
+            dashboard_url if "dashboard" in procs else None,
+            password,
+            home,
+            time.monotonic() - started,
+        )
         while all(p.poll() is None for p in procs.values()):
             time.sleep(1)
         dead = [n for n, p in procs.items() if p.poll() is not None]
@@ -290,8 +323,9 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> 
         _say("stopped")
 
 
-def _banner(api_port: int, dashboard_url: str | None, password: str, home: Path,
-            seconds: float) -> None:
+def _banner(
+    api_port: int, dashboard_url: str | None, password: str, home: Path, seconds: float
+) -> None:
     lines = [
         "",
         f"MeshInsights is up ({seconds:.0f}s)",
@@ -332,8 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local_stack", description=__doc__)
     parser.add_argument("command", choices=["run", "stop", "demo"])
     parser.add_argument("--api-port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
-    parser.add_argument("--dashboard-port", type=int,
-                        default=int(os.environ.get("DASHBOARD_PORT", 8501)))
+    parser.add_argument(
+        "--dashboard-port", type=int, default=int(os.environ.get("DASHBOARD_PORT", 8501))
+    )
     args = parser.parse_args(argv)
     # A shell that starts us in the background ignores SIGINT, and ignored signals stay ignored
     # across exec: handle it here so every component we start gets the default (graceful) one.

@@ -1,4 +1,4 @@
-"""Structured log context: run id, machine and window on every MeshInsights log line; secrets masked.
+"""Structured logs: run id, machine and window on every MeshInsights log line; secrets masked.
 
 ``@logged_run`` (on ``run_step`` / ``run_ingest``) or ``with log_context(...)`` binds the context
 in a ``ContextVar``; a log-record factory (installed once, idempotent) then stamps every record
@@ -19,15 +19,22 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["log_context", "logged_run", "current_context", "mask_secret", "install",
-           "JsonFormatter"]
+__all__ = [
+    "log_context",
+    "logged_run",
+    "current_context",
+    "mask_secret",
+    "install",
+    "JsonFormatter",
+]
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "meshinsights_log_context", default=None)
+    "meshinsights_log_context", default=None
+)
 _secrets: set[str] = set()
 _installed = False
 
@@ -64,8 +71,9 @@ def _machines(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def log_context(*, run_id: str | None = None, machine_id: Any = None,
-                window: Any = None) -> Iterator[dict[str, str]]:
+def log_context(
+    *, run_id: str | None = None, machine_id: Any = None, window: Any = None
+) -> Iterator[dict[str, str]]:
     """Bind the run context for every log line emitted inside the block (nests, thread-safe)."""
     install()
     ctx = {**current_context()}
@@ -83,7 +91,7 @@ def log_context(*, run_id: str | None = None, machine_id: Any = None,
 
 
 def logged_run(func: F) -> F:
-    """Decorator: bind ``run_id``, ``machine``/``machine_id`` and ``window`` from the call's args."""
+    """Decorator: bind ``run_id``, ``machine``/``machine_id`` and ``window`` from the args."""
     signature = inspect.signature(func)
 
     @functools.wraps(func)
@@ -93,8 +101,9 @@ def logged_run(func: F) -> F:
         except TypeError:  # let the call itself raise the real error
             return func(*args, **kwargs)
         machine = bound.get("machine", bound.get("machine_id"))
-        with log_context(run_id=bound.get("run_id"), machine_id=machine,
-                         window=bound.get("window")):
+        with log_context(
+            run_id=bound.get("run_id"), machine_id=machine, window=bound.get("window")
+        ):
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -118,15 +127,13 @@ def install() -> None:
         if not str(record.name or "").startswith("meshinsights"):
             return record
         ctx = _context.get() or {}
-        record.run_id = ctx.get("run_id", "-")
-        record.machine_id = ctx.get("machine_id", "-")
-        record.window = ctx.get("window", "-")
+        run_id, machine, window = (ctx.get(k, "-") for k in ("run_id", "machine_id", "window"))
+        record.__dict__.update(run_id=run_id, machine_id=machine, window=window)
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it for the handler to report
             return record
-        prefix = (f"[run={record.run_id} machine={record.machine_id} window={record.window}] "
-                  if ctx else "")
+        prefix = f"[run={run_id} machine={machine} window={window}] " if ctx else ""
         record.msg, record.args = prefix + _scrub(message), ()
         return record
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from meshinsights.orchestration.local_stack import Component, spawn, stop_all, wait_http
-
 from tests.conftest import REPO
 from tests.integration.cluster import free_port
 
@@ -98,7 +97,8 @@ def azurite(run_dir: Path, container: str) -> Iterator[dict[str, str]]:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"azurite did not start: {(run_dir / 'azurite.log').read_text()}")
+                log = (run_dir / "azurite.log").read_text()
+                raise AssertionError(f"azurite did not start: {log}")
             time.sleep(0.3)
         from pyarrow.fs import AzureFileSystem
 

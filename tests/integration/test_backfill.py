@@ -18,7 +18,6 @@ from meshinsights.model import Window
 from meshinsights.orchestration.listener import RUNS_NAMESPACE, RUNS_TABLE
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.integration.cluster import Cluster
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(900)]

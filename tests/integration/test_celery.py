@@ -18,7 +18,6 @@ import pytest
 
 from meshinsights.orchestration.listener import RUNS_NAMESPACE, RUNS_TABLE
 from meshinsights.store import DeltaStore
-
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import MACHINES, airflow_database, unavailable
 
@@ -93,13 +92,16 @@ def test_parallel_runs_on_a_celery_worker_lose_no_commit(celery_cluster: Cluster
     assert {ti["queue"] for ti in tis} == {c.queue}  # type: ignore[attr-defined]
     assert {ti["executor"] or "CeleryExecutor" for ti in tis} == {"CeleryExecutor"}
     # ...and they overlapped: at least two ingests of different machines ran at the same time.
-    spans = sorted((datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]),
-                    ti["dag_id"]) for ti in tis if ti["task_id"] == "ingest")
-    assert any(b[0] < a[1] and a[2] != b[2] for a, b in zip(spans, spans[1:])), spans
+    spans = sorted((datetime.fromisoformat(ti["start_date"]),
+                    datetime.fromisoformat(ti["end_date"]), ti["dag_id"])
+                   for ti in tis if ti["task_id"] == "ingest")
+    assert any(b[0] < a[1] and a[2] != b[2]
+               for a, b in zip(spans, spans[1:], strict=False)), spans
 
     store = DeltaStore(c.env["MESHINSIGHTS_STORE"])
     telemetry = store.read_all("minimal", "telemetry")
-    per_machine_day = Counter(zip(telemetry["machine_id"], telemetry["ts"].dt.strftime("%m-%d")))
+    per_machine_day = Counter(zip(telemetry["machine_id"], telemetry["ts"].dt.strftime("%m-%d"),
+                                  strict=True))
     assert set(per_machine_day) == {(m, d) for m in MACHINES for d in ("01-01", "01-02")}
     assert len(set(per_machine_day.values())) == 1  # same rows per machine-day: nothing lost
     hourly = store.read_all("minimal", "temperature_hourly")

@@ -23,7 +23,6 @@ from meshinsights.orchestration.maintenance import compact_tables, vacuum_tables
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.settings import get_settings
 from meshinsights.store import DeltaStore
-
 from tests.integration.object_stores import azurite, moto_s3
 from tests.integration.writers import write_machine
 
@@ -120,7 +119,7 @@ def test_concurrent_writer_processes_lose_no_commit(backend: str,
 def test_airflow_dag_runs_against_s3_with_aws_environment(
         s3: dict[str, str], it_configs: Path, demo_db: Path, airflow_db: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Airflow tasks build the store from MESHINSIGHTS_STORE; the standard AWS_* variables reach it."""
+    """Airflow tasks build the store from MESHINSIGHTS_STORE; AWS_* variables reach it."""
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.conftest import REPO

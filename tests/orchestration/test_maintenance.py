@@ -1,4 +1,4 @@
-"""Table maintenance: compaction keeps every row in fewer files, vacuum deletes what no version needs."""
+"""Maintenance: compaction keeps every row in fewer files; vacuum deletes what no version needs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from meshinsights.errors import ConfigError, StoreError
 from meshinsights.model import Window
 from meshinsights.orchestration.maintenance import compact_tables, select_tables, vacuum_tables
 from meshinsights.store import DeltaStore
-
 from tests.conftest import REPO
 
 MACHINES = ("m-1", "m-2")
@@ -30,8 +29,8 @@ def _fill(store: DeltaStore, namespace: str = "pipe", table: str = "readings") -
         for day in range(DAYS):
             start = datetime(2024, 1, 1 + day, tzinfo=UTC)
             ts = pd.date_range(start, periods=24, freq="1h", tz="UTC")
-            frame = pd.DataFrame({"machine_id": machine, "ts": ts,
-                                  "value": [float(m_index * 100 + day + h / 100) for h in range(24)]})
+            values = [float(m_index * 100 + day + h / 100) for h in range(24)]
+            frame = pd.DataFrame({"machine_id": machine, "ts": ts, "value": values})
             store.overwrite(namespace, table, frame, machine_ids=machine,
                             window=Window(start, start + timedelta(days=1)))
 

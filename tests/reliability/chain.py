@@ -16,7 +16,6 @@ from meshinsights.config import load_configs
 from meshinsights.model import Window
 from meshinsights.orchestration.plan import PlannedStep, plan
 from meshinsights.store.delta import _check_in_scope, _prepare
-
 from tests.conftest import CONFIGS
 
 #: Steps with side effects beyond their table (a sink to an alert database).

@@ -9,6 +9,7 @@ backoff.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -106,8 +107,6 @@ class FaultProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from meshinsights.store import DeltaStore
-
 from tests.conftest import REPO
 from tests.reliability.conftest import record, soak
 from tests.reliability.writer import DAY, ROWS, write

@@ -24,9 +24,9 @@ from meshinsights.genai.offline import OFFLINE_MODEL
 from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS
 from tests.genai.fake_openai import FakeOpenAI, Reply, completion
+from tests.reliability.conftest import record
 from tests.reliability.proxy import FaultProxy, closed_port
 
 DAY = Window.parse("2024-01-01", "2024-01-02")
@@ -122,6 +122,10 @@ def test_pipeline_finishes_and_records_the_genai_failure(case, demo_env, fake, t
     assert KEY not in caplog.text and all(KEY not in str(v) for v in row.values())
     if how == "cut":
         assert proxy.cuts == 2
+    record(f"genai_{case}", status=row["status"], attempts=row["attempts"],
+           error=row["error"][:120] if isinstance(row["error"], str) else None,
+           parse_status=row["parse_status"],
+           steps_run=len(summaries))
 
 
 def test_a_fallback_is_retried_next_run_and_replaced_by_the_answer(demo_env, fake, tmp_path,

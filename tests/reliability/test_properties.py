@@ -28,11 +28,19 @@ from meshinsights.errors import ConfigError
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS
 from tests.reliability.chain import as_stored, planned_steps, run_chain
 from tests.reliability.conftest import SOAK, record
-from tests.reliability.strategies import MID, Drawn, events_frames, telemetry_frames
+from tests.reliability.strategies import (
+    MID,
+    TS_STYLES,
+    WINDOWS,
+    ZONES,
+    Drawn,
+    events_frames,
+    render_ts,
+    telemetry_frames,
+)
 
 EXAMPLES = int(os.environ.get("MESHINSIGHTS_SOAK_EXAMPLES", "1000")) if SOAK else 60
 PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not SOAK,
@@ -200,6 +208,38 @@ def test_events_properties(drawn: Drawn, prop_store: DeltaStore) -> None:
     events = _round_trip(prop_store, "events", clean, EVENTS_SCHEMA, drawn.window)
     tables = run_chain(EVENT_STEPS, {"events": events}, machine_id=MID, window=drawn.window)
     assert {"event_counts", "alarm_floods"} <= set(tables)
+
+
+@st.composite
+def timed_frames(draw: st.DrawFn) -> tuple[pd.DataFrame, list[pd.Timestamp], Window, str, str]:
+    """Rows whose value is their index and whose ts renders a known moment in some style."""
+    window = WINDOWS[draw(st.sampled_from(sorted(WINDOWS)))]
+    tz, style = draw(st.sampled_from(ZONES)), draw(st.sampled_from(TS_STYLES))
+    seconds = draw(st.lists(st.integers(-7200, 26 * 3600), min_size=1, max_size=40))
+    moments = [pd.Timestamp(window.start) + pd.Timedelta(seconds=x) for x in seconds]
+    cells = [render_ts(m.to_pydatetime(), style, tz, draw(st.integers(0, 4))) for m in moments]
+    frame = pd.DataFrame({"ts": cells, "metric": [f"m{i}" for i in range(len(cells))],
+                          "value": np.arange(len(cells), dtype=float)})
+    return frame, moments, window, tz, style
+
+
+@PROPS
+@given(case=timed_frames())
+def test_times_land_where_they_were_meant(case) -> None:
+    """Naive, aware, text, offset, epoch or all mixed in one column: never a shifted time."""
+    frame, moments, window, tz, style = case
+    result = normalize_telemetry(frame, machine_id=MID, window=window, timezone=tz)
+    meant = [moments[int(v)] for v in result.clean["value"]]
+    assert result.clean["ts"].tolist() == meant, (style, tz)
+    inside = {i for i, m in enumerate(moments) if window.start <= m < window.end}
+    lost = inside - {int(v) for v in result.clean["value"]}
+    if style in ("aware", "text_offset") or (style == "epoch" and tz == "UTC"):
+        assert not lost  # unambiguous times are never refused
+    for original in result.quarantine["original"]:
+        i = int(json.loads(original)["value"])
+        assert i not in inside or i in lost
+    STATS["timed.rows"] += len(frame)
+    STATS["timed.clean"] += len(result.clean)
 
 
 # ---------------------------------------------------------------- DST edges, by example

@@ -32,7 +32,6 @@ from meshinsights.errors import ConnectorError
 from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS, REPO
 from tests.genai.fake_openai import FakeOpenAI, Reply
 from tests.reliability.conftest import SeededMySQL

@@ -29,7 +29,6 @@ from meshinsights.model import TELEMETRY_SCHEMA
 from meshinsights.orchestration.ingest import run_ingest
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS, REPO
 from tests.reliability.writer import DAY, rows, write
 

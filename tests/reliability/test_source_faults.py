@@ -10,6 +10,7 @@ run, with the source back, catches up to exactly what an undisturbed run wrote.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,8 @@ from meshinsights.errors import ConnectorError
 from meshinsights.model import Window
 from meshinsights.orchestration.ingest import last_watermark, run_incremental
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS
-from tests.reliability.conftest import SeededMySQL
+from tests.reliability.conftest import SeededMySQL, record, soak
 from tests.reliability.proxy import FaultProxy, closed_port
 
 pytestmark = pytest.mark.mysql
@@ -117,7 +117,8 @@ def fails_cleanly(store: DeltaStore, url: str, seeded: SeededMySQL,
     return info.value, elapsed
 
 
-def catches_up(store: DeltaStore, url: str, reference: DeltaStore) -> None:
+def catches_up(store: DeltaStore, url: str, reference: DeltaStore, *, advances: bool = True
+               ) -> None:
     """The next run with the source back: the tables equal an undisturbed run's, row for row."""
     before = last_watermark(store, NS, MID)
     [summary] = ingest(store, url, DAY2)
@@ -127,7 +128,7 @@ def catches_up(store: DeltaStore, url: str, reference: DeltaStore) -> None:
     for t in TABLES:
         pd.testing.assert_frame_equal(result[t], expected[t], obj=t)
     after = last_watermark(store, NS, MID)
-    assert after == last_watermark(reference, NS, MID) and after > before
+    assert after == last_watermark(reference, NS, MID) and (after > before or not advances)
 
 
 def test_database_down_retries_with_backoff_then_catches_up(
@@ -137,17 +138,21 @@ def test_database_down_retries_with_backoff_then_catches_up(
     assert "transient database error" in str(exc) and "Can't connect" in str(exc)
     assert elapsed < 30  # refusals are immediate: the time is the backoff
     catches_up(after_day1, seeded_mysql.url(), reference)
+    record("source_down", attempts=ATTEMPTS, seconds_to_fail=round(elapsed, 2), caught_up=True)
 
 
 def test_connection_dropped_mid_result_retries_then_catches_up(
         seeded_mysql, reference, after_day1, proxy, caplog):
     # ~40 kB into a ~400 kB result: the handshake and the small late-data query get through.
     proxy.set("cut", cut_after=40_000)
-    exc, _ = fails_cleanly(after_day1, seeded_mysql.url(port=proxy.port), seeded_mysql, caplog)
+    exc, elapsed = fails_cleanly(after_day1, seeded_mysql.url(port=proxy.port), seeded_mysql,
+                                 caplog)
     assert proxy.cuts == ATTEMPTS and len(proxy.accepted) >= ATTEMPTS
     gaps = pd.Series(proxy.accepted).diff().dropna().tolist()[-(ATTEMPTS - 1):]
     assert gaps == sorted(gaps), f"backoff must grow: {gaps}"
     assert "Lost connection" in str(exc) or "lost connection" in str(exc).lower()
+    record("source_dropped", attempts=ATTEMPTS, cuts=proxy.cuts, seconds_to_fail=round(elapsed, 2),
+           backoff_gaps_s=[round(g, 2) for g in gaps], caught_up=True)
     proxy.set("pass")
     catches_up(after_day1, seeded_mysql.url(port=proxy.port), reference)
 
@@ -158,6 +163,7 @@ def test_one_dropped_connection_is_absorbed_by_a_retry(seeded_mysql, reference, 
     with caplog.at_level(logging.WARNING):
         catches_up(after_day1, seeded_mysql.url(port=proxy.port), reference)
     assert proxy.cuts == 1 and len(retries(caplog)) == 1
+    record("source_one_drop", cuts=1, retries=1, same_rows_as_clean_run=True)
 
 
 def test_slow_database_past_the_read_timeout_fails_then_catches_up(
@@ -165,8 +171,10 @@ def test_slow_database_past_the_read_timeout_fails_then_catches_up(
     # Handshake and the late-data query pass; then each result chunk waits 3 s > read_timeout.
     proxy.set("slow", delay=3.0, delay_after=4_000)
     url = seeded_mysql.url(port=proxy.port, read_timeout="1")
-    exc, _ = fails_cleanly(after_day1, url, seeded_mysql, caplog)
+    exc, elapsed = fails_cleanly(after_day1, url, seeded_mysql, caplog)
     assert "timed out" in str(exc) or "Lost connection" in str(exc)
+    record("source_slow_timeout", attempts=ATTEMPTS, seconds_to_fail=round(elapsed, 2),
+           caught_up=True)
     proxy.set("pass")
     catches_up(after_day1, url, reference)
 
@@ -177,4 +185,45 @@ def test_slow_database_within_the_timeout_gives_the_same_rows(
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
         catches_up(after_day1, seeded_mysql.url(port=proxy.port, read_timeout="5"), reference)
-    assert retries(caplog) == [] and time.monotonic() - started > 0.5
+    seconds = time.monotonic() - started
+    assert retries(caplog) == [] and seconds > 0.5
+    record("source_slow_ok", seconds=round(seconds, 2), retries=0, same_rows_as_clean_run=True)
+
+
+def random_faults(store: DeltaStore, seeded: SeededMySQL, reference: DeltaStore,
+                  proxy: FaultProxy, trials: int, seed: int) -> dict[str, int]:
+    """Random cut points and counts: every run ends correct or cleanly failed, never partial."""
+    rng = random.Random(seed)
+    url = seeded.url(port=proxy.port)
+    outcome = {"trials": trials, "succeeded": 0, "failed_cleanly": 0, "connections_cut": 0}
+    for _ in range(trials):
+        before = state(store)
+        proxy.set("cut", cut_after=rng.choice([0, 50, 300, 5_000, 60_000, 250_000]),
+                  times=rng.randint(0, 6))
+        try:
+            ingest(store, url, DAY2)
+        except ConnectorError as exc:
+            assert "failed after 4 attempts" in str(exc), exc
+            assert state(store) == before
+            outcome["failed_cleanly"] += 1
+        else:
+            for t, frame in tables(store).items():
+                pd.testing.assert_frame_equal(frame, tables(reference)[t], obj=t)
+            outcome["succeeded"] += 1
+        outcome["connections_cut"] += proxy.cuts
+    proxy.set("pass")
+    catches_up(store, url, reference, advances=not outcome["succeeded"])
+    return outcome
+
+
+def test_random_drops_end_correct_or_cleanly_failed(seeded_mysql, reference, after_day1, proxy):
+    record("source_random_drops",
+           **random_faults(after_day1, seeded_mysql, reference, proxy, trials=4, seed=7))
+
+
+@soak
+def test_soak_random_drops(seeded_mysql, reference, after_day1, proxy):
+    outcome = random_faults(after_day1, seeded_mysql, reference, proxy, trials=60,
+                            seed=int(time.time()))
+    assert outcome["succeeded"] and outcome["failed_cleanly"]  # both paths were exercised
+    record("source_random_drops_soak", **outcome)
