@@ -1,7 +1,7 @@
 """The MeshInsights Airflow plugin: dashboard links on DAG/task pages and the runs listener.
 
 Loaded by every Airflow component (scheduler included), so it imports nothing heavy: the
-listener writes the ``ops/runs`` table only inside task processes.
+listener writes the ``<pipeline>/runs`` table only inside task processes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from meshinsights.orchestration.links import PREFIX, links_app
 
 
 class MeshInsightsPlugin(AirflowPlugin):
-    """Dashboard tabs for every machine DAG, task and task instance; task outcomes in ops/runs."""
+    """Dashboard tabs on every machine DAG, task and task instance; task outcomes in runs."""
 
     name = "meshinsights"
     listeners = [listener]

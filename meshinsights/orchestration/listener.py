@@ -1,4 +1,4 @@
-"""Airflow listener: every MeshInsights task's outcome, timings and row counts in ``ops/runs``.
+"""Airflow listener: every MeshInsights task's outcome, timings and row counts in a runs table.
 
 Registered by ``plugins/meshinsights_plugin.py``. Airflow calls these hooks in the task process
 (where the task itself already used the store) and, for tasks failed from outside, in the API
@@ -9,6 +9,7 @@ that has touched deltalake must never fork.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,8 @@ except ImportError:  # a worker with only the Task SDK installed
     hookimpl = pluggy.HookimplMarker("airflow")
 
 __all__ = [
-    "RUNS_NAMESPACE",
     "RUNS_TABLE",
+    "record_ts",
     "run_record",
     "runs_schema",
     "write_run",
@@ -35,14 +36,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where the runs table lives in the store: ``<root>/ops/runs``.
-RUNS_NAMESPACE = "ops"
+#: The runs table of a pipeline: ``<root>/<pipeline>/runs`` (next to the tables it describes).
 RUNS_TABLE = "runs"
 _MAX_ERROR = 500
+#: A run's rows sit in the first minute of its window (see :func:`record_ts`).
+_SPREAD_US = 60_000_000
 
 
 def runs_schema() -> Any:
-    """One row per task attempt; ``ts`` is the attempt's start (unique per machine)."""
+    """One row per task attempt; ``ts`` places it in its window (see :func:`record_ts`)."""
     import pyarrow as pa
 
     from meshinsights.model import TS
@@ -57,6 +59,7 @@ def runs_schema() -> Any:
             ("task_id", pa.string()),
             ("try_number", pa.int64()),
             ("state", pa.string()),
+            ("started_at", TS),
             ("window_start", TS),
             ("window_end", TS),
             ("ended_at", TS),
@@ -110,7 +113,8 @@ def run_record(
     s = summary if isinstance(summary, dict) else {}
     return {
         "machine_id": machine_id,
-        "ts": started,
+        "ts": record_ts(window, started=started, key=f"{dag_id}|{run_id}|{task_id}|{try_number}"),
+        "started_at": started,
         "pipeline": pipeline,
         "dag_id": dag_id,
         "run_id": run_id,
@@ -134,6 +138,20 @@ def run_record(
     }
 
 
+def record_ts(window: tuple[datetime, datetime] | None, *, started: datetime, key: str) -> datetime:
+    """The row's ``ts``: inside the run's window, so window reads (the dashboard) find it.
+
+    Each attempt gets its own microsecond in the window's first minute (a hash of its ids), so
+    one row can be overwritten alone — idempotently — while parallel tasks of the same window
+    write theirs. Without a known window the attempt's start time is used.
+    """
+    if window is None:
+        return started
+    span = min(_SPREAD_US, int((window[1] - window[0]) / timedelta(microseconds=1)))
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return window[0] + timedelta(microseconds=digest % max(span, 1))
+
+
 def write_run(store: Any, record: dict[str, Any]) -> int:
     """Write one row idempotently (partition: machine, [ts, ts + 1 µs)); returns the version."""
     import pandas as pd
@@ -141,12 +159,12 @@ def write_run(store: Any, record: dict[str, Any]) -> int:
     from meshinsights.model import Window
 
     frame = pd.DataFrame([record])
-    for col in ("ts", "window_start", "window_end", "ended_at"):
+    for col in ("ts", "started_at", "window_start", "window_end", "ended_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     start = record["ts"]
     window = Window(start, start + timedelta(microseconds=1))
     result = store.overwrite(
-        RUNS_NAMESPACE,
+        record["pipeline"],
         RUNS_TABLE,
         frame,
         machine_ids=record["machine_id"],
@@ -218,7 +236,7 @@ def _record(ti: Any, state: str, error: Any = None) -> None:
         ti.task_id,
         state,
         machine_id,
-        RUNS_NAMESPACE,
+        pipeline,
         RUNS_TABLE,
         version,
     )

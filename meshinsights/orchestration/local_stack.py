@@ -259,7 +259,43 @@ def _seed_demo(env: Mapping[str, str]) -> None:
     subprocess.run([exe, "demo", "seed"], env=dict(env), check=True)
 
 
-def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> int:
+def _start(
+    env: Mapping[str, str], directory: Path, dashboard_port: int
+) -> dict[str, subprocess.Popen[bytes]]:
+    procs = {"airflow": spawn(Component("airflow", ["airflow", "standalone"]), env, directory)}
+    if _has_dashboard():
+        exe = str(Path(sys.executable).parent / "meshinsights")
+        argv = [exe, "dashboard", "--port", str(dashboard_port)]
+        procs["dashboard"] = spawn(Component("dashboard", argv), env, directory)
+    else:
+        _say("(the dashboard command is not available in this build; starting Airflow only)")
+    return procs
+
+
+def _ready(
+    procs: dict[str, subprocess.Popen[bytes]],
+    directory: Path,
+    api_port: int,
+    dashboard_port: int,
+    timeout: float,
+) -> bool:
+    """Wait for Airflow's API (a first start migrates the DB: minutes on a busy machine)."""
+    url = f"http://127.0.0.1:{api_port}/api/v2/monitor/health"
+    if not wait_http(url, timeout=timeout, procs=list(procs.values())):
+        dead = [n for n, p in procs.items() if p.poll() is not None]
+        why = f"{', '.join(dead)} exited" if dead else f"no answer on {url} after {timeout:.0f}s"
+        _say(
+            f"Airflow did not come up ({why}); last lines of its log:\n"
+            + _tail(directory / "airflow.log")
+        )
+        return False
+    health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
+    if "dashboard" in procs and not wait_http(health, timeout=120, procs=[procs["dashboard"]]):
+        _say(f"the dashboard did not come up:\n{_tail(directory / 'dashboard.log')}")
+    return True
+
+
+def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> int:
     """Seed, start Airflow standalone and the dashboard, print URLs and login, wait for Ctrl-C."""
     home = airflow_home()
     directory = run_dir(home)
@@ -273,35 +309,12 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> 
     _seed_demo(env)
     password = ensure_password(home)
     (directory / "stack.pid").write_text(f"{os.getpid()}\n")
-    procs = {"airflow": spawn(Component("airflow", ["airflow", "standalone"]), env, directory)}
-    if _has_dashboard():
-        exe = str(Path(sys.executable).parent / "meshinsights")
-        procs["dashboard"] = spawn(
-            Component("dashboard", [exe, "dashboard", "--port", str(dashboard_port)]),
-            env,
-            directory,
-        )
-    else:
-        _say("(the dashboard command is not available in this build yet; starting Airflow only)")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        procs = _start(env, directory, dashboard_port)
         _say(f"starting Airflow on port {api_port} (logs: {directory}/*.log) …")
-        if not wait_http(
-            f"http://127.0.0.1:{api_port}/api/v2/monitor/health",
-            timeout=timeout,
-            procs=list(procs.values()),
-        ):
-            _say(
-                "Airflow did not come up; last lines of its log:\n"
-                + _tail(directory / "airflow.log")
-            )
+        if not _ready(procs, directory, api_port, dashboard_port, timeout):
             return 1
-        if "dashboard" in procs and not wait_http(
-            f"http://127.0.0.1:{dashboard_port}/_stcore/health",
-            timeout=60,
-            procs=[procs["dashboard"]],
-        ):
-            _say(f"the dashboard did not come up:\n{_tail(directory / 'dashboard.log')}")
         _banner(
             api_port,
             dashboard_url if "dashboard" in procs else None,
@@ -317,6 +330,9 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 180.0) -> 
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C must not abandon the cleanup half way (it is bounded anyway).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _say("stopping …")
         stop_all(directory)
         (directory / "stack.pid").unlink(missing_ok=True)

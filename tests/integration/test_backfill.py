@@ -15,7 +15,7 @@ from pandas.testing import assert_frame_equal
 
 from meshinsights.config import load_configs
 from meshinsights.model import Window
-from meshinsights.orchestration.listener import RUNS_NAMESPACE, RUNS_TABLE
+from meshinsights.orchestration.listener import RUNS_TABLE
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.integration.cluster import Cluster
@@ -89,7 +89,7 @@ def test_on_demand_run_and_cli_backfill_touch_only_their_machine_and_windows(
     assert len(hourly) == 12
 
     # The listener recorded every task of every run, with its window and row counts.
-    runs = store.read_all(RUNS_NAMESPACE, RUNS_TABLE)
+    runs = store.read_all("minimal", RUNS_TABLE)
     b_runs = runs[runs["machine_id"] == "hvac-002"]
     b_runs = b_runs[b_runs["run_id"].str.startswith("backfill")]
     assert len(b_runs) == 9 and set(b_runs["state"]) == {"success"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meshinsights.orchestration.listener import RUNS_NAMESPACE, RUNS_TABLE
+from meshinsights.orchestration.listener import RUNS_TABLE
 from meshinsights.store import DeltaStore
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import MACHINES, airflow_database, unavailable
@@ -114,7 +114,7 @@ def test_parallel_runs_on_a_celery_worker_lose_no_commit(celery_cluster: Cluster
         committed = Counter(h.get("meshinsights.run_id") for h in history
                             if h.get("meshinsights.run_id") in all_runs)
         assert committed == Counter({r: 1 for r in all_runs}), table
-    runs = store.read_all(RUNS_NAMESPACE, RUNS_TABLE)
+    runs = store.read_all("minimal", RUNS_TABLE)
     ours = runs[runs["run_id"].isin(all_runs)]
     assert len(ours) == len(tis) and set(ours["state"]) == {"success"}
     assert ours["window_start"].min() == pd.Timestamp(WINDOWS[0][0])

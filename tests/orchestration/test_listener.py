@@ -13,14 +13,13 @@ import pytest
 from meshinsights.orchestration import listener
 from meshinsights.orchestration.links import dashboard_url, dashboard_url_for_dag, links_app
 from meshinsights.orchestration.listener import (
-    RUNS_NAMESPACE,
     RUNS_TABLE,
     dq_rate,
+    record_ts,
     run_record,
     write_run,
 )
 from meshinsights.store import DeltaStore
-
 from tests.conftest import REPO
 from tests.integration.conftest import write_configs
 
@@ -59,13 +58,24 @@ def test_run_record_keeps_counts_and_timings_and_drops_secrets():
     assert "hunter22" not in failed["error"] and len(failed["error"]) == 500
 
 
+def test_record_ts_puts_each_attempt_at_its_own_instant_in_the_window():
+    keys = [f"d|r|{task}|{attempt}" for task in ("ingest", "summary", "x") for attempt in (1, 2)]
+    stamps = [record_ts(WINDOW, started=T0, key=k) for k in keys]
+    assert len(set(stamps)) == len(stamps)
+    assert all(WINDOW[0] <= t < WINDOW[0] + timedelta(minutes=1) for t in stamps)
+    assert record_ts(WINDOW, started=T0, key=keys[0]) == stamps[0]  # deterministic
+    short = (WINDOW[0], WINDOW[0] + timedelta(microseconds=5))
+    assert WINDOW[0] <= record_ts(short, started=T0, key="k") < short[1]
+    assert record_ts(None, started=T0, key="k") == T0
+
+
 def test_write_run_is_idempotent_per_attempt(store: DeltaStore):
     write_run(store, _record())
     write_run(store, _record())  # the same attempt again: still one row
     write_run(store, _record(task_id="summary", started=T0 + timedelta(seconds=3),
                              ended=T0 + timedelta(seconds=4), summary={"rows_out": 1}))
     write_run(store, _record(machine_id="m-2"))  # same instant, other machine
-    runs = store.read_all(RUNS_NAMESPACE, RUNS_TABLE).sort_values(["machine_id", "ts"])
+    runs = store.read_all("minimal", RUNS_TABLE).sort_values(["machine_id", "started_at"])
     assert runs[["machine_id", "task_id"]].values.tolist() == [
         ["m-1", "ingest"], ["m-1", "summary"], ["m-2", "ingest"]]
     assert runs["window_start"].iloc[0].to_pydatetime() == WINDOW[0]
@@ -78,7 +88,7 @@ def test_hooks_never_write_from_outside_a_task_process(store: DeltaStore, monkey
     monkeypatch.setenv("MESHINSIGHTS_STORE", store.root)
     listener.on_task_instance_failed(None, TaskInstance(), RuntimeError("x"))
     listener.on_task_instance_success(None, TaskInstance())
-    assert not store.exists(RUNS_NAMESPACE, RUNS_TABLE)
+    assert not store.exists("minimal", RUNS_TABLE)
 
 
 def test_plugin_and_listener_import_nothing_heavy():
@@ -139,8 +149,10 @@ def test_every_task_of_a_dag_run_lands_in_the_runs_table(airflow_db, demo_db, tm
                    run_conf={"start": "2024-01-02T00:00:00+00:00",
                              "end": "2024-01-02T12:00:00+00:00"})
     assert run.state == "success"
-    runs = store.read_all(RUNS_NAMESPACE, RUNS_TABLE)
+    runs = store.read_all("minimal", RUNS_TABLE)
     runs = runs[runs["run_id"] == run.run_id].set_index("task_id")
+    start = datetime(2024, 1, 2, tzinfo=UTC)
+    assert runs["ts"].between(start, start + timedelta(minutes=1), inclusive="left").all()
     assert set(runs.index) == {"ingest", "average_temperature", "summary"}
     assert set(runs["state"]) == {"success"} and set(runs["machine_id"]) == {"hvac-001"}
     telemetry = store.read_all("minimal", "telemetry")
