@@ -210,6 +210,8 @@ def stop_all(directory: Path, *, timeout: float = 30.0) -> list[str]:
     """Stop every component with a pid file in ``directory``; returns the names stopped."""
     stopped = []
     for pid_file in sorted(directory.glob("*.pid")):
+        if pid_file.stem == "stack":  # the supervisor itself: stop_stack signals it
+            continue
         try:
             pgid = int(pid_file.read_text().split()[0])
         except (ValueError, IndexError, OSError):

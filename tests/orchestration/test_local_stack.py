@@ -22,7 +22,6 @@ from meshinsights.orchestration.local_stack import (
     spawn,
     stop_all,
 )
-
 from tests.integration.cluster import free_port
 from tests.integration.conftest import write_configs
 
@@ -68,11 +67,12 @@ def test_stop_all_ends_whole_process_groups_and_forgets_stale_pids(tmp_path: Pat
     child = int((tmp_path / "child.pid").read_text())
     (tmp_path / "ghost.pid").write_text("999999999\n")
     (tmp_path / "garbage.pid").write_text("not a pid\n")
+    (tmp_path / "stack.pid").write_text(f"{os.getpid()}\n")  # the supervisor: never itself
     stopped = stop_all(tmp_path, timeout=1)
     assert stopped == ["stubborn"]
     proc.wait(timeout=10)
     assert not _alive(child)
-    assert list(tmp_path.glob("*.pid")) == []
+    assert [p.name for p in tmp_path.glob("*.pid")] == ["stack.pid"]
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
