@@ -81,15 +81,24 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
 }
 
 
-def run(names: list[str], *, quick: bool, workdir: Path, out: Path | None = None) -> dict[str, Any]:
+def run(
+    names: list[str],
+    *,
+    quick: bool,
+    workdir: Path,
+    out: Path | None = None,
+    done: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run the named benchmarks; a failing one is recorded with its error, the rest still run.
 
     With ``out``, the report so far is rewritten after every benchmark: a long run shows its
     progress, and an interrupted one keeps what it measured.
     """
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = dict(done or {})
     meta = {**machine_info(), "quick": quick, "command": _command(names, quick)}
     for name in names:
+        if name in results:  # kept from the run being resumed
+            continue
         started = time.perf_counter()
         try:
             bench = BENCHMARKS[name](workdir / name, quick)
@@ -106,6 +115,20 @@ def run(names: list[str], *, quick: bool, workdir: Path, out: Path | None = None
         if out is not None:
             _write(out, {"meta": meta, "benchmarks": results})
     return {"meta": meta, "benchmarks": results}
+
+
+def _resumable(out: Path, *, quick: bool, names: list[str]) -> dict[str, Any]:
+    """Benchmarks a previous run in the same mode finished without error."""
+    if not out.exists():
+        return {}
+    previous = json.loads(out.read_text())
+    if previous.get("meta", {}).get("quick") != quick:
+        return {}
+    return {
+        name: res
+        for name, res in previous.get("benchmarks", {}).items()
+        if name in names and "error" not in res
+    }
 
 
 def _write(out: Path, report: dict[str, Any]) -> None:
@@ -158,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this benchmark (repeatable)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the benchmarks --out already holds (same mode, no error); run the rest",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     parser.add_argument(
         "--workdir",
@@ -172,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.pop("OPENAI_API_KEY", None)  # the GenAI step must use the offline analyst here
     names = args.only or list(BENCHMARKS)
+    done = _resumable(args.out, quick=args.quick, names=names) if args.resume else {}
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = run(names, quick=args.quick, workdir=args.workdir, out=args.out)
+        report = run(names, quick=args.quick, workdir=args.workdir, out=args.out, done=done)
     else:
         with tempfile.TemporaryDirectory(prefix="meshinsights-bench-") as tmp:
-            report = run(names, quick=args.quick, workdir=Path(tmp), out=args.out)
+            report = run(names, quick=args.quick, workdir=Path(tmp), out=args.out, done=done)
     _write(args.out, report)
     print_table(report)
     print(f"results: {args.out}")
