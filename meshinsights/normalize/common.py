@@ -110,12 +110,61 @@ def quarantine_frame(
     return out.reset_index(drop=True)
 
 
+#: Times outside this range are refused (NaT): no sensor reports there, and near the ends of
+#: the datetime range pandas cannot localize, convert or format them.
+EARLIEST, LATEST = pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC")
+
+
 def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
     """Parse timestamps (naive ones in ``tz``) to UTC; unparsable values become NaT.
 
     Numbers are epoch seconds. Text with an explicit offset (``Z``, ``+02:00``) keeps it,
-    even in a column that otherwise holds naive local times.
+    even in a column that otherwise holds naive local times. Times outside
+    [``EARLIEST``, ``LATEST``) become NaT.
     """
+    # Screen before parsing: pandas silently wraps some overflowing times (year 9999 with an
+    # offset came back as 1972).
+    values = values.where(_plausible(values))
+    try:
+        ts = _to_utc(values, tz, fmt)
+    except (NotImplementedError, OverflowError, ValueError):
+        # e.g. year 9999 local time: localizing overflows the stdlib datetime range. One value
+        # at a time, so only the offending values become NaT.
+        ts = pd.Series([_one_to_utc(values.iloc[[i]], tz, fmt) for i in range(len(values))],
+                       index=values.index, dtype="datetime64[us, UTC]")
+    return ts.where((ts >= EARLIEST) & (ts < LATEST))
+
+
+_YEAR = re.compile(r"^\s*([+-]?\d{1,6})-")
+
+
+def _plausible(values: pd.Series) -> pd.Series:
+    """False for values whose year is visibly outside [EARLIEST, LATEST) (they become NaT)."""
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return pd.Series(True, index=values.index)
+    if pd.api.types.is_numeric_dtype(values):  # epoch seconds
+        lo, hi = EARLIEST.timestamp(), LATEST.timestamp()
+        return values.isna() | ((values >= lo) & (values < hi))
+    return values.map(_plausible_one).astype(bool)
+
+
+def _plausible_one(value: Any) -> bool:
+    if isinstance(value, datetime):
+        return EARLIEST.year <= value.year < LATEST.year
+    if isinstance(value, str):
+        year = _YEAR.match(value)
+        return year is None or EARLIEST.year <= int(year.group(1)) < LATEST.year
+    return True
+
+
+def _one_to_utc(value: pd.Series, tz: str, fmt: str | None) -> Any:
+    try:
+        return _to_utc(value, tz, fmt).iloc[0]
+    except (NotImplementedError, OverflowError, ValueError):
+        return pd.NaT
+
+
+def _to_utc(values: pd.Series, tz: str, fmt: str | None) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         ts = pd.to_datetime(values, unit="s", errors="coerce", utc=True)
     elif pd.api.types.is_datetime64_any_dtype(values):
@@ -225,7 +274,8 @@ class RowSorter:
         self.reject(
             self.df["ts"].isna(),
             "ts_parse",
-            "timestamp missing, unparsable or a non-existent/ambiguous local time",
+            "timestamp missing, unparsable, outside 1900-2199 or a non-existent/ambiguous "
+            "local time",
         )
         w = self.window
         inside = (self.df["ts"] >= pd.Timestamp(w.start)) & (self.df["ts"] < pd.Timestamp(w.end))

@@ -309,3 +309,20 @@ def test_absurd_magnitudes_are_quarantined_so_aggregates_stay_finite() -> None:
         machine_id=MID, window=window)
     summary = tables["summary"].set_index("metric").loc["temperature"]
     assert np.isfinite([summary["mean"], summary["std"], summary["max"]]).all()
+
+
+ENDS = ["9999-12-31 23:59:59", "0001-01-01 00:00:00", "9999-12-31T23:59:59-05:00",
+        "0001-01-01T00:00:00+05:00", "1677-09-21 00:12:43", "2262-04-11 23:47:16"]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Europe/Berlin"])
+def test_times_at_the_ends_of_the_datetime_range_are_quarantined(tz: str) -> None:
+    """Found by `make soak`: year-9999 local times made normalization raise NotImplementedError."""
+    window = WINDOWS["plain"]
+    raw = pd.DataFrame({"ts": [*ENDS, "2024-01-01 12:00:00"], "metric": "temperature",
+                        "value": np.arange(len(ENDS) + 1, dtype=float)})
+    for kind, fn in (("telemetry", normalize_telemetry), ("events", normalize_events)):
+        frame = raw if kind == "telemetry" else raw.rename(columns={"metric": "kind"}).assign(
+            kind="event")
+        result = fn(frame, machine_id=MID, window=window, timezone=tz)
+        assert len(result.clean) == 1 and result.by_rule == {"ts_parse": len(ENDS)}, kind
