@@ -17,9 +17,7 @@ __all__: list[str] = []
 
 
 def _store() -> Any:
-    from meshinsights.store import DeltaStore
-
-    return DeltaStore(state.settings.store_uri)
+    return state.settings.open_store()
 
 
 def _configs(*, strict: bool = False) -> Any:

@@ -111,11 +111,10 @@ def export(
 ) -> None:
     """Write one machine's rows of a table for a time range (the current Delta version)."""
     from meshinsights.model import check_machine_id
-    from meshinsights.store import DeltaStore
     from meshinsights.store.sql import table_extents
 
     fmt_checked = output_format(out_path, fmt)
-    store = DeltaStore(state.settings.store_uri)
+    store = state.settings.open_store()
     check_machine_id(machine)
     namespace = resolve_table(store, table, pipeline, machine)
     extents = table_extents(store, namespace, table)

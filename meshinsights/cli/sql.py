@@ -129,13 +129,12 @@ def sql(
     list_views: bool = typer.Option(False, "--tables", help="list the views and exit"),
 ) -> None:
     """DuckDB SQL over the artifact tables (each table's current Delta version is a view)."""
-    from meshinsights.store import DeltaStore
     from meshinsights.store.sql import ArtifactSQL
 
     if execute and file:
         raise ConfigError("pass either -e SQL or -f FILE, not both")
     fmt_checked = output_format(out_path, fmt) if out_path else None
-    with ArtifactSQL(DeltaStore(state.settings.store_uri)) as engine:
+    with ArtifactSQL(state.settings.open_store()) as engine:
         if list_views:
             out.print(_tables_grid(engine))
             return

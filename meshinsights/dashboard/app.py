@@ -42,7 +42,8 @@ _CURATED_FIRST = (
 
 @st.cache_resource(show_spinner=False)
 def _store(root: str) -> data.ReadOnlyStore:
-    return data.ReadOnlyStore(root)
+    # Endpoint and credentials from the environment (never in the cache key or the page).
+    return data.ReadOnlyStore(root, storage_options=get_settings().storage_options)
 
 
 @st.cache_data(ttl=15, show_spinner=False)

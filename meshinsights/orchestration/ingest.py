@@ -26,6 +26,7 @@ from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.sources import Resolver, SourceAccess
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
+from meshinsights.orchestration.logging import logged_run
 from meshinsights.store import DeltaStore
 
 __all__ = [
@@ -141,6 +142,7 @@ def _meta(prefix: str, result: NormalizeResult) -> dict[str, Any]:
     }
 
 
+@logged_run
 def run_ingest(
     machine: MachineConfig,
     pipeline: PipelineConfig,
@@ -263,6 +265,7 @@ def _text(ts: pd.Timestamp | None) -> str | None:
     return None if ts is None else str(ts)
 
 
+@logged_run
 def run_incremental(
     machine: MachineConfig,
     pipeline: PipelineConfig,

@@ -18,6 +18,7 @@ import pandas as pd
 from meshinsights.config import Condition, LoadedConfigs, When
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
 from meshinsights.model import Window
+from meshinsights.orchestration.logging import logged_run
 from meshinsights.orchestration.plan import PlannedStep, plan
 from meshinsights.steps.registry import StepSpec
 from meshinsights.store import DeltaStore
@@ -75,6 +76,7 @@ def _call(spec: StepSpec, frames: dict[str, pd.DataFrame], params: dict[str, Any
     return out
 
 
+@logged_run
 def run_step(
     spec: StepSpec | PlannedStep,
     machine: str | Sequence[str],

@@ -52,11 +52,14 @@ def _resolve(conn_id: str) -> str:
 
 
 def _setup(configs_dir: str, store_uri: str, machine_id: str) -> tuple[Any, Any, Any, Any]:
+    from meshinsights.settings import storage_options_from_env
     from meshinsights.store import DeltaStore
 
     configs = _configs(configs_dir)
     machine = configs.machine(machine_id)
-    return configs, machine, configs.pipeline_of(machine), DeltaStore(store_uri)
+    # The URI is the DAG's; credentials and endpoints come from the worker's environment.
+    store = DeltaStore(store_uri, storage_options=storage_options_from_env())
+    return configs, machine, configs.pipeline_of(machine), store
 
 
 def _run_id(context: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from meshinsights import __version__
 from meshinsights.errors import StoreError
 from meshinsights.model import TS, Window, check_machine_id, check_table_name
+from meshinsights.store.filesystems import filesystem_for
 from meshinsights.store.predicates import window_predicate
 
 __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
@@ -305,7 +306,7 @@ class DeltaStore:
         return None if dt is None else int(dt.version())
 
     def namespaces(self) -> list[str]:
-        fs, base = _filesystem(self.root, self.storage_options)
+        fs, base = filesystem_for(self.root, self.storage_options)
         from pyarrow import fs as pafs
 
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
@@ -316,7 +317,7 @@ class DeltaStore:
     def table_names(self, namespace: str) -> list[str]:
         from pyarrow import fs as pafs
 
-        fs, base = _filesystem(self.root, self.storage_options)
+        fs, base = filesystem_for(self.root, self.storage_options)
         infos = fs.get_file_info(
             pafs.FileSelector(f"{base}/{check_table_name(namespace)}", allow_not_found=True)
         )
@@ -381,17 +382,6 @@ def _try_open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None
         return DeltaTable(uri, storage_options=dict(storage_options))
     except TableNotFoundError:
         return None
-
-
-def _filesystem(root: str, storage_options: Mapping[str, str]) -> tuple[Any, str]:
-    from pyarrow import fs as pafs
-
-    if "://" not in root:
-        return pafs.LocalFileSystem(), root
-    if root.startswith("file://"):
-        return pafs.LocalFileSystem(), root[len("file://"):]
-    fs, path = pafs.FileSystem.from_uri(root)
-    return fs, path
 
 
 def _prepare(

@@ -17,6 +17,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from typer.testing import CliRunner
+
+from meshinsights.cli import app
 from meshinsights.config import load_configs
 from meshinsights.model import Window
 from meshinsights.orchestration.maintenance import compact_tables, vacuum_tables
@@ -30,6 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TABLES = ("telemetry", "temperature_hourly", "summary")
 BUCKET = "meshinsights-it"
+cli = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,22 @@ def test_pipeline_on_object_storage_equals_the_local_store(
     for table in TABLES:
         assert len(expected[table]) > 0
         assert_frame_equal(first[table], expected[table], obj=table)
+
+    # Listing goes through pyarrow, which gets the same endpoint and credentials.
+    assert {t.name for t in remote.tables() if t.namespace == "minimal"} >= set(TABLES)
+    # The CLI users reach the store with: tables, SQL over the current versions, export.
+    listed = cli.invoke(app, ["tables"])
+    assert listed.exit_code == 0, listed.output
+    secret = options.get("azure_storage_account_key") or options["AWS_SECRET_ACCESS_KEY"]
+    assert "temperature_hourly" in listed.output and secret not in listed.output
+    sql = cli.invoke(app, ["sql", "-e", "SELECT count(*) AS n FROM minimal__temperature_hourly"])
+    assert sql.exit_code == 0, sql.output
+    assert str(len(expected["temperature_hourly"])) in sql.output
+    csv = tmp_path / "hourly.csv"
+    exported = cli.invoke(app, ["export", "temperature_hourly", "--machine", "hvac-001",
+                                "--start", "2024-01-01", "--end", "2024-01-03", "--out", str(csv)])
+    assert exported.exit_code == 0, exported.output
+    assert len(pd.read_csv(csv)) == len(expected["temperature_hourly"])
 
     versions = {t: remote.version("minimal", t) for t in TABLES}
     run_pipeline(configs, "hvac-001", window, remote)  # a rerun is idempotent

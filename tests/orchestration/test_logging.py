@@ -15,7 +15,6 @@ from meshinsights.orchestration.logging import (
     JsonFormatter,
     current_context,
     log_context,
-    logged_run,
     mask_secret,
 )
 from meshinsights.orchestration.runner import run_step
@@ -90,7 +89,7 @@ def test_json_formatter_emits_the_context_as_fields(caplog):
 
 
 def test_logged_run_binds_the_runners_arguments(caplog, store: DeltaStore, day: Window):
-    """The hook the runner gets (``@logged_run`` on run_step): store and runner lines carry it."""
+    """``run_step`` is ``@logged_run``: the store's and the runner's lines carry its context."""
     caplog.set_level(logging.INFO)
     ts = pd.date_range(day.start, periods=120, freq="1min", tz="UTC")
     telemetry = pd.DataFrame({"machine_id": "m-1", "ts": ts, "metric": "temperature",
@@ -98,8 +97,8 @@ def test_logged_run_binds_the_runners_arguments(caplog, store: DeltaStore, day: 
                               "ingested_at": datetime(2024, 1, 3, tzinfo=UTC)})
     store.overwrite("p", "telemetry", telemetry, machine_ids="m-1", window=day)
     caplog.clear()
-    summary = logged_run(run_step)(get_step("average_temperature"), "m-1", day, store,
-                                   namespace="p", run_id="run-42")
+    summary = run_step(get_step("average_temperature"), "m-1", day, store,
+                       namespace="p", run_id="run-42")
     assert summary["rows_out"] == 2
     lines = _messages(caplog)
     assert lines and all(m.startswith(f"[run=run-42 machine=m-1 window={day}] ") for m in lines)
