@@ -10,6 +10,7 @@ repetitions behind each median are the machines of a run.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ def _decile_medians(values: list[float]) -> tuple[float, float]:
     return median(values[:k]), median(values[-k:])
 
 
+def _sizes() -> tuple[int, int]:
+    """``$BENCH_FLEET_SIZES`` ("small,large"), default the issue's 100 and 1,000 machines."""
+    small, large = (int(x) for x in os.environ.get("BENCH_FLEET_SIZES", "100,1000").split(","))
+    return small, large
+
+
 def bench_fleet(workdir: Path, *, quick: bool) -> Bench:
-    small, large = (3, 8) if quick else (100, 1000)
+    small, large = (3, 8) if quick else _sizes()
     pipeline = fixtures.pick_pipeline(quick=quick)
     bench = Bench(
         "fleet",

@@ -5,6 +5,7 @@ functions chained in memory with one Parquet write per output table at the end.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -229,7 +230,10 @@ def _breakdown(bench: Bench, key: str, summaries: list[dict[str, Any]]) -> None:
 
 
 def bench_overhead(workdir: Path, *, quick: bool) -> Bench:
-    days, daily_days = (2, 0) if quick else (90, 30)
+    # $BENCH_OVERHEAD_DAYS ("one-window days,daily days"), default the 90 (and 30).
+    days, daily_days = (2, 0) if quick else (
+        int(x) for x in os.environ.get("BENCH_OVERHEAD_DAYS", "90,30").split(",")
+    )
     reps = 3 if quick else 5
     prep = prepare(workdir, days=days, quick=quick)
     bench = Bench(

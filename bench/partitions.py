@@ -122,15 +122,23 @@ def _curve(bench: Bench, label: str, stores: dict[int, Any], days: int, reps: in
     for n in sizes:
         store, machine = stores[n], _ids(n)[n // 2]
         frame = day_frame([machine], mid_day, seed=1)
+        # warm: the store keeps the table open (a fleet run, a task's later steps);
+        # cold: a new process's first touch (an Airflow task) loads the snapshot.
         variants[f"overwrite_{n}"] = lambda s=store, m=machine, f=frame: s.overwrite(
             NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA
         )
+        variants[f"overwrite_cold_{n}"] = lambda s=store, m=machine, f=frame: type(s)(
+            s.root
+        ).overwrite(NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA)
         variants[f"read_day_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, day)
+        variants[f"read_day_cold_{n}"] = lambda s=store, m=machine: type(s)(s.root).read(
+            NS, TABLE, m, day
+        )
         variants[f"read_week_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, week)
     times = interleaved(variants, reps)
     bench.samples[f"{label}_times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
     small, big = sizes[0], sizes[-1]
-    for op in ("overwrite", "read_day", "read_week"):
+    for op in ("overwrite", "overwrite_cold", "read_day", "read_day_cold", "read_week"):
         for n in sizes:
             bench.add(f"{label}: {op} @ {n} machines", median(times[f"{op}_{n}"]) * 1000, "ms")
         ratio = median(times[f"{op}_{big}"]) / median(times[f"{op}_{small}"])

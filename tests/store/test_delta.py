@@ -169,3 +169,34 @@ def test_stray_folders_in_the_store_are_skipped(store: DeltaStore, day: Window):
     (Path(store.root) / "lost+found").mkdir()
     (Path(store.root) / NS / "Not-A-Table").mkdir()
     assert [(t.namespace, t.name) for t in store.tables()] == [(NS, "telemetry")]
+
+
+def test_a_kept_table_sees_other_writers_commits(store: DeltaStore, day: Window):
+    """Open tables are kept per thread and refreshed: another writer's commit is never missed."""
+    write(store, frame("a", "2024-01-01", 24), "a", day)
+    assert len(store.read(NS, "telemetry", "a", day)) == 24  # this store now keeps the table
+    other = DeltaStore(store.root)
+    other.overwrite(NS, "telemetry", frame("a", "2024-01-01", 5, 9.0), machine_ids="a",
+                    window=day, schema=TELEMETRY_SCHEMA)
+    seen = store.read(NS, "telemetry", "a", day)
+    assert seen["value"].tolist() == [9.0, 10.0, 11.0, 12.0, 13.0]
+    assert store.version(NS, "telemetry") == other.version(NS, "telemetry")
+    # ...and a commit made through the kept table returns its own version.
+    result = store.overwrite(NS, "telemetry", frame("a", "2024-01-01", 24), machine_ids="a",
+                             window=day, schema=TELEMETRY_SCHEMA)
+    assert result.version == other.version(NS, "telemetry")
+
+
+def test_tables_checkpoint_every_ten_commits(store: DeltaStore, day: Window):
+    """Opening replays at most ten JSON commits after a Parquet checkpoint (bench: partitions)."""
+    import json
+    from pathlib import Path
+
+    from meshinsights.store.delta import CHECKPOINT_INTERVAL
+
+    for i in range(CHECKPOINT_INTERVAL + 1):
+        write(store, frame("a", "2024-01-01", 24, float(i)), "a", day)
+    log = store.uri(NS, "telemetry") + "/_delta_log"
+    last = json.loads((Path(log) / "_last_checkpoint").read_text())
+    assert 0 < store.version(NS, "telemetry") - last["version"] <= CHECKPOINT_INTERVAL
+    assert store.read(NS, "telemetry", "a", day)["value"].iloc[0] == float(CHECKPOINT_INTERVAL)
