@@ -12,7 +12,7 @@ export MESHINSIGHTS_CONFIGS ?= $(CURDIR)/configs
 export MESHINSIGHTS_STORE ?= $(CURDIR)/data/artifacts
 
 
-.PHONY: venv test test-integration lint demo run stop clean lock bench soak
+.PHONY: venv test test-unit test-integration lint demo run stop clean lock bench soak
 
 venv: $(STAMP)
 
@@ -28,10 +28,13 @@ $(STAMP): requirements.lock pyproject.toml
 lock:
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-# The README's test command (what CI runs). The multi-process stack tests under
-# tests/integration (real scheduler + API server backfills, a Celery worker, S3/Azurite
-# stores) need minutes each and an idle machine: run them with `make test-integration`.
-test: venv
+# The README's test command (what CI runs): the unit/component suite, then the multi-process
+# stack tests under tests/integration (a real scheduler + API server driving backfills, a
+# Celery worker on Redis + PostgreSQL, Delta on moto S3 and Azurite). Each half alone:
+# `make test-unit` (the quick loop) and `make test-integration`.
+test: test-unit test-integration
+
+test-unit: venv
 	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
 
 test-integration: venv

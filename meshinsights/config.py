@@ -59,9 +59,13 @@ class Condition(_Model):
     """One test against a table of the current machine-window (used by branch rules)."""
 
     table: str = Field(description="artifact table of this pipeline to look at")
-    min_rows: int | None = Field(None, description="true when the window has at least this many rows")
+    min_rows: int | None = Field(
+        None, description="true when the window has at least this many rows"
+    )
     column: str | None = Field(None, description="column whose values the tests below look at")
-    in_: list[Any] | None = Field(None, alias="in", description="true when any value is in this list")
+    in_: list[Any] | None = Field(
+        None, alias="in", description="true when any value is in this list"
+    )
     gt: float | None = Field(None, description="true when any value is greater than this")
     lt: float | None = Field(None, description="true when any value is less than this")
 
@@ -295,7 +299,9 @@ class MachineConfig(_Model):
     machine_id: str = Field(description="unique id; becomes part of the DAG id")
     pipeline: str = Field(description="name of a template in configs/pipelines/")
     source: Source
-    schedule: str | None = Field("@daily", description="cron or preset; the data interval is the window")
+    schedule: str | None = Field(
+        "@daily", description="cron or preset; the data interval is the window"
+    )
     start_date: date = Field(description="first window the schedule covers")
     catchup: bool = False
     timezone: str = Field("UTC", description="machine's local zone, for display")
@@ -364,7 +370,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -391,7 +399,9 @@ def load_pipeline(path: Path) -> PipelineConfig:
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
     if cfg.name != path.stem:
-        raise ConfigError(f"{path}: field name: {cfg.name!r} must match the file name {path.stem!r}")
+        raise ConfigError(
+            f"{path}: field name: {cfg.name!r} must match the file name {path.stem!r}"
+        )
     return cfg
 
 
@@ -438,7 +448,9 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
     root = Path(root)
     out = LoadedConfigs(root=root)
     if not root.is_dir():
-        out.errors[str(root)] = f"{root}: config folder not found; set MESHINSIGHTS_CONFIGS or --configs"
+        out.errors[str(root)] = (
+            f"{root}: config folder not found; set MESHINSIGHTS_CONFIGS or --configs"
+        )
         return out
     for path in sorted((root / "pipelines").glob("*.yaml")):
         try:

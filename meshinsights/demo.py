@@ -246,8 +246,10 @@ def _events(
                 "high",
                 "COMP_SHORT_CYCLE",
                 # A restart counter makes each alarm a distinct row, not an exact duplicate.
-                [f"compressor restarted within anti-cycle delay (restart {i + 1})"
-                 for i in range(len(flood))],
+                [
+                    f"compressor restarted within anti-cycle delay (restart {i + 1})"
+                    for i in range(len(flood))
+                ],
             )
         )
     if fault == "spikes_duplicates":  # a prompt injection in a log line; an undocumented kind

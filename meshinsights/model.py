@@ -140,7 +140,9 @@ class Window:
 
     @classmethod
     def day(cls, day: date | str) -> Window:
-        start = _as_utc(day if isinstance(day, str) else datetime(day.year, day.month, day.day), "start")
+        start = _as_utc(
+            day if isinstance(day, str) else datetime(day.year, day.month, day.day), "start"
+        )
         return cls(start, start + timedelta(days=1))
 
     def months(self) -> list[str]:

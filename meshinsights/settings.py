@@ -17,7 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings; build with :func:`get_settings` so the environment is read once per call."""
+    """Resolved settings; build with :func:`get_settings` so the environment is read once per
+    call."""
 
     configs_dir: Path
     store_uri: str

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from meshinsights.cli import app
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS, REPO
 
 runner = CliRunner()

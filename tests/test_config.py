@@ -9,7 +9,6 @@ import pytest
 
 from meshinsights.config import load_configs
 from meshinsights.errors import ConfigError
-
 from tests.conftest import CONFIGS, FIXTURES
 
 GOLDEN = FIXTURES / "configs"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from meshinsights.cli.app import app, main
-
 # Each module adds its commands to ``app`` when imported.
 from meshinsights.cli import core as _core  # noqa: E402,F401
 from meshinsights.cli import dashboard as _dashboard  # noqa: E402,F401
 from meshinsights.cli import export as _export  # noqa: E402,F401
 from meshinsights.cli import maintenance as _maintenance  # noqa: E402,F401
 from meshinsights.cli import sql as _sql  # noqa: E402,F401
+from meshinsights.cli.app import app, main
 
 __all__ = ["app", "main"]

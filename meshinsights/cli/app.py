@@ -43,15 +43,25 @@ state = _State()
 
 @app.callback()
 def _global(
-    configs: str = typer.Option(None, "--configs", envvar="MESHINSIGHTS_CONFIGS",
-                                help="config folder (pipelines/ and machines/)"),
-    store: str = typer.Option(None, "--store", envvar="MESHINSIGHTS_STORE",
-                              help="artifact store root: a folder or any deltalake URI"),
+    configs: str = typer.Option(
+        None,
+        "--configs",
+        envvar="MESHINSIGHTS_CONFIGS",
+        help="config folder (pipelines/ and machines/)",
+    ),
+    store: str = typer.Option(
+        None,
+        "--store",
+        envvar="MESHINSIGHTS_STORE",
+        help="artifact store root: a folder or any deltalake URI",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log at INFO level"),
 ) -> None:
     state.configs, state.store = configs, store
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from meshinsights.cli.app import app, console, demo_app, out, state
@@ -34,8 +34,9 @@ def run(
     machine_id: str = typer.Argument(..., help="machine id from configs/machines"),
     start: str = typer.Option(..., "--start", help="window start, ISO (UTC if no zone)"),
     end: str = typer.Option(..., "--end", help="window end, ISO (exclusive)"),
-    no_split: bool = typer.Option(False, "--no-split",
-                                  help="one window instead of one per schedule interval"),
+    no_split: bool = typer.Option(
+        False, "--no-split", help="one window instead of one per schedule interval"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the step summaries as JSON"),
 ) -> None:
     """Run a machine's whole pipeline in-process, in dependency order (no Airflow)."""
@@ -50,15 +51,22 @@ def run(
 
     interval = None if no_split else schedule_interval(machine.schedule)
     n_windows = len(window.split(interval)) if interval else 1
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         bar = progress.add_task(f"{machine_id}", total=n_steps * n_windows)
 
         def tick(step_id: str, summary: dict[str, Any]) -> None:
             progress.update(bar, advance=1, description=f"{machine_id} {step_id}")
 
-        summaries = run_pipeline(configs, machine_id, window, _store(), split=not no_split,
-                                 on_progress=tick)
+        summaries = run_pipeline(
+            configs, machine_id, window, _store(), split=not no_split, on_progress=tick
+        )
     if as_json:
         out.print_json(json.dumps(summaries, default=str))
         return
@@ -66,9 +74,14 @@ def run(
     for col in ("window start", "step", "table", "rows in", "rows out", "seconds"):
         table.add_column(col)
     for s in summaries:
-        table.add_row(s["window"]["start"][:16], s["step"], s.get("table", ""),
-                      str(s.get("rows_in", "")), "skipped" if s.get("skipped") else str(s.get("rows_out", "")),
-                      str(s.get("seconds", "")))
+        table.add_row(
+            s["window"]["start"][:16],
+            s["step"],
+            s.get("table", ""),
+            str(s.get("rows_in", "")),
+            "skipped" if s.get("skipped") else str(s.get("rows_out", "")),
+            str(s.get("seconds", "")),
+        )
     out.print(table)
 
 
@@ -93,8 +106,10 @@ def step(
     else:
         steps = {p.id: p for p in plan(pipeline, machine)}
         if step_id not in steps:
-            raise ConfigError(f"pipeline {pipeline.name!r} has no step {step_id!r}; its steps are "
-                              f"ingest, {', '.join(steps)}")
+            raise ConfigError(
+                f"pipeline {pipeline.name!r} has no step {step_id!r}; its steps are "
+                f"ingest, {', '.join(steps)}"
+            )
         summary = run_step(steps[step_id], machine_id, window, _store(), namespace=pipeline.name)
     out.print_json(json.dumps(summary, default=str))
 
@@ -117,10 +132,12 @@ def tables() -> None:
 def validate_configs() -> None:
     """Check every pipeline and machine config; list every problem; exit 1 if any."""
     configs = _configs()
-    for path, msg in sorted(configs.errors.items()):
+    for _path, msg in sorted(configs.errors.items()):
         console.print(f"[red]✗[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    out.print(f"{len(configs.pipelines)} pipeline(s), {len(configs.machines)} machine(s) valid; "
-              f"{len(configs.errors)} problem(s)")
+    out.print(
+        f"{len(configs.pipelines)} pipeline(s), {len(configs.machines)} machine(s) valid; "
+        f"{len(configs.errors)} problem(s)"
+    )
     if configs.errors:
         raise typer.Exit(1)
 
@@ -140,6 +157,8 @@ def demo_seed(
         settings.demo_source.parent.mkdir(parents=True, exist_ok=True)
         url = settings.demo_source_url
     fleet = do_seed(url, machines=machines, days=days, seed=seed)
-    out.print(f"seeded {fleet.rows:,} telemetry rows for {len(fleet.machines)} machine(s): "
-              f"{', '.join(fleet.machines[:10])}{' …' if len(fleet.machines) > 10 else ''}")
+    out.print(
+        f"seeded {fleet.rows:,} telemetry rows for {len(fleet.machines)} machine(s): "
+        f"{', '.join(fleet.machines[:10])}{' …' if len(fleet.machines) > 10 else ''}"
+    )
     out.print(f"time range: {fleet.start.isoformat()} → {fleet.end.isoformat()} (UTC)")

@@ -130,8 +130,11 @@ def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
     except (NotImplementedError, OverflowError, ValueError):
         # e.g. year 9999 local time: localizing overflows the stdlib datetime range. One value
         # at a time, so only the offending values become NaT.
-        ts = pd.Series([_one_to_utc(values.iloc[[i]], tz, fmt) for i in range(len(values))],
-                       index=values.index, dtype="datetime64[us, UTC]")
+        ts = pd.Series(
+            [_one_to_utc(values.iloc[[i]], tz, fmt) for i in range(len(values))],
+            index=values.index,
+            dtype="datetime64[us, UTC]",
+        )
     return ts.where((ts >= EARLIEST) & (ts < LATEST))
 
 

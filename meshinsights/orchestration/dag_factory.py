@@ -83,25 +83,32 @@ def _doc(machine: MachineConfig, pipeline: PipelineConfig, steps: list[PlannedSt
         f"`{s.output}` | {'branch' if s.when else ''} |"
         for s in steps
     )
+    via = (
+        " via connection `" + machine.source.conn_id + "`"
+        if hasattr(machine.source, "conn_id")
+        else ""
+    )
     return (
         f"### {machine.machine_id} — pipeline `{pipeline.name}`\n\n{pipeline.description}\n\n"
         f"Source: `{machine.source.type}`"
-        f"{' via connection `' + machine.source.conn_id + '`' if hasattr(machine.source, 'conn_id') else ''}."
-        " Trigger with conf `{\"start\": ISO, \"end\": ISO}` to process any window on demand.\n\n"
+        f"{via}."
+        ' Trigger with conf `{"start": ISO, "end": ISO}` to process any window on demand.\n\n'
         "| task | step | reads | writes | |\n|---|---|---|---|---|\n" + rows
     )
 
 
-def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: str,
-               store_uri: str) -> Any:
+def _build_one(
+    machine: MachineConfig, pipeline: PipelineConfig, configs_dir: str, store_uri: str
+) -> Any:
     from airflow.sdk import DAG, get_current_context, task
     from airflow.sdk.definitions.param import Param
 
     steps = plan(pipeline, machine)
     producers = _producers(steps)
     mid = machine.machine_id
-    start = datetime(machine.start_date.year, machine.start_date.month, machine.start_date.day,
-                     tzinfo=UTC)
+    start = datetime(
+        machine.start_date.year, machine.start_date.month, machine.start_date.day, tzinfo=UTC
+    )
     dag = DAG(
         dag_id=machine.dag_id,
         schedule=timetable_for(machine.schedule),
@@ -109,27 +116,32 @@ def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: st
         catchup=machine.catchup,
         max_active_runs=4,
         default_args={
-            **DEFAULT_ARGS, "owner": machine.owner, "retries": machine.retries,
+            **DEFAULT_ARGS,
+            "owner": machine.owner,
+            "retries": machine.retries,
             # A failed task of this machine posts to its webhook Connection (if it has one).
             "on_failure_callback": failure_callback(machine.alert_conn_id, machine_id=mid),
         },
         tags=["meshinsights", pipeline.name, *machine.tags],
         doc_md=_doc(machine, pipeline, steps),
         params={
-            "start": Param(None, type=["null", "string"], description="window start (ISO), on demand"),
+            "start": Param(
+                None, type=["null", "string"], description="window start (ISO), on demand"
+            ),
             "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
         },
         render_template_as_native_obj=False,
     )
     tasks: dict[str, Any] = {}
     with dag:
-
         source_tables = ["telemetry", "quarantine"]
         if getattr(machine.source, "events_query", None):
             source_tables.append("events")
 
-        @task(task_id="ingest",
-              outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables])
+        @task(
+            task_id="ingest",
+            outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables],
+        )
         def ingest() -> dict[str, Any]:
             from meshinsights.orchestration.tasks import ingest_task
 
@@ -137,8 +149,9 @@ def _build_one(machine: MachineConfig, pipeline: PipelineConfig, configs_dir: st
 
         tasks["ingest"] = ingest()
         for s in steps:
-            tasks[s.id] = _step_task(s, configs_dir, store_uri, mid,
-                                     asset_for(store_uri, pipeline.name, s.output))
+            tasks[s.id] = _step_task(
+                s, configs_dir, store_uri, mid, asset_for(store_uri, pipeline.name, s.output)
+            )
             upstream = {producers[t] for t in s.tables_read if t in producers} - {s.id}
             if s.when is not None:
                 check = _branch_task(s, configs_dir, store_uri, mid)
@@ -160,8 +173,12 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
     from airflow.sdk import get_current_context, task
 
     # A step downstream of a branch must still run when that branch was skipped.
-    @task(task_id=s.id, outlets=[outlet], trigger_rule="none_failed_min_one_success",
-          doc_md=s.spec.description)
+    @task(
+        task_id=s.id,
+        outlets=[outlet],
+        trigger_rule="none_failed_min_one_success",
+        doc_md=s.spec.description,
+    )
     def run() -> dict[str, Any]:
         from meshinsights.orchestration.tasks import step_task
 

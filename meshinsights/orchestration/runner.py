@@ -51,8 +51,13 @@ def schedule_interval(schedule: str | None) -> timedelta | None:
     }.get(schedule or "")
 
 
-def _call(spec: StepSpec, frames: dict[str, pd.DataFrame], params: dict[str, Any],
-          machine_id: str, window: Window) -> pd.DataFrame:
+def _call(
+    spec: StepSpec,
+    frames: dict[str, pd.DataFrame],
+    params: dict[str, Any],
+    machine_id: str,
+    window: Window,
+) -> pd.DataFrame:
     extra: dict[str, Any] = {}
     if "window" in spec.wants:
         extra["window"] = window
@@ -97,8 +102,14 @@ def run_step(
     if isinstance(spec, PlannedStep):
         planned = spec
     else:
-        planned = PlannedStep(spec.name, spec, spec.bind_params(params),
-                              {a: a for a in spec.inputs}, spec.output, None)
+        planned = PlannedStep(
+            spec.name,
+            spec,
+            spec.bind_params(params),
+            {a: a for a in spec.inputs},
+            spec.output,
+            None,
+        )
     machines = [machine] if isinstance(machine, str) else list(machine)
     run_id = run_id or new_run_id()
     frames_by_table: dict[str, pd.DataFrame] = {}
@@ -131,8 +142,13 @@ def run_step(
         "meshinsights.rows_in": rows_in,
     }
     write = store.overwrite(
-        namespace, planned.output, result, machine_ids=machines, window=window,
-        schema=planned.spec.schema, metadata=meta,
+        namespace,
+        planned.output,
+        result,
+        machine_ids=machines,
+        window=window,
+        schema=planned.spec.schema,
+        metadata=meta,
     )
     summary = {
         "step": planned.id,
@@ -150,8 +166,15 @@ def run_step(
         from meshinsights.connectors.alerts import run_sink
 
         summary["sink"] = run_sink(planned.sink, result, run_id=run_id, resolver=resolver)
-    logger.info("step %s machine=%s window=%s rows_in=%d rows_out=%d %.3fs", planned.id,
-                ",".join(machines[:3]), window, rows_in, write.rows, summary["seconds"])
+    logger.info(
+        "step %s machine=%s window=%s rows_in=%d rows_out=%d %.3fs",
+        planned.id,
+        ",".join(machines[:3]),
+        window,
+        rows_in,
+        write.rows,
+        summary["seconds"],
+    )
     return summary
 
 
@@ -161,8 +184,9 @@ def _rows_of(frame: pd.DataFrame, machine_id: str, n_machines: int) -> pd.DataFr
     return frame[frame["machine_id"] == machine_id].reset_index(drop=True)
 
 
-def _holds(cond: Condition, store: DeltaStore, namespace: str, machine_id: str,
-           window: Window) -> bool:
+def _holds(
+    cond: Condition, store: DeltaStore, namespace: str, machine_id: str, window: Window
+) -> bool:
     try:
         df = store.read(namespace, cond.table, machine_id, window)
     except StoreError:
@@ -172,8 +196,10 @@ def _holds(cond: Condition, store: DeltaStore, namespace: str, machine_id: str,
     if cond.column is None:
         return True
     if cond.column not in df.columns:
-        raise StepError(f"branch rule: table {cond.table!r} has no column {cond.column!r}; "
-                        f"columns are {list(df.columns)}")
+        raise StepError(
+            f"branch rule: table {cond.table!r} has no column {cond.column!r}; "
+            f"columns are {list(df.columns)}"
+        )
     col = df[cond.column]
     tests = []
     if cond.in_ is not None:
@@ -185,12 +211,15 @@ def _holds(cond: Condition, store: DeltaStore, namespace: str, machine_id: str,
     return all(bool(t) for t in tests)
 
 
-def evaluate_when(when: When | None, store: DeltaStore, namespace: str, machine_id: str,
-                  window: Window) -> bool:
+def evaluate_when(
+    when: When | None, store: DeltaStore, namespace: str, machine_id: str, window: Window
+) -> bool:
     """Whether a branch rule holds for this machine-window (no rule: always)."""
     if when is None:
         return True
-    results = [_holds(c, store, namespace, machine_id, window) for c in (when.any or when.all or [])]
+    results = [
+        _holds(c, store, namespace, machine_id, window) for c in (when.any or when.all or [])
+    ]
     return any(results) if when.any is not None else all(results)
 
 
@@ -212,8 +241,9 @@ def run_steps(
     summaries: list[dict[str, Any]] = []
     for s in steps:
         if evaluate_when(s.when, store, namespace, machine_id, window):
-            summary = run_step(s, machine_id, window, store, namespace=namespace, run_id=run_id,
-                               resolver=resolver)
+            summary = run_step(
+                s, machine_id, window, store, namespace=namespace, run_id=run_id, resolver=resolver
+            )
         else:
             summary = {"step": s.id, "skipped": True, "window": window.as_dict(), "run_id": run_id}
         summaries.append(summary)
@@ -224,7 +254,9 @@ def run_steps(
 
 def late_windows_of(ingested: list[dict[str, Any]]) -> list[Window]:
     """The windows an incremental ingest reopened because late rows arrived for them."""
-    return [Window.parse(s["window"]["start"], s["window"]["end"]) for s in ingested if s.get("late")]
+    return [
+        Window.parse(s["window"]["start"], s["window"]["end"]) for s in ingested if s.get("late")
+    ]
 
 
 def run_pipeline(
@@ -255,15 +287,38 @@ def run_pipeline(
     run_id = run_id or new_run_id()
     summaries: list[dict[str, Any]] = []
     for w in windows:
-        ingested = run_incremental(machine, pipeline, w, store, run_id=run_id, resolver=resolver,
-                                   interval=schedule_interval(machine.schedule))
+        ingested = run_incremental(
+            machine,
+            pipeline,
+            w,
+            store,
+            run_id=run_id,
+            resolver=resolver,
+            interval=schedule_interval(machine.schedule),
+        )
         for summary in ingested:
             summaries.append(summary)
             if on_progress:
                 on_progress("ingest", summary)
         for late in late_windows_of(ingested):
-            summaries += run_steps(steps, machine_id, pipeline.name, late, store, run_id=run_id,
-                                   resolver=resolver, on_progress=on_progress)
-        summaries += run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id,
-                               resolver=resolver, on_progress=on_progress)
+            summaries += run_steps(
+                steps,
+                machine_id,
+                pipeline.name,
+                late,
+                store,
+                run_id=run_id,
+                resolver=resolver,
+                on_progress=on_progress,
+            )
+        summaries += run_steps(
+            steps,
+            machine_id,
+            pipeline.name,
+            w,
+            store,
+            run_id=run_id,
+            resolver=resolver,
+            on_progress=on_progress,
+        )
     return summaries

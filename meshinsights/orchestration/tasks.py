@@ -19,18 +19,23 @@ logger = logging.getLogger(__name__)
 
 
 def window_from_context(context: dict[str, Any]) -> Window:
-    """The run's window: ``conf.start``/``conf.end`` if given (request mode), else the data interval."""
+    """The run's window: ``conf.start``/``conf.end`` if given (request mode), else the data
+    interval."""
     dag_run = context.get("dag_run")
     conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
     if conf.get("start") or conf.get("end"):
         if not (conf.get("start") and conf.get("end")):
-            raise ConfigError("run conf needs both 'start' and 'end' (ISO times), e.g. "
-                              '{"start": "2024-01-01", "end": "2024-01-02"}')
+            raise ConfigError(
+                "run conf needs both 'start' and 'end' (ISO times), e.g. "
+                '{"start": "2024-01-01", "end": "2024-01-02"}'
+            )
         return Window.parse(conf["start"], conf["end"])
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is None or end is None:
-        raise ConfigError("this run has no data interval; trigger it with conf "
-                          '{"start": ISO, "end": ISO} or let the schedule run it')
+        raise ConfigError(
+            "this run has no data interval; trigger it with conf "
+            '{"start": ISO, "end": ISO} or let the schedule run it'
+        )
     return Window.parse(start, end)
 
 
@@ -66,8 +71,9 @@ def _run_id(context: dict[str, Any]) -> str:
     return str(context.get("run_id") or "airflow")
 
 
-def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
-                context: dict[str, Any]) -> dict[str, Any]:
+def ingest_task(
+    configs_dir: str, store_uri: str, machine_id: str, context: dict[str, Any]
+) -> dict[str, Any]:
     """Incremental ingest of the run window; windows reopened by late rows are fully rerun here."""
     from meshinsights.orchestration.ingest import run_incremental
     from meshinsights.orchestration.plan import plan
@@ -75,9 +81,15 @@ def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
     run_id = _run_id(context)
-    ingested = run_incremental(machine, pipeline, window_from_context(context), store,
-                               run_id=run_id, resolver=_resolve,
-                               interval=schedule_interval(machine.schedule))
+    ingested = run_incremental(
+        machine,
+        pipeline,
+        window_from_context(context),
+        store,
+        run_id=run_id,
+        resolver=_resolve,
+        interval=schedule_interval(machine.schedule),
+    )
     late = late_windows_of(ingested)
     steps = plan(pipeline, machine)
     for w in late:
@@ -87,24 +99,36 @@ def ingest_task(configs_dir: str, store_uri: str, machine_id: str,
     return {**ingested[-1], "late_windows": [w.as_dict() for w in late]}
 
 
-def step_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,
-              context: dict[str, Any]) -> dict[str, Any]:
+def step_task(
+    configs_dir: str, store_uri: str, machine_id: str, step_id: str, context: dict[str, Any]
+) -> dict[str, Any]:
     from meshinsights.orchestration.runner import plan, run_step
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
-    return run_step(planned, machine_id, window_from_context(context), store,
-                    namespace=pipeline.name, run_id=_run_id(context), resolver=_resolve)
+    return run_step(
+        planned,
+        machine_id,
+        window_from_context(context),
+        store,
+        namespace=pipeline.name,
+        run_id=_run_id(context),
+        resolver=_resolve,
+    )
 
 
-def branch_task(configs_dir: str, store_uri: str, machine_id: str, step_id: str,
-                context: dict[str, Any]) -> str | None:
+def branch_task(
+    configs_dir: str, store_uri: str, machine_id: str, step_id: str, context: dict[str, Any]
+) -> str | None:
     """The step's task id when its rule holds, else None (Airflow then skips it)."""
     from meshinsights.orchestration.runner import evaluate_when, plan
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
-    holds = evaluate_when(planned.when, store, pipeline.name, machine_id,
-                          window_from_context(context))
-    logger.info("branch %s for %s: rule %s", step_id, machine_id, "holds" if holds else "does not hold")
+    holds = evaluate_when(
+        planned.when, store, pipeline.name, machine_id, window_from_context(context)
+    )
+    logger.info(
+        "branch %s for %s: rule %s", step_id, machine_id, "holds" if holds else "does not hold"
+    )
     return step_id if holds else None

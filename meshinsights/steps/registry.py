@@ -109,14 +109,21 @@ def step(
         doc = (inspect.getdoc(func) or "").splitlines()
         opt = frozenset(optional or ())
         if not opt <= set(ins):
-            raise TypeError(f"step {func.__qualname__}: optional {sorted(opt - set(ins))} "
-                            f"are not among its inputs {list(ins)}")
+            raise TypeError(
+                f"step {func.__qualname__}: optional {sorted(opt - set(ins))} "
+                f"are not among its inputs {list(ins)}"
+            )
         spec = StepSpec(step_name, func, ins, output, schema, doc[0] if doc else "", defaults, opt)
         previous = _REGISTRY.get(step_name)
-        if previous is not None and previous.func is not func and (
-            previous.func.__module__,
-            previous.func.__qualname__,
-        ) != (func.__module__, func.__qualname__):
+        if (
+            previous is not None
+            and previous.func is not func
+            and (
+                previous.func.__module__,
+                previous.func.__qualname__,
+            )
+            != (func.__module__, func.__qualname__)
+        ):
             raise StepError(
                 f"step name {step_name!r} is already registered by {previous.func.__module__}."
                 f"{previous.func.__qualname__}; pick another name with @step(name=...)"

@@ -82,14 +82,18 @@ def azure_arguments(
     base = f"{container}/{parts.path.strip('/')}".rstrip("/")
     out: dict[str, Any] = {}
     if _truthy(get("azure_storage_use_emulator", "use_emulator")):
-        out.update(account_name=_EMULATOR_ACCOUNT, account_key=_EMULATOR_KEY,
-                   blob_storage_authority="127.0.0.1:10000", blob_storage_scheme="http",
-                   dfs_storage_authority="127.0.0.1:10000", dfs_storage_scheme="http")
+        out.update(
+            account_name=_EMULATOR_ACCOUNT,
+            account_key=_EMULATOR_KEY,
+            blob_storage_authority="127.0.0.1:10000",
+            blob_storage_scheme="http",
+            dfs_storage_authority="127.0.0.1:10000",
+            dfs_storage_scheme="http",
+        )
     account = get("azure_storage_account_name", "account_name") or account_from_url
     if account:
         out["account_name"] = account
-    key = get("azure_storage_account_key", "azure_storage_access_key", "account_key",
-              "access_key")
+    key = get("azure_storage_account_key", "azure_storage_access_key", "account_key", "access_key")
     if key:
         out["account_key"] = key
     sas = get("azure_storage_sas_key", "azure_storage_sas_token", "sas_key", "sas_token")
@@ -106,8 +110,12 @@ def azure_arguments(
     endpoint = get("azure_storage_endpoint", "azure_endpoint", "endpoint")
     if endpoint:
         ep = urlsplit(endpoint)
-        out.update(blob_storage_authority=ep.netloc, blob_storage_scheme=ep.scheme or "https",
-                   dfs_storage_authority=ep.netloc, dfs_storage_scheme=ep.scheme or "https")
+        out.update(
+            blob_storage_authority=ep.netloc,
+            blob_storage_scheme=ep.scheme or "https",
+            dfs_storage_authority=ep.netloc,
+            dfs_storage_scheme=ep.scheme or "https",
+        )
     if "account_name" not in out:
         from meshinsights.errors import ConfigError
 

@@ -28,7 +28,8 @@ def test_quick_partition_benchmark_writes_a_report(tmp_path: Path):
     # Every figure is a median of interleaved repetitions: 3 per variant in quick mode.
     times = result["samples"]["daily files_times"]
     assert set(times) == {
-        f"{op}_{n}" for op in ("overwrite", "overwrite_cold", "read_day", "read_day_cold", "read_week")
+        f"{op}_{n}"
+        for op in ("overwrite", "overwrite_cold", "read_day", "read_day_cold", "read_week")
         for n in (10, 30)
     }
     assert all(len(v) == 3 and all(x > 0 for x in v) for v in times.values())

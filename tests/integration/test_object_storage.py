@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
-
 from typer.testing import CliRunner
 
 from meshinsights.cli import app

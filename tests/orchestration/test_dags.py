@@ -16,7 +16,6 @@ from meshinsights.config import load_configs
 from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS, REPO
 
 pytestmark = pytest.mark.airflow
@@ -46,7 +45,8 @@ def test_one_broken_machine_file_is_one_error_and_others_still_load(
         demo_env, airflow_db, tmp_path: Path, monkeypatch):
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)
-    (configs / "machines" / "broken.yaml").write_text("machine_id: broken\npipeline: minimal\nschedul: x\n")
+    (configs / "machines" / "broken.yaml").write_text(
+        "machine_id: broken\npipeline: minimal\nschedul: x\n")
     monkeypatch.setenv("MESHINSIGHTS_CONFIGS", str(configs))
     bag = dagbag()
     (path, error), = bag.import_errors.items()
@@ -57,7 +57,8 @@ def test_one_broken_machine_file_is_one_error_and_others_still_load(
 
 def test_dag_files_import_nothing_heavy():
     code = ("import sys, runpy; runpy.run_path('dags/meshinsights_dags.py'); "
-            "print(sorted(m for m in ('deltalake', 'duckdb', 'streamlit', 'openai') if m in sys.modules))")
+            "print(sorted(m for m in ('deltalake', 'duckdb', 'streamlit', 'openai') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
@@ -93,7 +94,8 @@ def test_dag_test_writes_what_meshinsights_run_writes(demo_env, airflow_db, tmp_
 def test_run_conf_selects_the_window(demo_env, airflow_db):
     dag = dagbag().get_dag("minimal__hvac-001")
     run = dag.test(logical_date=datetime(2024, 1, 2, tzinfo=UTC),
-                   run_conf={"start": "2024-01-03T00:00:00+00:00", "end": "2024-01-03T06:00:00+00:00"})
+                   run_conf={"start": "2024-01-03T00:00:00+00:00",
+                             "end": "2024-01-03T06:00:00+00:00"})
     assert run.state == "success"
     hourly = DeltaStore(demo_env["MESHINSIGHTS_STORE"]).read_all("minimal", "temperature_hourly")
     assert hourly["ts"].min() == pd.Timestamp("2024-01-03", tz="UTC")

@@ -15,7 +15,6 @@ from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline, run_step
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore
-
 from tests.conftest import CONFIGS
 
 TABLES = ["telemetry", "temperature_hourly", "summary"]
@@ -65,7 +64,9 @@ def test_rerun_of_one_machine_window_leaves_other_machines_and_windows_untouched
     run_pipeline(configs, "hvac-001", Window.parse("2024-01-02", "2024-01-03"), store)
     after = snapshot(store)
     for t in TABLES:
-        keep = lambda df: df[(df.machine_id == "other") | (df.ts < pd.Timestamp("2024-01-02", tz="UTC"))]  # noqa: E731
+        keep = lambda df: df[  # noqa: E731
+            (df.machine_id == "other") | (df.ts < pd.Timestamp("2024-01-02", tz="UTC"))
+        ]
         assert_frame_equal(keep(after[t]).reset_index(drop=True),
                            keep(before[t]).reset_index(drop=True), obj=t)
         assert_frame_equal(after[t], before[t], obj=t)

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from meshinsights.model import Window
+from meshinsights.model import TELEMETRY_SCHEMA, Window
 from meshinsights.orchestration.runner import run_step
 from meshinsights.steps.basic import average_temperature, window_summary
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore
-from meshinsights.model import TELEMETRY_SCHEMA
 
 
 def telemetry(machine: str = "m", start: str = "2024-01-01", minutes: int = 120) -> pd.DataFrame:
@@ -33,7 +32,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("freq,offsets,means,counts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("freq,offsets,means,counts", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
 def test_average_temperature_golden(freq, offsets, means, counts):
     result = average_temperature(telemetry(), freq=freq)
     base = pd.Timestamp("2024-01-01", tz="UTC")

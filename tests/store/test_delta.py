@@ -57,7 +57,8 @@ def test_overwrite_twice_leaves_same_rows_and_others_untouched(store: DeltaStore
 
 
 def test_read_returns_only_the_machine_window(store: DeltaStore, day: Window):
-    write(store, frame("a", "2024-01-01", 48), "a", Window(day.start, day.start + timedelta(days=2)))
+    write(store, frame("a", "2024-01-01", 48), "a",
+          Window(day.start, day.start + timedelta(days=2)))
     write(store, frame("b", "2024-01-01", 24), "b", day)
     got = store.read(NS, "telemetry", "a", day)
     assert set(got.machine_id) == {"a"}
@@ -113,7 +114,8 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("mutate,message", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize("mutate,message", [c[1:] for c in BAD_CASES],
+                         ids=[c[0] for c in BAD_CASES])
 def test_bad_input_is_a_clear_error_and_writes_nothing(store: DeltaStore, day: Window, mutate,
                                                        message):
     write(store, frame("a", "2024-01-01", 3), "a", day)
