@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ import pyarrow as pa
 from bench.harness import Bench, interleaved, median
 from bench.overhead import MACHINE, prepare
 
-__all__ = ["bench_engine", "segments_vectorized", "HOURLY_SQL", "CYCLES_SQL"]
+__all__ = ["bench_engine", "HOURLY_SQL", "CYCLES_SQL"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,6 @@ def _hourly(bench: Bench, telemetry: pa.Table, reps: int) -> None:
 
 
 def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
-    from meshinsights.steps import cycles as cycles_module
     from meshinsights.steps.cycles import cycle_medians, detect_cycles
     from meshinsights.steps.registry import get_step
     from meshinsights.steps.resample import resample
@@ -135,10 +133,6 @@ def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
     def pandas_steps() -> pd.DataFrame:
         return cycle_medians(detect_cycles(clean, **params, window=window), window=window)
 
-    def prototype() -> pd.DataFrame:
-        with patch.object(cycles_module, "_segments", segments_vectorized):
-            return pandas_steps()
-
     cols = [
         "n_cycles",
         "n_rejected",
@@ -151,11 +145,9 @@ def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
     ]
     expected = con.execute(sql).df()
     _check_equal(pandas_steps(), expected, cols, "cycle_medians", key="stage")
-    _check_equal(prototype(), expected, cols, "cycle_medians (vectorised)", key="stage")
     times = interleaved(
         {
             "pandas_step": pandas_steps,
-            "pandas_vectorised_prototype": prototype,
             "duckdb": lambda: con.sql(sql).to_arrow_table(),
             "duckdb_1thread": lambda: con1.sql(sql).to_arrow_table(),
             "detect_cycles_only": lambda: detect_cycles(clean, **params, window=window),
@@ -168,8 +160,6 @@ def _cycles(bench: Bench, telemetry: pa.Table, window: Any, reps: int) -> None:
         median(times["detect_cycles_only"]) / median(times["pandas_step"]),
         "",
     )
-    proto = median(times["pandas_vectorised_prototype"]) / median(times["duckdb"])
-    bench.add("cycles, vectorised _segments prototype / DuckDB", proto, "x", "<= 5", proto <= 5)
 
 
 def _check_equal(
@@ -217,42 +207,3 @@ def bench_engine(workdir: Path, *, quick: bool) -> Bench:
     _hourly(bench, telemetry, reps)
     _cycles(bench, telemetry, prep.window, reps)
     return bench
-
-
-def segments_vectorized(s: pd.Series, edges: list[float], step: pd.Timedelta) -> pd.DataFrame:
-    """A loop-free ``meshinsights.steps.cycles._segments`` (same rows), proposed to its owner.
-
-    The per-run statistics come from one pandas groupby over run numbers instead of a Python
-    loop over runs; the completeness flags are array comparisons.
-    """
-    from meshinsights.steps._util import runs
-    from meshinsights.steps.cycles import stage_of
-
-    values = s.to_numpy(dtype="float64")
-    ts = s.index
-    stage = stage_of(values, edges)
-    starts, lengths = runs(stage)
-    after = starts + lengths
-    stats = (
-        pd.Series(values)
-        .groupby(np.repeat(np.arange(len(starts)), lengths))
-        .agg(["median", "mean", "min", "max"])
-    )
-    keep = (stage[starts] >= 0) & (after < len(values))
-    starts, lengths, after = starts[keep], lengths[keep], after[keep]
-    stats = stats[keep].reset_index(drop=True)
-    prev = np.maximum(starts - 1, 0)
-    known_before = (starts > 0) & (ts[starts] - ts[prev] <= step) & (stage[prev] >= 0)
-    known_after = (stage[after] >= 0) & (ts[after] - ts[after - 1] <= step)
-    out = pd.DataFrame(
-        {
-            "ts": ts[after - 1] + step,
-            "start_ts": ts[starts],
-            "stage": stage[starts],
-            "duration_min": lengths * (step / pd.Timedelta(minutes=1)),
-            "n_samples": lengths.astype("int64"),
-        }
-    )
-    out[["median", "mean", "min", "max"]] = stats.to_numpy()
-    out["complete"] = known_before & known_after
-    return out
