@@ -63,6 +63,12 @@ def _orchestration(workdir: Path, quick: bool) -> Bench:
     return bench_orchestration(workdir, quick=quick)
 
 
+def _scheduler(workdir: Path, quick: bool) -> Bench:
+    from bench.scheduler import bench_scheduler
+
+    return bench_scheduler(workdir, quick=quick)
+
+
 def _maintenance(workdir: Path, quick: bool) -> Bench:
     from bench.maintenance import bench_maintenance
 
@@ -77,6 +83,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "fleet": _fleet,
     "incremental": _incremental,
     "orchestration": _orchestration,
+    "scheduler": _scheduler,
     "maintenance": _maintenance,
 }
 
