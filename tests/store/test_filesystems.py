@@ -1,6 +1,6 @@
 """deltalake storage options → the pyarrow filesystem the store lists tables with.
 
-The end-to-end proof (listing, CLI and dashboard reads on moto S3 and Azurite) is in
+The end-to-end proof (listing, `meshinsights tables/sql/export` on moto S3 and Azurite) is in
 tests/integration/test_object_storage.py; these check the mapping rules themselves.
 """
 
