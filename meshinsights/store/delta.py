@@ -41,6 +41,10 @@ _MAX_COMMIT_RETRIES = 12
 #: Open tables kept per thread and store; a Delta snapshot costs O(active files) to load
 #: (≈0.5 s at 30,000 files), refreshing a kept one costs O(new commits).
 _HANDLES_PER_THREAD = 32
+#: A kept table grows in memory with every commit it is brought forward by; past this many it
+#: is loaded afresh. 150 machines of a fleet run, one process: RSS 258 -> 339 MB unbounded,
+#: 256 -> 298 MB with 20, 259 -> 300 MB with no kept tables at all.
+_MAX_REFRESHED_COMMITS = 20
 #: Tables are created with a checkpoint every this many commits (deltalake's default is 100):
 #: opening replays at most this many JSON commits after the Parquet checkpoint.
 CHECKPOINT_INTERVAL = 10
@@ -108,24 +112,29 @@ class DeltaStore:
         (by anyone), instead of loading its whole snapshot again.
         """
         uri = self.uri(namespace, table)
-        handles: OrderedDict[str, DeltaTable] = self._handles()
-        dt = handles.get(uri)
-        if dt is not None:
+        handles = self._handles()
+        kept = handles.get(uri)
+        if kept is not None:
+            table_, loaded = kept
             try:
-                dt.update_incremental()
-                handles.move_to_end(uri)
-                return dt
+                table_.update_incremental()
             except Exception as exc:  # removed or replaced underneath us: load it afresh
                 logger.info("reloading %s: %s", uri, exc)
                 del handles[uri]
+            else:
+                if table_.version() - loaded <= _MAX_REFRESHED_COMMITS:
+                    handles.move_to_end(uri)
+                    return table_
+                del handles[uri]  # bound the memory a long-lived handle accumulates
         dt = _try_open(uri, self.storage_options)
         if dt is not None:
-            handles[uri] = dt
+            handles[uri] = (dt, dt.version())
             while len(handles) > _HANDLES_PER_THREAD:
                 handles.popitem(last=False)
         return dt
 
-    def _handles(self) -> OrderedDict[str, DeltaTable]:
+    def _handles(self) -> OrderedDict[str, tuple[DeltaTable, int]]:
+        """This thread's kept tables: URI -> (table, version it was loaded at)."""
         handles = getattr(self._local, "handles", None)
         if handles is None:
             handles = self._local.handles = OrderedDict()

@@ -202,3 +202,20 @@ def test_tables_checkpoint_every_ten_commits(store: DeltaStore, day: Window):
     last = json.loads((Path(log) / "_last_checkpoint").read_text())
     assert 0 < store.version(NS, "telemetry") - last["version"] <= CHECKPOINT_INTERVAL
     assert store.read(NS, "telemetry", "a", day)["value"].iloc[0] == float(CHECKPOINT_INTERVAL)
+
+
+def test_a_kept_table_is_reloaded_after_many_commits(store: DeltaStore, day: Window, monkeypatch):
+    """A kept table grows with every commit it is brought forward by: past a bound, reload."""
+    import meshinsights.store.delta as delta
+
+    monkeypatch.setattr(delta, "_MAX_REFRESHED_COMMITS", 3)
+    write(store, frame("a", "2024-01-01", 24), "a", day)  # loaded at creation (v0), now v1
+    first = store._open(NS, "telemetry")
+    other = DeltaStore(store.root)
+    for i in range(2):
+        write(other, frame("a", "2024-01-01", 24, float(i)), "a", day)
+    assert store._open(NS, "telemetry") is first  # 3 commits since loading: refreshed
+    write(other, frame("a", "2024-01-01", 24, 7.0), "a", day)
+    fresh = store._open(NS, "telemetry")
+    assert fresh is not first and fresh.version() == other.version(NS, "telemetry")
+    assert store.read(NS, "telemetry", "a", day)["value"].iloc[0] == 7.0
