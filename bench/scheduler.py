@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from bench import fixtures
 from bench.harness import REPO, Bench, fresh_dir, median
+from bench.orchestration import _airflow_version
 
 __all__ = ["bench_scheduler"]
 
@@ -314,12 +315,3 @@ def bench_scheduler(workdir: Path, *, quick: bool) -> Bench:
         "(run wall minus the union of the task intervals) is the time no task was running."
     )
     return bench
-
-
-def _airflow_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("apache-airflow")
-    except Exception:  # metadata missing: not worth failing the benchmark
-        return "n/a"
