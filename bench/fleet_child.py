@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import time
 from typing import Any
 
@@ -25,7 +24,17 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident size since exec (VmHWM).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across exec from the parent that
+    started us, so a child of a 580 MB benchmark driver reported a 580 MB peak after its
+    first machine (the 2026-11-22 afternoon figures).
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def _window_mb(store: Any, namespace: str, machine: str, window: Any) -> float:

@@ -19,6 +19,7 @@ from meshinsights.config import Condition, LoadedConfigs, When
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
 from meshinsights.model import Window
 from meshinsights.orchestration.logging import logged_run
+from meshinsights.orchestration.memory import release_memory
 from meshinsights.orchestration.plan import PlannedStep, plan
 from meshinsights.steps.registry import StepSpec
 from meshinsights.store import DeltaStore
@@ -321,4 +322,5 @@ def run_pipeline(
             resolver=resolver,
             on_progress=on_progress,
         )
+    release_memory()  # a loop over a fleet keeps one machine-window's footprint
     return summaries

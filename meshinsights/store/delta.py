@@ -48,6 +48,15 @@ _MAX_REFRESHED_COMMITS = 20
 #: Tables are created with a checkpoint every this many commits (deltalake's default is 100):
 #: opening replays at most this many JSON commits after the Parquet checkpoint.
 CHECKPOINT_INTERVAL = 10
+#: Set on every table at creation, and by compact() on tables created before they existed.
+#: Per-file statistics are kept for ``ts`` only: machine_id and month are partition values
+#: (pruned without statistics) and window reads filter on ts. Min/max/null counts of every
+#: column made each file's log entry larger and every commit and open slower in proportion:
+#: at 30,000 files, overwrite 223 -> 118 ms and open 97 -> 63 ms (bench/partitions.py).
+TABLE_PROPERTIES = {
+    "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
+    "delta.dataSkippingStatsColumns": "ts",
+}
 
 
 @dataclass(frozen=True)
@@ -356,7 +365,7 @@ class DeltaStore:
                 schema.empty_table(),
                 mode="append",
                 partition_by=["machine_id", "month"],
-                configuration={"delta.checkpointInterval": str(CHECKPOINT_INTERVAL)},
+                configuration=TABLE_PROPERTIES,
                 storage_options=self.storage_options,
             )
         except Exception as exc:  # lost the creation race (or a real failure: reopen tells)
@@ -437,10 +446,17 @@ class DeltaStore:
         return out
 
     def compact(self, namespace: str, table: str) -> dict[str, Any]:
-        """Bin-pack small files into larger ones (one commit; readers are unaffected)."""
+        """Bin-pack small files into larger ones (one commit; readers are unaffected).
+
+        A table created before TABLE_PROPERTIES changed gets them first, so the rewritten
+        files carry only the statistics the store uses.
+        """
         dt = self._open(namespace, table)
         if dt is None:
             raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
+        current = dt.metadata().configuration
+        if any(current.get(k) != v for k, v in TABLE_PROPERTIES.items()):
+            dt.alter.set_table_properties(TABLE_PROPERTIES)
         metrics = dt.optimize.compact()
         dt.create_checkpoint()
         return dict(metrics)

@@ -204,6 +204,43 @@ def test_tables_checkpoint_every_ten_commits(store: DeltaStore, day: Window):
     assert store.read(NS, "telemetry", "a", day)["value"].iloc[0] == float(CHECKPOINT_INTERVAL)
 
 
+def test_files_carry_statistics_for_ts_only(store: DeltaStore, day: Window):
+    """The log keeps min/max for ts (window reads) and no other column (bench: partitions)."""
+    from deltalake import DeltaTable
+
+    write(store, frame("a", "2024-01-01", 24), "a", day)
+    actions = DeltaTable(store.uri(NS, "telemetry")).get_add_actions(flatten=True)
+    stats = sorted(c for c in actions.schema.names if c.startswith(("min.", "max.")))
+    assert stats == ["max.ts", "min.ts"]
+    assert actions.column("min.ts")[0].as_py() == pd.Timestamp("2024-01-01", tz="UTC")
+    afternoon = Window(day.start + timedelta(hours=12), day.end)
+    assert store.read(NS, "telemetry", "a", afternoon)["value"].tolist() == [
+        13.0 + i for i in range(12)
+    ]
+
+
+def test_compact_upgrades_a_table_created_without_the_properties(store: DeltaStore, day: Window):
+    from deltalake import DeltaTable, write_deltalake
+
+    from meshinsights.store.delta import TABLE_PROPERTIES, _prepare
+
+    uri = store.uri(NS, "telemetry")
+    for hours in (range(0, 12), range(12, 24)):  # an older table: all stats, two files
+        df = frame("a", "2024-01-01", 24).iloc[list(hours)]
+        arrow = _prepare(df, table="t", schema=TELEMETRY_SCHEMA, evolve=False)
+        write_deltalake(uri, arrow, mode="append", partition_by=["machine_id", "month"])
+    assert "min.value" in DeltaTable(uri).get_add_actions(flatten=True).schema.names
+
+    store.compact(NS, "telemetry")
+
+    dt = DeltaTable(uri)
+    assert dt.metadata().configuration == TABLE_PROPERTIES
+    actions = dt.get_add_actions(flatten=True)
+    assert actions.num_rows == 1
+    assert "min.value" not in actions.schema.names and "min.ts" in actions.schema.names
+    assert everything(store)["value"].tolist() == [1.0 + i for i in range(24)]
+
+
 def test_a_kept_table_is_reloaded_after_many_commits(store: DeltaStore, day: Window, monkeypatch):
     """A kept table grows with every commit it is brought forward by: past a bound, reload."""
     import meshinsights.store.delta as delta
