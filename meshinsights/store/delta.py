@@ -12,25 +12,24 @@ import contextlib
 import json
 import logging
 import random
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 
 from meshinsights import __version__
 from meshinsights.errors import StoreError
-from meshinsights.model import TS, Window, check_machine_id, check_table_name
+from meshinsights.model import Window, check_machine_id, check_table_name
 from meshinsights.store.filesystems import filesystem_for
+from meshinsights.store.frames import check_in_scope, prepare
+from meshinsights.store.handles import KeptTables
 from meshinsights.store.predicates import window_predicate
 
 __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
@@ -38,13 +37,6 @@ __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
 logger = logging.getLogger(__name__)
 
 _MAX_COMMIT_RETRIES = 12
-#: Open tables kept per thread and store; a Delta snapshot costs O(active files) to load
-#: (≈0.5 s at 30,000 files), refreshing a kept one costs O(new commits).
-_HANDLES_PER_THREAD = 32
-#: A kept table grows in memory with every commit it is brought forward by; past this many it
-#: is loaded afresh. 150 machines of a fleet run, one process: RSS 258 -> 339 MB unbounded,
-#: 256 -> 298 MB with 20, 259 -> 300 MB with no kept tables at all.
-_MAX_REFRESHED_COMMITS = 20
 #: Tables are created with a checkpoint every this many commits (deltalake's default is 100):
 #: opening replays at most this many JSON commits after the Parquet checkpoint.
 CHECKPOINT_INTERVAL = 10
@@ -102,9 +94,7 @@ class DeltaStore:
     def __init__(self, root: str, *, storage_options: Mapping[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
-        # Per-thread: a DeltaTable object is never shared between threads (the dashboard's
-        # server runs sessions on threads). Never shared between processes either (no fork).
-        self._local = threading.local()
+        self._tables = KeptTables(self.storage_options)
 
     def __repr__(self) -> str:
         return f"DeltaStore({self.root!r})"
@@ -115,39 +105,8 @@ class DeltaStore:
         return f"{self.root}/{check_table_name(namespace)}/{check_table_name(table)}"
 
     def _open(self, namespace: str, table: str) -> DeltaTable | None:
-        """The table at its latest version, or None if it does not exist yet.
-
-        A table this thread opened before is brought up to date with the commits made since
-        (by anyone), instead of loading its whole snapshot again.
-        """
-        uri = self.uri(namespace, table)
-        handles = self._handles()
-        kept = handles.get(uri)
-        if kept is not None:
-            table_, loaded = kept
-            try:
-                table_.update_incremental()
-            except Exception as exc:  # removed or replaced underneath us: load it afresh
-                logger.info("reloading %s: %s", uri, exc)
-                del handles[uri]
-            else:
-                if table_.version() - loaded <= _MAX_REFRESHED_COMMITS:
-                    handles.move_to_end(uri)
-                    return table_
-                del handles[uri]  # bound the memory a long-lived handle accumulates
-        dt = _try_open(uri, self.storage_options)
-        if dt is not None:
-            handles[uri] = (dt, dt.version())
-            while len(handles) > _HANDLES_PER_THREAD:
-                handles.popitem(last=False)
-        return dt
-
-    def _handles(self) -> OrderedDict[str, tuple[DeltaTable, int]]:
-        """This thread's kept tables: URI -> (table, version it was loaded at)."""
-        handles = getattr(self._local, "handles", None)
-        if handles is None:
-            handles = self._local.handles = OrderedDict()
-        return handles
+        """The table at its latest version (kept per thread), or None if it does not exist."""
+        return self._tables.open(self.uri(namespace, table))
 
     def exists(self, namespace: str, table: str) -> bool:
         return self._open(namespace, table) is not None
@@ -263,10 +222,10 @@ class DeltaStore:
             if schema is not None
             else (pa.schema(existing.schema().to_arrow()) if existing is not None else None)
         )
-        arrow = _prepare(frame, table=f"{namespace}/{table}", schema=target, evolve=evolve)
+        arrow = prepare(frame, table=f"{namespace}/{table}", schema=target, evolve=evolve)
         if existing is not None and schema is not None:
             _check_against_table(existing, arrow, f"{namespace}/{table}", evolve)
-        _check_in_scope(arrow, machines, window, f"{namespace}/{table}")
+        check_in_scope(arrow, machines, window, f"{namespace}/{table}")
         meta = {
             "meshinsights.code_version": __version__,
             "meshinsights.window": window.as_dict(),
@@ -484,117 +443,6 @@ def _is_name(name: str) -> bool:
     return True
 
 
-def _try_open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:
-    try:
-        return DeltaTable(uri, storage_options=dict(storage_options))
-    except TableNotFoundError:
-        return None
-
-
-def _prepare(
-    frame: pd.DataFrame | pa.Table, *, table: str, schema: pa.Schema | None, evolve: bool
-) -> pa.Table:
-    """Validate and convert a frame to Arrow with ``month``; every problem is a StoreError."""
-    if isinstance(frame, pa.Table):
-        frame = frame.to_pandas()
-    if not isinstance(frame, pd.DataFrame):
-        raise StoreError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in ("machine_id", "ts") if c not in frame.columns]
-    if missing:
-        raise StoreError(
-            f"{table}: frame lacks key column(s) {missing}; every artifact row needs machine_id "
-            "and ts (UTC) so it can be placed in its machine/window partition"
-        )
-    df = frame.drop(columns=["month"], errors="ignore").reset_index(drop=True)
-    if df.empty:  # an empty frame carries no dtypes worth checking; the schema cast types it
-        df["ts"] = pd.to_datetime(df["ts"], utc=True)
-    ts = df["ts"]
-    if not pd.api.types.is_datetime64_any_dtype(ts):
-        raise StoreError(
-            f"{table}: column ts has dtype {ts.dtype}, expected timezone-aware datetimes; "
-            "parse it with pd.to_datetime(..., utc=True)"
-        )
-    if getattr(ts.dt, "tz", None) is None:
-        raise StoreError(
-            f"{table}: column ts is timezone-naive; localize it (ts.dt.tz_localize('UTC') or the "
-            "machine's zone then tz_convert('UTC')) — the store never guesses a zone"
-        )
-    df["ts"] = ts.dt.tz_convert("UTC")
-    for key in ("machine_id", "ts"):
-        nulls = int(df[key].isna().sum())
-        if nulls:
-            raise StoreError(f"{table}: {nulls} row(s) with null {key}; quarantine them first")
-    for col in df.columns:
-        if pd.api.types.is_float_dtype(df[col]):
-            n_inf = int(np.isinf(df[col].to_numpy(dtype="float64", na_value=np.nan)).sum())
-            if n_inf:
-                raise StoreError(
-                    f"{table}: column {col} holds {n_inf} infinite value(s); replace them with "
-                    "null (NaN is stored as null) or quarantine the rows"
-                )
-    df["month"] = _months(df["ts"])
-    try:
-        arrow = pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise StoreError(
-            f"{table}: cannot convert frame to Arrow ({exc}); fix the column types"
-        ) from exc
-    return _conform(arrow, schema, table, evolve)
-
-
-def _months(ts: pd.Series) -> np.ndarray:
-    """``YYYY-MM`` of each UTC timestamp, formatting each distinct month once.
-
-    ``dt.strftime`` per row took 0.4 s of a 90-day machine-window's write (bench/overhead.py).
-    """
-    months = ts.to_numpy(dtype="datetime64[us]").astype("datetime64[M]")
-    codes, uniques = pd.factorize(months)
-    return np.asarray(np.datetime_as_string(uniques, unit="M"), dtype=object)[codes]
-
-
-def _conform(arrow: pa.Table, schema: pa.Schema | None, table: str, evolve: bool) -> pa.Table:
-    """Cast to ``schema`` (plus ``month``); missing columns error, new ones need ``evolve``."""
-    if schema is None:
-        return arrow.set_column(
-            arrow.schema.get_field_index("ts"), "ts", arrow.column("ts").cast(TS)
-        )
-    target = schema if "month" in schema.names else schema.append(pa.field("month", pa.string()))
-    missing = [f.name for f in target if f.name not in arrow.column_names]
-    if missing:
-        raise StoreError(
-            f"{table}: frame lacks column(s) {missing} declared in the table schema; "
-            "add them (null is fine for nullable columns)"
-        )
-    extra = [c for c in arrow.column_names if c not in target.names]
-    if extra and not evolve:
-        raise StoreError(
-            f"{table}: frame has column(s) {extra} the table schema does not declare; declare "
-            "them in the step's schema, or pass evolve=True to add them (schema evolution)"
-        )
-    fields = list(target) + [arrow.schema.field(c) for c in extra]
-    columns = []
-    for f in fields:
-        col = arrow.column(f.name)
-        if f.name in target.names and not col.type.equals(f.type):
-            try:
-                col = col.cast(f.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise StoreError(
-                    f"{table}: column {f.name} has type {col.type}, the table declares {f.type}, "
-                    f"and the values do not convert ({exc}); fix the step's output"
-                ) from exc
-        if not f.nullable and col.null_count:
-            raise StoreError(
-                f"{table}: column {f.name} has {col.null_count} null(s) but is required"
-            )
-        columns.append(col)
-    if extra:
-        logger.warning("%s: schema evolution adds column(s) %s", table, extra)
-    return pa.Table.from_arrays(
-        columns, schema=pa.schema([pa.field(f.name, f.type, nullable=True) for f in fields])
-    )
-
-
 def _check_against_table(existing: DeltaTable, arrow: pa.Table, table: str, evolve: bool) -> None:
     current = set(pa.schema(existing.schema().to_arrow()).names)
     extra = [c for c in arrow.column_names if c not in current]
@@ -602,29 +450,4 @@ def _check_against_table(existing: DeltaTable, arrow: pa.Table, table: str, evol
         raise StoreError(
             f"{table}: the stored table lacks column(s) {extra}; pass evolve=True (logged) to add "
             "them, or drop them from the output"
-        )
-
-
-def _check_in_scope(arrow: pa.Table, machines: list[str], window: Window, table: str) -> None:
-    if arrow.num_rows == 0:
-        return
-    ids = arrow.column("machine_id")
-    foreign = pc.sum(pc.invert(pc.is_in(ids, value_set=pa.array(machines)))).as_py() or 0
-    if foreign:
-        raise StoreError(
-            f"{table}: {foreign} row(s) belong to machines other than {machines}; a step may only "
-            "write the machines it was run for"
-        )
-    ts = arrow.column("ts")
-    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
-    if lo < window.start or hi >= window.end:
-        outside = pc.sum(
-            pc.or_(
-                pc.less(ts, pa.scalar(window.start, TS)),
-                pc.greater_equal(ts, pa.scalar(window.end, TS)),
-            )
-        ).as_py()
-        raise StoreError(
-            f"{table}: {outside} row(s) fall outside the window {window} (min ts {lo}, max ts "
-            f"{hi}); a step writes only its own window — filter its output to the window"
         )

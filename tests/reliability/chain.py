@@ -15,7 +15,7 @@ import pandas as pd
 from meshinsights.config import load_configs
 from meshinsights.model import Window
 from meshinsights.orchestration.plan import PlannedStep, plan
-from meshinsights.store.delta import _check_in_scope, _prepare
+from meshinsights.store.frames import check_in_scope, prepare
 from tests.conftest import CONFIGS
 
 #: Steps with side effects beyond their table (a sink to an alert database).
@@ -31,8 +31,8 @@ def planned_steps(pipeline: str) -> list[PlannedStep]:
 def as_stored(frame: pd.DataFrame, schema: Any, table: str, machine_id: str,
               window: Window) -> pd.DataFrame:
     """``frame`` after the store's write checks, as a reader of the table would get it back."""
-    arrow = _prepare(frame, table=table, schema=schema, evolve=False)
-    _check_in_scope(arrow, [machine_id], window, table)
+    arrow = prepare(frame, table=table, schema=schema, evolve=False)
+    check_in_scope(arrow, [machine_id], window, table)
     return arrow.to_pandas().drop(columns="month")
 
 

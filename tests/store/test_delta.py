@@ -222,12 +222,13 @@ def test_files_carry_statistics_for_ts_only(store: DeltaStore, day: Window):
 def test_compact_upgrades_a_table_created_without_the_properties(store: DeltaStore, day: Window):
     from deltalake import DeltaTable, write_deltalake
 
-    from meshinsights.store.delta import TABLE_PROPERTIES, _prepare
+    from meshinsights.store.delta import TABLE_PROPERTIES
+    from meshinsights.store.frames import prepare
 
     uri = store.uri(NS, "telemetry")
     for hours in (range(0, 12), range(12, 24)):  # an older table: all stats, two files
         df = frame("a", "2024-01-01", 24).iloc[list(hours)]
-        arrow = _prepare(df, table="t", schema=TELEMETRY_SCHEMA, evolve=False)
+        arrow = prepare(df, table="t", schema=TELEMETRY_SCHEMA, evolve=False)
         write_deltalake(uri, arrow, mode="append", partition_by=["machine_id", "month"])
     assert "min.value" in DeltaTable(uri).get_add_actions(flatten=True).schema.names
 
@@ -243,9 +244,9 @@ def test_compact_upgrades_a_table_created_without_the_properties(store: DeltaSto
 
 def test_a_kept_table_is_reloaded_after_many_commits(store: DeltaStore, day: Window, monkeypatch):
     """A kept table grows with every commit it is brought forward by: past a bound, reload."""
-    import meshinsights.store.delta as delta
+    import meshinsights.store.handles as handles
 
-    monkeypatch.setattr(delta, "_MAX_REFRESHED_COMMITS", 3)
+    monkeypatch.setattr(handles, "_MAX_REFRESHED_COMMITS", 3)
     write(store, frame("a", "2024-01-01", 24), "a", day)  # loaded at creation (v0), now v1
     first = store._open(NS, "telemetry")
     other = DeltaStore(store.root)
