@@ -1,0 +1,40 @@
+"""Config schema and loader: pipeline templates and per-machine files, validated by pydantic.
+
+``configs/pipelines/<name>.yaml`` is a template (ordered steps, params, branch rules,
+validation rules); ``configs/machines/<machine>.yaml`` is one machine (source, schedule,
+overrides). ``configs/machines/_defaults.yaml``, if present, is deep-merged under every
+machine. Every problem is reported with the file, the field, the bad value and the fix;
+one bad file never hides the others.
+"""
+
+from __future__ import annotations
+
+from meshinsights.config.loading import LoadedConfigs, load_configs, load_machine, load_pipeline
+from meshinsights.config.machines import ADXSource, FileSource, MachineConfig, SQLSource
+from meshinsights.config.pipelines import (
+    Condition,
+    EventRules,
+    MetricRule,
+    PipelineConfig,
+    SinkConfig,
+    StepConfig,
+    When,
+)
+
+__all__ = [
+    "Condition",
+    "When",
+    "MetricRule",
+    "EventRules",
+    "SinkConfig",
+    "StepConfig",
+    "PipelineConfig",
+    "SQLSource",
+    "ADXSource",
+    "FileSource",
+    "MachineConfig",
+    "LoadedConfigs",
+    "load_configs",
+    "load_pipeline",
+    "load_machine",
+]

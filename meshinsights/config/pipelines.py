@@ -1,0 +1,188 @@
+"""Pipeline templates: ordered steps, params, branch rules and validation rules."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from meshinsights.errors import ConfigError
+from meshinsights.model import check_table_name
+
+__all__ = [
+    "Condition",
+    "When",
+    "MetricRule",
+    "EventRules",
+    "SinkConfig",
+    "StepConfig",
+    "PipelineConfig",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _valid(check: Any, value: str) -> str:
+    # pydantic reports ValueError with the field's location; ConfigError would escape it.
+    try:
+        return check(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- pipeline templates
+
+
+class Condition(_Model):
+    """One test against a table of the current machine-window (used by branch rules)."""
+
+    table: str = Field(description="artifact table of this pipeline to look at")
+    min_rows: int | None = Field(
+        None, description="true when the window has at least this many rows"
+    )
+    column: str | None = Field(None, description="column whose values the tests below look at")
+    in_: list[Any] | None = Field(
+        None, alias="in", description="true when any value is in this list"
+    )
+    gt: float | None = Field(None, description="true when any value is greater than this")
+    lt: float | None = Field(None, description="true when any value is less than this")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return _valid(check_table_name, v)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        value_tests = [t for t in (self.in_, self.gt, self.lt) if t is not None]
+        if self.min_rows is None and not value_tests:
+            raise ValueError("a condition needs min_rows, or column with one of in/gt/lt")
+        if value_tests and self.column is None:
+            raise ValueError("in/gt/lt need 'column' naming the column to test")
+        return self
+
+
+class When(_Model):
+    """A branch rule: run the step only if any (or all) of the conditions hold."""
+
+    any: list[Condition] | None = Field(None, description="true if at least one holds")
+    all: list[Condition] | None = Field(None, description="true if every one holds")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> When:
+        if (self.any is None) == (self.all is None):
+            raise ValueError("give exactly one of 'any' or 'all'")
+        return self
+
+    def tables(self) -> set[str]:
+        return {c.table for c in (self.any or self.all or [])}
+
+
+class MetricRule(_Model):
+    """Validation for one metric; failing rows go to quarantine with the rule's name."""
+
+    required: bool = Field(False, description="the window must contain this metric")
+    min: float | None = Field(None, description="smallest plausible value")
+    max: float | None = Field(None, description="largest plausible value")
+    max_rate_per_min: float | None = Field(
+        None, description="largest plausible absolute change per minute between samples"
+    )
+    unit: str | None = Field(None, description="canonical unit; sources in other units convert")
+
+
+class EventRules(_Model):
+    """Validation for events/alarms/logs; failing rows go to quarantine with the rule's name."""
+
+    kinds: list[str] = Field(["event", "alarm", "log"], description="allowed kinds")
+    severities: list[str] | None = Field(None, description="allowed severities (default: any)")
+    codes: dict[str, list[str]] = Field(
+        default_factory=dict, description="allowed codes per kind; kinds not listed accept any"
+    )
+
+
+class SinkConfig(_Model):
+    """An edge writer for a step's output rows, run after the step's Delta commit."""
+
+    type: Literal["alert_thresholds"] = Field(
+        description="alert_thresholds: upsert into the alert database (history kept)"
+    )
+    conn_id: str = Field("meshinsights_alerts", description="Airflow Connection id of the target")
+    table: str = Field("alert_thresholds", description="target table; history in <table>_history")
+
+
+class StepConfig(_Model):
+    """One step of a pipeline template."""
+
+    id: str = Field(description="task id in the DAG; unique within the pipeline")
+    uses: str | None = Field(None, description="registered step name (default: id)")
+    params: dict[str, Any] = Field(default_factory=dict, description="step parameters")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="map a step input to another table: {input: table}"
+    )
+    output: str | None = Field(None, description="output table (default: the step's own)")
+    when: When | None = Field(None, description="branch rule; the step runs only if it holds")
+    lookback: str | None = Field(
+        None,
+        description="read inputs over [window end - lookback, window end), e.g. '90D'; the "
+        "output is still written for the run window only",
+    )
+    sink: SinkConfig | None = Field(
+        None, description="also write the step's output rows to this sink after the commit"
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import re
+
+        if not re.fullmatch(r"\d+(min|h|D|W)", v):
+            raise ValueError(f"lookback {v!r} must look like 90D, 12h, 30min or 2W")
+        return v
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _valid(check_table_name, v)
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str | None) -> str | None:
+        return v if v is None else _valid(check_table_name, v)
+
+    @property
+    def step_name(self) -> str:
+        return self.uses or self.id
+
+
+class PipelineConfig(_Model):
+    """A pipeline template shared by many machines."""
+
+    name: str = Field(description="pipeline name; also the store namespace of its tables")
+    description: str = ""
+    steps: list[StepConfig] = Field(description="the steps in the order they are listed")
+    validation: dict[str, MetricRule] = Field(
+        default_factory=dict, description="per-metric validation rules applied at ingest"
+    )
+    events: EventRules = Field(
+        default_factory=EventRules, description="validation of events/alarms/logs at ingest"
+    )
+    source_window: str | None = Field(
+        None, description="how far back ingest reads (e.g. '90D'); default: the run window"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _valid(check_table_name, v)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PipelineConfig:
+        ids = [s.id for s in self.steps]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"step ids must be unique; repeated: {dupes}")
+        return self
