@@ -1,5 +1,9 @@
 """Benchmark 7 — maintenance: read time of one machine-window before and after
 ``DeltaStore.compact`` of a table written by 90 daily runs (copies read side by side).
+
+"Before" is written with auto compaction off (one file per machine-day, the worst case a
+maintenance job faces); a third table written with the store's default auto compaction
+shows where the store keeps a table without any maintenance job.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
             "reps": reps,
         },
     )
-    before = DeltaStore(str(fresh_dir(workdir / "before")))
+    before = DeltaStore(str(fresh_dir(workdir / "before")), auto_compact_files=0)
     bench.samples["build_seconds"] = round(build_table(before, machines, days), 2)
+    auto = DeltaStore(str(fresh_dir(workdir / "auto")))
+    bench.samples["build_seconds_auto_compacted"] = round(build_table(auto, machines, days), 2)
+    bench.params["auto_compact_files"] = auto.auto_compact_files
     shutil.copytree(workdir / "before", workdir / "after")
     after = DeltaStore(str(workdir / "after"))
     t = time.perf_counter()
@@ -51,6 +58,7 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
     }
     files_before, files_after = _files(before), _files(after)
     bench.add("files before / after", f"{files_before} / {files_after}")
+    bench.add("files with auto compaction (no maintenance)", _files(auto))
     machine = machines[len(machines) // 2]
     day = _window(days - 10)
     month = _window(days - 31 if days > 31 else 0, min(30, days))
@@ -59,6 +67,8 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
         "day_after": lambda: after.read(NS, TABLE, machine, day),
         "month_before": lambda: before.read(NS, TABLE, machine, month),
         "month_after": lambda: after.read(NS, TABLE, machine, month),
+        "day_auto": lambda: auto.read(NS, TABLE, machine, day),
+        "month_auto": lambda: auto.read(NS, TABLE, machine, month),
     }
     times = interleaved(variants, reps)
     bench.samples["times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
@@ -67,4 +77,7 @@ def bench_maintenance(workdir: Path, *, quick: bool) -> Bench:
         bench.add(f"read one machine-{span}: before", b * 1000, "ms")
         bench.add(f"read one machine-{span}: after compaction", a * 1000, "ms")
         bench.add(f"read one machine-{span}: after / before", a / b, "x")
+        auto_t = median(times[f"{span}_auto"])
+        bench.add(f"read one machine-{span}: auto-compacted", auto_t * 1000, "ms")
+        bench.add(f"read one machine-{span}: auto-compacted / before", auto_t / b, "x")
     return bench

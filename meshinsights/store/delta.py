@@ -27,6 +27,7 @@ from deltalake.exceptions import CommitFailedError
 from meshinsights import __version__
 from meshinsights.errors import StoreError
 from meshinsights.model import Window, check_machine_id, check_table_name
+from meshinsights.store.compaction import auto_compact, auto_compact_bound
 from meshinsights.store.filesystems import filesystem_for
 from meshinsights.store.frames import check_in_scope, prepare
 from meshinsights.store.handles import KeptTables
@@ -91,9 +92,18 @@ def _json_meta(metadata: Mapping[str, Any]) -> dict[str, str]:
 class DeltaStore:
     """Artifact tables under one root URI (a local folder or any deltalake URI)."""
 
-    def __init__(self, root: str, *, storage_options: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        auto_compact_files: int | None = None,
+    ) -> None:
+        """``auto_compact_files``: merge a machine-month partition when a write brings it to
+        this many files (0 = never; default ``$MESHINSIGHTS_AUTO_COMPACT_FILES`` or 8)."""
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.auto_compact_files = auto_compact_bound(auto_compact_files)
         self._tables = KeptTables(self.storage_options)
 
     def __repr__(self) -> str:
@@ -239,6 +249,16 @@ class DeltaStore:
         version = self._commit_with_retry(
             namespace, table, arrow, predicate, _json_meta(meta), evolve
         )
+        if arrow.num_rows and self.auto_compact_files:
+            kept = self._open(namespace, table)
+            if kept is not None:
+                auto_compact(
+                    kept,
+                    machines,
+                    window.months(),
+                    self.auto_compact_files,
+                    _json_meta({"meshinsights.code_version": __version__}),
+                )
         result = WriteResult(
             table=f"{namespace}/{table}",
             version=version,

@@ -22,11 +22,11 @@ def test_quick_partition_benchmark_writes_a_report(tmp_path: Path):
         report["meta"]
     )
     rows = {r["metric"]: r for r in result["rows"]}
-    ratio = rows["daily files: read_day 30 / 10 machines"]
+    ratio = rows["daily runs: read_day 30 / 10 machines"]
     assert ratio["unit"] == "x" and ratio["target"] == "<= 1.5"
     assert ratio["ok"] is (ratio["value"] <= 1.5)
     # Every figure is a median of interleaved repetitions: 3 per variant in quick mode.
-    times = result["samples"]["daily files_times"]
+    times = result["samples"]["daily runs_times"]
     assert set(times) == {
         f"{op}_{n}"
         for op in ("overwrite", "overwrite_cold", "read_day", "read_day_cold", "read_week")

@@ -1,0 +1,139 @@
+"""Auto compaction: a machine-month partition is merged when a write brings it to the bound."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from meshinsights.errors import ConfigError
+from meshinsights.model import TELEMETRY_SCHEMA, Window
+from meshinsights.store import DeltaStore
+from meshinsights.store.compaction import auto_compact_bound, partitions_to_compact
+
+NS = "unit"
+
+
+def day_rows(machine: str, day: pd.Timestamp, value: float) -> pd.DataFrame:
+    ts = pd.date_range(day, periods=24, freq="1h", tz="UTC")
+    return pd.DataFrame(
+        {
+            "machine_id": machine,
+            "ts": ts,
+            "metric": "temperature",
+            "value": value + np.arange(24, dtype=float),
+            "unit": "degC",
+            "ingested_at": ts,
+        }
+    )
+
+
+def write_day(store: DeltaStore, machine: str, n: int, value: float | None = None) -> None:
+    start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=n)
+    window = Window(start.to_pydatetime(), (start + timedelta(days=1)).to_pydatetime())
+    store.overwrite(
+        NS,
+        "telemetry",
+        day_rows(machine, start, float(n) if value is None else value),
+        machine_ids=machine,
+        window=window,
+        schema=TELEMETRY_SCHEMA,
+    )
+
+
+def files_per_machine(store: DeltaStore) -> dict[str, int]:
+    actions = DeltaTable(store.uri(NS, "telemetry")).get_add_actions(flatten=True)
+    return pd.Series(actions.column("partition.machine_id").to_pylist()).value_counts().to_dict()
+
+
+def test_partition_is_merged_when_a_write_reaches_the_bound(tmp_path):
+    store = DeltaStore(str(tmp_path), auto_compact_files=4)
+    for n in range(3):
+        write_day(store, "a", n)
+        write_day(store, "b", n)
+    assert files_per_machine(store) == {"a": 3, "b": 3}
+
+    write_day(store, "a", 3)  # a's January partition reaches 4 files: merged
+
+    assert files_per_machine(store) == {"a": 1, "b": 3}
+    history = store.history(NS, "telemetry", 2)
+    assert history[0]["operation"] == "OPTIMIZE"
+    assert history[0]["meshinsights.operation"] == "auto-compact"
+    rows = store.read_all(NS, "telemetry")
+    a = rows[rows.machine_id == "a"].sort_values("ts")
+    assert len(a) == 4 * 24 and len(rows) == 7 * 24  # nothing lost, nothing doubled
+    assert a["value"].iloc[[0, 24, 48, 72]].tolist() == [0.0, 1.0, 2.0, 3.0]
+    # an overwrite of a day inside the merged file replaces exactly that day
+    write_day(store, "a", 1, value=100.0)
+    again = store.read_all(NS, "telemetry")
+    a = again[again.machine_id == "a"].sort_values("ts")
+    assert len(again) == 7 * 24
+    assert a["value"].iloc[[0, 24, 47, 48, 72]].tolist() == [0.0, 100.0, 123.0, 2.0, 3.0]
+
+
+def test_a_grouped_write_merges_every_full_partition_in_one_commit(tmp_path):
+    store = DeltaStore(str(tmp_path), auto_compact_files=3)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    for n in range(3):
+        day = start + pd.Timedelta(days=n)
+        frame = pd.concat([day_rows(m, day, float(n)) for m in ("a", "b", "c")])
+        window = Window(day.to_pydatetime(), (day + pd.Timedelta(days=1)).to_pydatetime())
+        store.overwrite(
+            NS,
+            "telemetry",
+            frame,
+            machine_ids=["a", "b", "c"],
+            window=window,
+            schema=TELEMETRY_SCHEMA,
+        )
+    assert files_per_machine(store) == {"a": 1, "b": 1, "c": 1}
+    ops = [h["operation"] for h in store.history(NS, "telemetry")]
+    assert ops.count("OPTIMIZE") == 1
+    assert len(store.read_all(NS, "telemetry")) == 3 * 3 * 24
+
+
+def test_off_and_bad_bounds(tmp_path, monkeypatch):
+    store = DeltaStore(str(tmp_path), auto_compact_files=0)
+    for n in range(10):
+        write_day(store, "a", n)
+    assert files_per_machine(store) == {"a": 10}
+    monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", "5")
+    assert DeltaStore(str(tmp_path)).auto_compact_files == 5
+    for bad in ("1", "-2", "many"):
+        monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", bad)
+        with pytest.raises(ConfigError, match="0 \\(off\\) or a file count >= 2"):
+            auto_compact_bound()
+
+
+def test_only_written_partitions_are_considered():
+    actions = pa.table(
+        {
+            "partition.machine_id": ["a"] * 5 + ["b"] * 5 + ["a"] * 2,
+            "partition.month": ["2024-01"] * 10 + ["2024-02"] * 2,
+        }
+    )
+    assert partitions_to_compact(actions, ["a"], ["2024-01", "2024-02"], 5) == {"2024-01": ["a"]}
+    assert partitions_to_compact(actions, ["a", "b"], ["2024-01"], 5) == {"2024-01": ["a", "b"]}
+    assert partitions_to_compact(actions, ["a"], ["2024-02"], 5) == {}
+    assert partitions_to_compact(actions, ["a"], ["2024-01"], 0) == {}
+
+
+def test_a_failed_merge_is_logged_and_the_write_stands(tmp_path, monkeypatch, caplog):
+    """A concurrent writer can win the merge's commit; the overwrite has committed already."""
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.table import TableOptimizer
+
+    def conflict(self, *args, **kwargs):
+        raise CommitFailedError("concurrent delete read")
+
+    monkeypatch.setattr(TableOptimizer, "compact", conflict)
+    store = DeltaStore(str(tmp_path), auto_compact_files=2)
+    write_day(store, "a", 0)
+    write_day(store, "a", 1)
+    assert files_per_machine(store) == {"a": 2}
+    assert len(store.read_all(NS, "telemetry")) == 48
+    assert "auto compaction of" in caplog.text and "skipped" in caplog.text
