@@ -77,7 +77,7 @@ def _call(
         raise StepError(
             f"step {spec.name!r} returned {type(out).__name__}; a step must return a DataFrame"
         )
-    out = out.copy()
+    out = out.copy(deep=False)  # copy-on-write: the step's own frame is left as it returned it
     out["machine_id"] = machine_id
     return out
 

@@ -35,7 +35,9 @@ def prepare(
             f"{table}: frame lacks key column(s) {missing}; every artifact row needs machine_id "
             "and ts (UTC) so it can be placed in its machine/window partition"
         )
-    df = frame.drop(columns=["month"], errors="ignore").reset_index(drop=True)
+    # A shallow copy: with pandas' copy-on-write the caller's frame never sees the columns
+    # set below, and nothing is copied up front (the index is not written to Arrow).
+    df = frame.drop(columns="month") if "month" in frame.columns else frame.copy(deep=False)
     if df.empty:  # an empty frame carries no dtypes worth checking; the schema cast types it
         df["ts"] = pd.to_datetime(df["ts"], utc=True)
     ts = df["ts"]
