@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable
 
+from meshinsights.errors import ConfigError
+
 __all__ = ["AUTO_COMPACT_FILES", "auto_compact", "auto_compact_bound", "partitions_to_compact"]
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,6 @@ def auto_compact_bound(value: int | None = None) -> int:
         except ValueError:
             value = -1
     if value < 0 or value == 1:
-        from meshinsights.errors import ConfigError
-
         raise ConfigError(
             f"{ENV} / auto_compact_files must be 0 (off) or a file count >= 2, got {value!r}"
         )

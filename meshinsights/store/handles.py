@@ -65,10 +65,6 @@ class KeptTables:
             handles.popitem(last=False)
         return dt
 
-    def clear(self) -> None:
-        """Forget this thread's kept tables (the next open loads afresh)."""
-        self._handles().clear()
-
     def _handles(self) -> OrderedDict[str, tuple[DeltaTable, int]]:
         """This thread's kept tables: URI -> (table, version it was loaded at)."""
         handles = getattr(self._local, "handles", None)
