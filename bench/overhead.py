@@ -231,8 +231,10 @@ def _breakdown(bench: Bench, key: str, summaries: list[dict[str, Any]]) -> None:
 
 def bench_overhead(workdir: Path, *, quick: bool) -> Bench:
     # $BENCH_OVERHEAD_DAYS ("one-window days,daily days"), default the 90 (and 30).
-    days, daily_days = (2, 0) if quick else (
-        int(x) for x in os.environ.get("BENCH_OVERHEAD_DAYS", "90,30").split(",")
+    days, daily_days = (
+        (2, 0)
+        if quick
+        else (int(x) for x in os.environ.get("BENCH_OVERHEAD_DAYS", "90,30").split(","))
     )
     reps = 3 if quick else 5
     prep = prepare(workdir, days=days, quick=quick)

@@ -2,9 +2,9 @@
 in tables holding 10, 100 and 1,000 machines × 30 days. Target: flat (1,000 ≤ 1.5 × 10).
 
 The tables are built the way a grouped daily run writes them: one commit per day covering
-every machine, each machine-day one new file, with the store's auto compaction (on by
-default: a machine-month is merged when it reaches 8 files; ``MESHINSIGHTS_AUTO_COMPACT_FILES=0``
-measures the uncompacted layout). Besides the store's own
+every machine, each machine-day one new file, with the store's auto compaction at 8 files
+per machine-month (opt-in in the store; ``$MESHINSIGHTS_AUTO_COMPACT_FILES`` overrides it
+here, 0 measures the uncompacted layout). Besides the store's own
 read, the largest table is read through the alternatives deltalake 1.6 offers, to show what
 a store change would gain. (deltalake is imported here, in the benchmark only, to measure
 those alternatives; the library keeps it inside ``meshinsights/store/delta.py``.)
@@ -13,6 +13,7 @@ those alternatives; the library keeps it inside ``meshinsights/store/delta.py``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,13 +24,15 @@ import pandas as pd
 
 from bench.harness import Bench, fresh_dir, interleaved, median
 
-__all__ = ["bench_partitions", "build_table", "day_frame"]
+__all__ = ["bench_partitions", "build_table", "day_frame", "BENCH_AUTO_COMPACT"]
 
 logger = logging.getLogger(__name__)
 
 NS = "bench"
 TABLE = "telemetry"
 START = pd.Timestamp("2024-01-01", tz="UTC")
+#: Auto compaction for the benchmark's tables (the store's default is off).
+BENCH_AUTO_COMPACT = int(os.environ.get("MESHINSIGHTS_AUTO_COMPACT_FILES", "8"))
 
 
 def day_frame(machines: list[str], day: int, *, seed: int = 0) -> pd.DataFrame:
@@ -130,12 +133,12 @@ def _curve(bench: Bench, label: str, stores: dict[int, Any], days: int, reps: in
             NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA
         )
         variants[f"overwrite_cold_{n}"] = lambda s=store, m=machine, f=frame: type(s)(
-            s.root
+            s.root, auto_compact_files=s.auto_compact_files
         ).overwrite(NS, TABLE, f, machine_ids=m, window=day, schema=TELEMETRY_SCHEMA)
         variants[f"read_day_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, day)
-        variants[f"read_day_cold_{n}"] = lambda s=store, m=machine: type(s)(s.root).read(
-            NS, TABLE, m, day
-        )
+        variants[f"read_day_cold_{n}"] = lambda s=store, m=machine: type(s)(
+            s.root, auto_compact_files=s.auto_compact_files
+        ).read(NS, TABLE, m, day)
         variants[f"read_week_{n}"] = lambda s=store, m=machine: s.read(NS, TABLE, m, week)
     times = interleaved(variants, reps)
     bench.samples[f"{label}_times"] = {k: [round(x, 4) for x in v] for k, v in times.items()}
@@ -156,7 +159,7 @@ def _compacted(stores: dict[int, Any], workdir: Path, bench: Bench) -> dict[int,
         dest = workdir / f"compacted-n{n}"
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(store.root, dest)
-        out[n] = DeltaStore(str(dest))
+        out[n] = DeltaStore(str(dest), auto_compact_files=BENCH_AUTO_COMPACT)
         t = time.perf_counter()
         out[n].compact(NS, TABLE)
         bench.add(f"compaction of the {n}-machine table", time.perf_counter() - t, "s")
@@ -185,9 +188,9 @@ def bench_partitions(workdir: Path, *, quick: bool) -> Bench:
     for n in sizes:
         root, marker = workdir / f"n{n}", workdir / f"n{n}.READY"
         if marker.exists() and marker.read_text() == f"{n}x{days}":  # reused with --workdir
-            stores[n] = DeltaStore(str(root))
+            stores[n] = DeltaStore(str(root), auto_compact_files=BENCH_AUTO_COMPACT)
             continue
-        store = DeltaStore(str(fresh_dir(root)))
+        store = DeltaStore(str(fresh_dir(root)), auto_compact_files=BENCH_AUTO_COMPACT)
         bench.samples[f"build_seconds_{n}"] = round(build_table(store, _ids(n), days), 2)
         marker.write_text(f"{n}x{days}")
         stores[n] = store
@@ -212,7 +215,7 @@ def _investigate(
     ckpt_root = workdir / "checkpointed"
     shutil.rmtree(ckpt_root, ignore_errors=True)
     shutil.copytree(store.root, ckpt_root)
-    ckpt = DeltaStore(str(ckpt_root))
+    ckpt = DeltaStore(str(ckpt_root), auto_compact_files=BENCH_AUTO_COMPACT)
     DeltaTable(ckpt.uri(NS, TABLE)).create_checkpoint()
     variants = {
         "store.read": lambda: store.read(NS, TABLE, machine, window),

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from meshinsights.model import Window
 
-__all__ = ["quote", "window_predicate"]
+__all__ = ["quote", "window_predicate", "partition_predicate"]
 
 
 def quote(value: str) -> str:
@@ -40,3 +40,11 @@ def window_predicate(machine_ids: Iterable[str], window: Window) -> str:
             f"ts < '{end}'",
         ]
     )
+
+
+def partition_predicate(machine_ids: Iterable[str], month: str) -> str:
+    """Select whole machine-month partitions (what compaction rewrites)."""
+    machines = sorted(set(machine_ids))
+    if not machines:
+        raise ValueError("partition_predicate needs at least one machine id")
+    return f"{_in('machine_id', machines)} AND {_in('month', [month])}"

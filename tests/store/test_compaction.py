@@ -61,8 +61,8 @@ def test_partition_is_merged_when_a_write_reaches_the_bound(tmp_path):
 
     assert files_per_machine(store) == {"a": 1, "b": 3}
     history = store.history(NS, "telemetry", 2)
-    assert history[0]["operation"] == "OPTIMIZE"
     assert history[0]["meshinsights.operation"] == "auto-compact"
+    assert "meshinsights.operation" not in history[1]  # the write itself
     rows = store.read_all(NS, "telemetry")
     a = rows[rows.machine_id == "a"].sort_values("ts")
     assert len(a) == 4 * 24 and len(rows) == 7 * 24  # nothing lost, nothing doubled
@@ -91,8 +91,8 @@ def test_a_grouped_write_merges_every_full_partition_in_one_commit(tmp_path):
             schema=TELEMETRY_SCHEMA,
         )
     assert files_per_machine(store) == {"a": 1, "b": 1, "c": 1}
-    ops = [h["operation"] for h in store.history(NS, "telemetry")]
-    assert ops.count("OPTIMIZE") == 1
+    ops = [h.get("meshinsights.operation") for h in store.history(NS, "telemetry")]
+    assert ops.count("auto-compact") == 1
     assert len(store.read_all(NS, "telemetry")) == 3 * 3 * 24
 
 
@@ -101,6 +101,8 @@ def test_off_and_bad_bounds(tmp_path, monkeypatch):
     for n in range(10):
         write_day(store, "a", n)
     assert files_per_machine(store) == {"a": 10}
+    monkeypatch.delenv("MESHINSIGHTS_AUTO_COMPACT_FILES", raising=False)
+    assert DeltaStore(str(tmp_path)).auto_compact_files == 0  # opt-in
     monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", "5")
     assert DeltaStore(str(tmp_path)).auto_compact_files == 5
     for bad in ("1", "-2", "many"):
@@ -125,15 +127,50 @@ def test_only_written_partitions_are_considered():
 def test_a_failed_merge_is_logged_and_the_write_stands(tmp_path, monkeypatch, caplog):
     """A concurrent writer can win the merge's commit; the overwrite has committed already."""
     from deltalake.exceptions import CommitFailedError
-    from deltalake.table import TableOptimizer
 
-    def conflict(self, *args, **kwargs):
+    import meshinsights.store.compaction as compaction
+
+    def conflict(*args, **kwargs):
         raise CommitFailedError("concurrent delete read")
 
-    monkeypatch.setattr(TableOptimizer, "compact", conflict)
+    monkeypatch.setattr(compaction, "write_deltalake", conflict)
     store = DeltaStore(str(tmp_path), auto_compact_files=2)
     write_day(store, "a", 0)
     write_day(store, "a", 1)
     assert files_per_machine(store) == {"a": 2}
     assert len(store.read_all(NS, "telemetry")) == 48
     assert "auto compaction of" in caplog.text and "skipped" in caplog.text
+
+
+def test_an_overwrite_racing_a_merge_never_duplicates_rows(tmp_path):
+    """The race the Airflow integration test hit: a writer loaded the table before a merge
+    and commits after it. With optimize.compact() (dataChange=false) delta-rs accepted that
+    commit and the row existed twice; the data-changing merge makes it a conflict instead."""
+    from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from meshinsights.store.compaction import auto_compact
+    from meshinsights.store.frames import prepare
+    from meshinsights.store.predicates import window_predicate
+
+    store = DeltaStore(str(tmp_path), auto_compact_files=0)
+    for n in range(3):
+        write_day(store, "a", n)
+    uri = store.uri(NS, "telemetry")
+    stale = DeltaTable(uri)  # a writer that has read the three files
+
+    merged = auto_compact(DeltaTable(uri), ["a"], ["2024-01"], 3, {})
+    assert merged and files_per_machine(store) == {"a": 1}
+
+    day1 = pd.Timestamp("2024-01-02", tz="UTC")
+    new = prepare(day_rows("a", day1, 500.0), table="t", schema=TELEMETRY_SCHEMA, evolve=False)
+    window = Window(day1.to_pydatetime(), (day1 + pd.Timedelta(days=1)).to_pydatetime())
+    with pytest.raises(CommitFailedError):
+        write_deltalake(stale, new, mode="overwrite", predicate=window_predicate(["a"], window))
+    rows = store.read_all(NS, "telemetry")
+    assert len(rows) == 72 and not rows.duplicated(["machine_id", "ts"]).any()
+
+    write_day(store, "a", 1, value=500.0)  # the store's retry path: reopen, overwrite
+    rows = store.read_all(NS, "telemetry").sort_values("ts")
+    assert len(rows) == 72 and not rows.duplicated(["machine_id", "ts"]).any()
+    assert rows["value"].iloc[24] == 500.0
