@@ -14,7 +14,6 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -28,10 +27,11 @@ from meshinsights import __version__
 from meshinsights.errors import StoreError
 from meshinsights.model import Window, check_machine_id, check_table_name
 from meshinsights.store.compaction import auto_compact, auto_compact_bound
-from meshinsights.store.filesystems import filesystem_for
+from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import check_in_scope, prepare
 from meshinsights.store.handles import KeptTables
 from meshinsights.store.predicates import window_predicate
+from meshinsights.store.records import TableInfo, WriteResult
 
 __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
 
@@ -50,39 +50,6 @@ TABLE_PROPERTIES = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     "delta.dataSkippingStatsColumns": "ts",
 }
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What one overwrite did: small enough for XCom."""
-
-    table: str
-    version: int
-    rows: int
-    machines: int
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "version": self.version,
-            "rows": self.rows,
-            "machines": self.machines,
-            "seconds": round(self.seconds, 4),
-        }
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """One artifact table as listed by :meth:`DeltaStore.tables`."""
-
-    namespace: str
-    name: str
-    uri: str
-    version: int
-    rows: int
-    files: int
-    columns: list[str] = field(default_factory=list)
 
 
 def _json_meta(metadata: Mapping[str, Any]) -> dict[str, str]:
@@ -385,31 +352,12 @@ class DeltaStore:
         return None if dt is None else int(dt.version())
 
     def namespaces(self) -> list[str]:
-        fs, base = filesystem_for(self.root, self.storage_options)
-        from pyarrow import fs as pafs
-
-        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        # Stray folders (lost+found, .ipynb_checkpoints) are not namespaces: skip, don't fail.
-        return sorted(
-            i.base_name
-            for i in infos
-            if i.type == pafs.FileType.Directory and _is_name(i.base_name)
-        )
+        """The pipelines (folders) under the root that hold tables."""
+        return list_namespaces(self.root, self.storage_options)
 
     def table_names(self, namespace: str) -> list[str]:
-        from pyarrow import fs as pafs
-
-        fs, base = filesystem_for(self.root, self.storage_options)
-        infos = fs.get_file_info(
-            pafs.FileSelector(f"{base}/{check_table_name(namespace)}", allow_not_found=True)
-        )
-        return sorted(
-            i.base_name
-            for i in infos
-            if i.type == pafs.FileType.Directory
-            and _is_name(i.base_name)
-            and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory
-        )
+        """The Delta tables of one namespace."""
+        return list_table_names(self.root, self.storage_options, namespace)
 
     def tables(self) -> list[TableInfo]:
         """Every artifact table with its current version, row count and file count."""
@@ -463,14 +411,6 @@ class DeltaStore:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _is_name(name: str) -> bool:
-    try:
-        check_table_name(name)
-    except Exception:
-        return False
-    return True
 
 
 def _check_against_table(existing: DeltaTable, arrow: pa.Table, table: str, evolve: bool) -> None:

@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["filesystem_for", "s3_arguments", "azure_arguments"]
+from meshinsights.model import check_table_name
+
+__all__ = [
+    "filesystem_for",
+    "s3_arguments",
+    "azure_arguments",
+    "list_namespaces",
+    "list_table_names",
+]
 
 _S3_SCHEMES = frozenset({"s3", "s3a"})
 _AZURE_SCHEMES = frozenset({"az", "abfs", "abfss", "adl", "azure"})
@@ -143,3 +151,39 @@ def filesystem_for(root: str, storage_options: Mapping[str, str]) -> tuple[Any, 
         return pafs.AzureFileSystem(**kwargs), base
     fs, path = pafs.FileSystem.from_uri(root)
     return fs, path
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_table_name(name)
+    except Exception:
+        return False
+    return True
+
+
+def list_namespaces(root: str, storage_options: Mapping[str, str]) -> list[str]:
+    """Folders under ``root`` named like namespaces (stray ones such as lost+found skipped)."""
+    from pyarrow import fs as pafs
+
+    fs, base = filesystem_for(root, storage_options)
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return sorted(
+        i.base_name for i in infos if i.type == pafs.FileType.Directory and _is_name(i.base_name)
+    )
+
+
+def list_table_names(root: str, storage_options: Mapping[str, str], namespace: str) -> list[str]:
+    """Folders of ``namespace`` that hold a Delta log."""
+    from pyarrow import fs as pafs
+
+    fs, base = filesystem_for(root, storage_options)
+    infos = fs.get_file_info(
+        pafs.FileSelector(f"{base}/{check_table_name(namespace)}", allow_not_found=True)
+    )
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory
+        and _is_name(i.base_name)
+        and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory
+    )
