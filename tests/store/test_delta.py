@@ -20,14 +20,22 @@ NS = "unit"
 
 def frame(machine: str, start: str, hours: int, value: float = 1.0) -> pd.DataFrame:
     ts = pd.date_range(start, periods=hours, freq="1h", tz="UTC")
-    return pd.DataFrame({"machine_id": machine, "ts": ts, "metric": "temperature",
-                         "value": value + np.arange(hours, dtype=float), "unit": "degC",
-                         "ingested_at": ts})
+    return pd.DataFrame(
+        {
+            "machine_id": machine,
+            "ts": ts,
+            "metric": "temperature",
+            "value": value + np.arange(hours, dtype=float),
+            "unit": "degC",
+            "ingested_at": ts,
+        }
+    )
 
 
 def write(store: DeltaStore, df: pd.DataFrame, machine: str, window: Window) -> None:
-    store.overwrite(NS, "telemetry", df, machine_ids=machine, window=window,
-                    schema=TELEMETRY_SCHEMA)
+    store.overwrite(
+        NS, "telemetry", df, machine_ids=machine, window=window, schema=TELEMETRY_SCHEMA
+    )
 
 
 def everything(store: DeltaStore) -> pd.DataFrame:
@@ -57,8 +65,9 @@ def test_overwrite_twice_leaves_same_rows_and_others_untouched(store: DeltaStore
 
 
 def test_read_returns_only_the_machine_window(store: DeltaStore, day: Window):
-    write(store, frame("a", "2024-01-01", 48), "a",
-          Window(day.start, day.start + timedelta(days=2)))
+    write(
+        store, frame("a", "2024-01-01", 48), "a", Window(day.start, day.start + timedelta(days=2))
+    )
     write(store, frame("b", "2024-01-01", 24), "b", day)
     got = store.read(NS, "telemetry", "a", day)
     assert set(got.machine_id) == {"a"}
@@ -70,8 +79,9 @@ def test_read_returns_only_the_machine_window(store: DeltaStore, day: Window):
 def test_window_spanning_months_and_group_write(store: DeltaStore):
     w = Window(datetime(2024, 1, 31, tzinfo=UTC), datetime(2024, 2, 2, tzinfo=UTC))
     both = pd.concat([frame("a", "2024-01-31", 48), frame("b", "2024-01-31", 48)])
-    store.overwrite(NS, "telemetry", both, machine_ids=["a", "b"], window=w,
-                    schema=TELEMETRY_SCHEMA)
+    store.overwrite(
+        NS, "telemetry", both, machine_ids=["a", "b"], window=w, schema=TELEMETRY_SCHEMA
+    )
     assert w.months() == ["2024-01", "2024-02"]
     assert len(store.read(NS, "telemetry", ["a", "b"], w)) == 96
     assert sorted(store.read_all(NS, "telemetry")["month"].unique()) == ["2024-01", "2024-02"]
@@ -84,8 +94,15 @@ def test_empty_frame_clears_the_window(store: DeltaStore, day: Window):
 
 
 def test_commit_metadata_is_recorded(store: DeltaStore, day: Window):
-    store.overwrite(NS, "telemetry", frame("a", "2024-01-01", 3), machine_ids="a", window=day,
-                    schema=TELEMETRY_SCHEMA, metadata={"meshinsights.run_id": "r-1"})
+    store.overwrite(
+        NS,
+        "telemetry",
+        frame("a", "2024-01-01", 3),
+        machine_ids="a",
+        window=day,
+        schema=TELEMETRY_SCHEMA,
+        metadata={"meshinsights.run_id": "r-1"},
+    )
     last = store.history(NS, "telemetry", 1)[0]
     assert last["meshinsights.run_id"] == "r-1"
     assert last["meshinsights.rows_written"] == 3
@@ -114,23 +131,32 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("mutate,message", [c[1:] for c in BAD_CASES],
-                         ids=[c[0] for c in BAD_CASES])
-def test_bad_input_is_a_clear_error_and_writes_nothing(store: DeltaStore, day: Window, mutate,
-                                                       message):
+@pytest.mark.parametrize(
+    "mutate,message", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(
+    store: DeltaStore, day: Window, mutate, message
+):
     write(store, frame("a", "2024-01-01", 3), "a", day)
     before = store.version(NS, "telemetry")
-    with pytest.raises(StoreError, match=message.replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        StoreError,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
         write(store, mutate(frame("a", "2024-01-01", 3)), "a", day)
     assert store.version(NS, "telemetry") == before
 
 
 def test_schema_evolution_is_explicit(store: DeltaStore, day: Window):
-    schema = pa.schema([("machine_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
-                        ("v", pa.float64())])
-    df = pd.DataFrame({"machine_id": ["a"], "ts": [pd.Timestamp("2024-01-01", tz="UTC")],
-                       "v": [1.0]})
+    schema = pa.schema(
+        [("machine_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("v", pa.float64())]
+    )
+    df = pd.DataFrame(
+        {"machine_id": ["a"], "ts": [pd.Timestamp("2024-01-01", tz="UTC")], "v": [1.0]}
+    )
     store.overwrite(NS, "t", df, machine_ids="a", window=day, schema=schema)
     with pytest.raises(StoreError, match="evolve=True"):
         store.overwrite(NS, "t", df.assign(w=2.0), machine_ids="a", window=day)
@@ -178,14 +204,26 @@ def test_a_kept_table_sees_other_writers_commits(store: DeltaStore, day: Window)
     write(store, frame("a", "2024-01-01", 24), "a", day)
     assert len(store.read(NS, "telemetry", "a", day)) == 24  # this store now keeps the table
     other = DeltaStore(store.root)
-    other.overwrite(NS, "telemetry", frame("a", "2024-01-01", 5, 9.0), machine_ids="a",
-                    window=day, schema=TELEMETRY_SCHEMA)
+    other.overwrite(
+        NS,
+        "telemetry",
+        frame("a", "2024-01-01", 5, 9.0),
+        machine_ids="a",
+        window=day,
+        schema=TELEMETRY_SCHEMA,
+    )
     seen = store.read(NS, "telemetry", "a", day)
     assert seen["value"].tolist() == [9.0, 10.0, 11.0, 12.0, 13.0]
     assert store.version(NS, "telemetry") == other.version(NS, "telemetry")
     # ...and a commit made through the kept table returns its own version.
-    result = store.overwrite(NS, "telemetry", frame("a", "2024-01-01", 24), machine_ids="a",
-                             window=day, schema=TELEMETRY_SCHEMA)
+    result = store.overwrite(
+        NS,
+        "telemetry",
+        frame("a", "2024-01-01", 24),
+        machine_ids="a",
+        window=day,
+        schema=TELEMETRY_SCHEMA,
+    )
     assert result.version == other.version(NS, "telemetry")
 
 

@@ -55,15 +55,17 @@ def test_every_table_is_a_view_with_the_current_rows(seeded: Path):
                 result = engine.execute(f'SELECT count(*) AS n FROM "{view}"')
                 assert result.column("n")[0].as_py() == expected, view
         assert set(engine.views) == {f"minimal__{t.name}" for t in store.tables()} | {
-            t.name for t in store.tables()}
+            t.name for t in store.tables()
+        }
 
 
 def test_sql_reads_the_current_version_not_a_parquet_glob(writable: DeltaStore):
     before = len(writable.read_all("minimal", "telemetry"))
     day1 = writable.read("minimal", "telemetry", "hvac-001", DAY1)
     kept = day1[day1["metric"] == "temperature"]
-    writable.overwrite("minimal", "telemetry", kept, machine_ids="hvac-001", window=DAY1,
-                       schema=TELEMETRY_SCHEMA)
+    writable.overwrite(
+        "minimal", "telemetry", kept, machine_ids="hvac-001", window=DAY1, schema=TELEMETRY_SCHEMA
+    )
     current = len(writable.read_all("minimal", "telemetry"))
     removed = len(day1) - len(kept)
     assert removed > 0 and current == before - removed
@@ -79,18 +81,27 @@ def test_sql_reads_the_current_version_not_a_parquet_glob(writable: DeltaStore):
     assert result.exit_code == 0, result.output
     assert str(current) in result.output and str(globbed) not in result.output
     with ArtifactSQL(writable) as engine:
-        n = engine.execute("SELECT count(*) AS n FROM minimal__telemetry WHERE machine_id = "
-                           "'hvac-001' AND ts < '2024-01-02'").column("n")[0].as_py()
+        n = (
+            engine.execute(
+                "SELECT count(*) AS n FROM minimal__telemetry WHERE machine_id = "
+                "'hvac-001' AND ts < '2024-01-02'"
+            )
+            .column("n")[0]
+            .as_py()
+        )
     assert n == len(kept)
 
 
 def test_a_name_in_several_pipelines_is_their_union(writable: DeltaStore):
     other = writable.read("minimal", "telemetry", "hvac-002", DAY1).head(10)
-    writable.overwrite("other", "telemetry", other, machine_ids="hvac-002", window=DAY1,
-                       schema=TELEMETRY_SCHEMA)
+    writable.overwrite(
+        "other", "telemetry", other, machine_ids="hvac-002", window=DAY1, schema=TELEMETRY_SCHEMA
+    )
     with ArtifactSQL(writable) as engine:
-        counts = {v: engine.execute(f"SELECT count(*) AS n FROM {v}").column("n")[0].as_py()
-                  for v in ("telemetry", "minimal__telemetry", "other__telemetry")}
+        counts = {
+            v: engine.execute(f"SELECT count(*) AS n FROM {v}").column("n")[0].as_py()
+            for v in ("telemetry", "minimal__telemetry", "other__telemetry")
+        }
         assert engine.views["telemetry"].sources[0][:2] == ("minimal", "telemetry")
     assert counts["other__telemetry"] == 10
     assert counts["telemetry"] == counts["minimal__telemetry"] + 10
@@ -100,8 +111,10 @@ def test_a_name_in_several_pipelines_is_their_union(writable: DeltaStore):
     ("script", "expected"),
     [
         ("select 1; select 2", ["select 1", "select 2"]),
-        ("select ';' as a;\n-- c; d\nselect \"x;y\" from t", ["select ';' as a",
-                                                             'select "x;y" from t']),
+        (
+            "select ';' as a;\n-- c; d\nselect \"x;y\" from t",
+            ["select ';' as a", 'select "x;y" from t'],
+        ),
         ("/* a; b */ select 1;;  ;\n-- only a comment", ["/* a; b */ select 1"]),
         ("select 'it''s; fine'", ["select 'it''s; fine'"]),
     ],
@@ -112,8 +125,10 @@ def test_split_statements(script: str, expected: list[str]):
 
 
 def test_requires_directive_and_titles():
-    stmts = split_statements("-- File header.\n\n-- Top issues\n-- across machines.\n"
-                             "-- requires: issues, thresholds\nSELECT 1;\nSELECT 2;")
+    stmts = split_statements(
+        "-- File header.\n\n-- Top issues\n-- across machines.\n"
+        "-- requires: issues, thresholds\nSELECT 1;\nSELECT 2;"
+    )
     assert stmts[0].requires == ("issues", "thresholds")
     assert stmts[0].title == "Top issues across machines."
     assert stmts[1].requires == () and stmts[1].title == "" and stmts[1].label == "SELECT 2"
@@ -127,8 +142,10 @@ def test_history_view_has_every_commit(seeded: Path):
     assert len(history) == expected
     ingest = history[(history["step"] == "ingest") & (history["table_name"] == "telemetry")]
     assert len(ingest) == 4  # 2 machines × 2 days
-    assert (ingest["rows_in"] == ingest["rows_clean"] + ingest["rows_quarantined"]
-            + ingest["duplicates_removed"]).all()
+    assert (
+        ingest["rows_in"]
+        == ingest["rows_clean"] + ingest["rows_quarantined"] + ingest["duplicates_removed"]
+    ).all()
     assert ingest["run_id"].str.startswith("local__").all()
 
 
@@ -150,14 +167,20 @@ def test_out_writes_csv_and_parquet(seeded: Path, tmp_path: Path):
     for name in ("out.csv", "out.parquet"):
         result = sql(seeded, "-e", query, "--out", str(tmp_path / name))
         assert result.exit_code == 0, result.output
-        got = (pd.read_csv(tmp_path / name) if name.endswith(".csv")
-               else pq.read_table(tmp_path / name).to_pandas())
+        got = (
+            pd.read_csv(tmp_path / name)
+            if name.endswith(".csv")
+            else pq.read_table(tmp_path / name).to_pandas()
+        )
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
 def test_interactive_prompt(seeded: Path):
-    result = sql(seeded, input="SELECT 6 * 7\n  AS answer;\n.tables\nSELECT * FROM nope;\n.quit\n"
-                               "SELECT 'never reached';\n")
+    result = sql(
+        seeded,
+        input="SELECT 6 * 7\n  AS answer;\n.tables\nSELECT * FROM nope;\n.quit\n"
+        "SELECT 'never reached';\n",
+    )
     assert result.exit_code == 0, result.output
     assert "answer" in result.output and "42" in result.output
     assert "minimal__temperature_hourly" in result.output  # .tables
@@ -180,13 +203,27 @@ def test_limit_query_exits_cleanly(seeded: Path):
     # pyarrow's threaded scanner, abandoned by a LIMIT, hung or crashed (SIGSEGV) the interpreter
     # at exit in most runs; the serial dataset must make every run exit 0.
     for _ in range(3):
-        proc = subprocess.run([sys.executable, "-c", _EXIT_RIGHT_AFTER_A_LIMIT, str(seeded)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", _EXIT_RIGHT_AFTER_A_LIMIT, str(seeded)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert (proc.returncode, proc.stdout.strip()) == (0, "3"), proc.stderr[-2000:]
     proc = subprocess.run(
-        [sys.executable, "-c", "from meshinsights.cli import main; main()", "--store",
-         str(seeded), "sql", "-e", "SELECT machine_id, ts, value FROM telemetry LIMIT 3"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from meshinsights.cli import main; main()",
+            "--store",
+            str(seeded),
+            "sql",
+            "-e",
+            "SELECT machine_id, ts, value FROM telemetry LIMIT 3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0 and "3 row(s)" in proc.stdout, proc.stderr[-2000:]
     assert "leaked" not in proc.stderr
@@ -218,8 +255,14 @@ def test_query_artifacts_file_on_a_day_one_store(seeded: Path):
 
 
 def test_query_artifacts_file_on_an_hvac_power_store(demo_db: Path, tmp_path: Path):
-    store = run_demo(tmp_path / "artifacts", demo_db, ["hvac-003"], "2024-01-01", "2024-01-03",
-                     pipeline="hvac_power")
+    store = run_demo(
+        tmp_path / "artifacts",
+        demo_db,
+        ["hvac-003"],
+        "2024-01-01",
+        "2024-01-03",
+        pipeline="hvac_power",
+    )
     with ArtifactSQL(store) as engine:
         results = engine.run_script((REPO / "query_artifacts.sql").read_text())
     present = set(store.table_names("hvac_power"))
