@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import sys
 from functools import cache
 from typing import Any
 
 __all__ = ["release_memory"]
-
-logger = logging.getLogger(__name__)
 
 
 @cache

@@ -45,17 +45,15 @@ ENV = "MESHINSIGHTS_AUTO_COMPACT_FILES"
 
 def auto_compact_bound(value: int | None = None) -> int:
     """``value`` if given, else ``$MESHINSIGHTS_AUTO_COMPACT_FILES``, else the default."""
+    given: object = value
     if value is None:
-        raw = os.environ.get(ENV, "").strip()
-        if not raw:
+        given = os.environ.get(ENV, "").strip()
+        if not given:
             return AUTO_COMPACT_FILES
-        try:
-            value = int(raw)
-        except ValueError:
-            value = -1
+        value = int(given) if str(given).isdigit() else -1
     if value < 0 or value == 1:
         raise ConfigError(
-            f"{ENV} / auto_compact_files must be 0 (off) or a file count >= 2, got {value!r}"
+            f"{ENV} / auto_compact_files must be 0 (off) or a file count >= 2, got {given!r}"
         )
     return value
 

@@ -105,15 +105,16 @@ class DeltaStore:
         the partition read, not on the size of the table. Raises StoreError if the table is
         missing.
         """
+        machines = [machine_ids] if isinstance(machine_ids, str) else sorted(set(machine_ids))
         arrow = self.read_arrow(
-            namespace, table, machine_ids, window, columns=columns, version=version
+            namespace, table, machines, window, columns=columns, version=version
         )
         if "month" in arrow.column_names and (columns is None or "month" not in columns):
             arrow = arrow.drop_columns(["month"])  # in Arrow: free; in pandas: a copy
         # Sorted in Arrow before conversion: a pandas sort of the converted frame (by
         # machine_id and ts, which factorizes the strings) was 7 % of a daily hvac_power run.
         keys = [(c, "ascending") for c in ("machine_id", "ts") if c in arrow.column_names]
-        if isinstance(machine_ids, str) or len(set(machine_ids)) == 1:
+        if len(machines) == 1:
             keys = [k for k in keys if k[0] == "ts"]
         if keys and arrow.num_rows > 1:
             arrow = arrow.sort_by(keys)
@@ -264,7 +265,7 @@ class DeltaStore:
         # commit; the overwrite is idempotent, so retrying the whole operation is safe.
         for attempt in range(_MAX_COMMIT_RETRIES):
             try:
-                current = opened if attempt == 0 and opened is not None else None
+                current = opened if attempt == 0 else None
                 return self._commit_once(namespace, table, arrow, predicate, meta, evolve, current)
             except CommitFailedError as exc:
                 if attempt == _MAX_COMMIT_RETRIES - 1:

@@ -107,7 +107,7 @@ def test_off_and_bad_bounds(tmp_path, monkeypatch):
     assert DeltaStore(str(tmp_path)).auto_compact_files == 5
     for bad in ("1", "-2", "many"):
         monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", bad)
-        with pytest.raises(ConfigError, match="0 \\(off\\) or a file count >= 2"):
+        with pytest.raises(ConfigError, match=f"0 \\(off\\) or a file count >= 2, got '{bad}'"):
             auto_compact_bound()
 
 
