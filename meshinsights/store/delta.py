@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError
 from meshinsights import __version__
 from meshinsights.errors import StoreError
 from meshinsights.model import Window, check_machine_id, check_table_name
-from meshinsights.store.compaction import auto_compact, auto_compact_bound
+from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import check_in_scope, prepare
 from meshinsights.store.handles import KeptTables
@@ -384,10 +384,12 @@ class DeltaStore:
         return out
 
     def compact(self, namespace: str, table: str) -> dict[str, Any]:
-        """Bin-pack small files into larger ones (one commit; readers are unaffected).
+        """Merge each machine-month partition's files into one (safe beside running writers).
 
-        A table created before TABLE_PROPERTIES changed gets them first, so the rewritten
-        files carry only the statistics the store uses.
+        A data-changing rewrite per batch of partitions (store/compaction.py), not
+        ``optimize.compact()``, whose ``dataChange=false`` removes let a concurrent overwrite
+        keep a row twice. A table created before TABLE_PROPERTIES changed gets them first, so
+        the rewritten files carry only the statistics the store uses.
         """
         dt = self._open(namespace, table)
         if dt is None:
@@ -395,7 +397,7 @@ class DeltaStore:
         current = dt.metadata().configuration
         if any(current.get(k) != v for k, v in TABLE_PROPERTIES.items()):
             dt.alter.set_table_properties(TABLE_PROPERTIES)
-        metrics = dt.optimize.compact()
+        metrics = compact_table(dt, _json_meta({"meshinsights.code_version": __version__}))
         dt.create_checkpoint()
         return dict(metrics)
 

@@ -38,3 +38,19 @@ def write_rows(root: str, writer: int, n: int, bound: int) -> None:
                 window=Window(ts, ts + timedelta(microseconds=1)),
                 schema=TELEMETRY_SCHEMA,
             )
+
+
+def compact_until(root: str, stop_file: str, max_rounds: int) -> None:
+    """Run maintenance compaction of ns/runs over and over until ``stop_file`` exists."""
+    import os
+    import time
+
+    from meshinsights.store import DeltaStore
+
+    store = DeltaStore(root)
+    for _ in range(max_rounds):
+        if os.path.exists(stop_file):
+            return
+        if store.exists("ns", "runs"):
+            store.compact("ns", "runs")
+        time.sleep(0.01)
