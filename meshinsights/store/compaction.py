@@ -49,12 +49,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default: off. Opt in with ``MESHINSIGHTS_AUTO_COMPACT_FILES=8`` (what bench/partitions.py
-#: measures). The first version merged with ``optimize.compact()`` and, with parallel
-#: writers on one partition, duplicated rows (17 run records for 9 in a CI integration run;
-#: 1,434 rows for 48 in the stress test). The data-changing merge below passes that stress
-#: test; it stays opt-in until a full CI cycle has run with it on.
-AUTO_COMPACT_FILES = 0
+#: Default: merge a machine-month partition when a write brings it to 8 files (what
+#: bench/partitions.py measures; 0 turns it off). The first version merged with
+#: ``optimize.compact()`` and, with parallel writers on one partition, duplicated rows (17 run
+#: records for 9 in a CI integration run; 1,434 rows for 48 in the stress test), so it was
+#: opt-in until the data-changing merge below had passed that stress test and a full CI cycle.
+AUTO_COMPACT_FILES = 8
 ENV = "MESHINSIGHTS_AUTO_COMPACT_FILES"
 #: Rows per maintenance merge commit: one batch is read into memory at a time (a machine-month
 #: at 1-minute resolution is ~45k rows per metric).

@@ -67,7 +67,7 @@ class DeltaStore:
         auto_compact_files: int | None = None,
     ) -> None:
         """``auto_compact_files``: merge a machine-month partition when a write brings it to
-        this many files (0 = never, the default; ``$MESHINSIGHTS_AUTO_COMPACT_FILES``)."""
+        this many files (default 8, 0 = never; ``$MESHINSIGHTS_AUTO_COMPACT_FILES``)."""
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.auto_compact_files = auto_compact_bound(auto_compact_files)

@@ -107,7 +107,9 @@ def test_off_and_bad_bounds(tmp_path, monkeypatch):
         write_day(store, "a", n)
     assert files_per_machine(store) == {"a": 10}
     monkeypatch.delenv("MESHINSIGHTS_AUTO_COMPACT_FILES", raising=False)
-    assert DeltaStore(str(tmp_path)).auto_compact_files == 0  # opt-in
+    assert DeltaStore(str(tmp_path)).auto_compact_files == 8  # on by default
+    monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", "0")
+    assert DeltaStore(str(tmp_path)).auto_compact_files == 0  # off
     monkeypatch.setenv("MESHINSIGHTS_AUTO_COMPACT_FILES", "5")
     assert DeltaStore(str(tmp_path)).auto_compact_files == 5
     for bad in ("1", "-2", "many"):
