@@ -14,7 +14,8 @@ from datetime import timedelta
 import pandas as pd
 
 from meshinsights.genai.models import Action, Analysis, Finding, max_severity, normalize_severity
-from meshinsights.genai.prompt import clean_text, is_absent, rank_rows
+from meshinsights.genai.prompt import is_absent
+from meshinsights.genai.rows import clean_text, rank_rows
 from meshinsights.model import Window
 
 __all__ = ["OFFLINE_MODEL", "DISCLAIMER", "analyze"]

@@ -2,9 +2,9 @@
 
 Every process is started in its own session with a pid file under ``$AIRFLOW_HOME/run/``, so
 Ctrl-C in the ``make run`` terminal or ``make stop`` from another shell stops exactly the
-processes this stack started (by process group id, never by name). The same helpers start the
-separate Airflow components (scheduler, api-server, dag-processor, Celery worker) for the
-integration tests. ``python -m meshinsights.orchestration.local_stack run|stop|demo``.
+processes this stack started (by process group id, never by name; ``processes.py``, which
+also starts the separate Airflow components for the integration tests).
+``python -m meshinsights.orchestration.local_stack run|stop|demo``.
 """
 
 from __future__ import annotations
@@ -20,23 +20,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from meshinsights.orchestration.processes import (
+    Component,
+    alive,
+    spawn,
+    stop_all,
+    tail,
+    wait_http,
+)
 from meshinsights.settings import PROJECT_ROOT, get_settings
 
-__all__ = [
-    "Component",
-    "airflow_env",
-    "ensure_password",
-    "run_stack",
-    "spawn",
-    "stop_all",
-    "wait_http",
-]
+__all__ = ["airflow_env", "airflow_home", "ensure_password", "run_stack", "stop_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,130 +120,6 @@ def ensure_password(home: Path, user: str = "admin") -> str:
     return passwords[user]
 
 
-@dataclass(frozen=True)
-class Component:
-    """One long-running process of the stack: its name (pid/log file stem) and command."""
-
-    name: str
-    argv: Sequence[str]
-
-
-def spawn(component: Component, env: Mapping[str, str], directory: Path) -> subprocess.Popen[bytes]:
-    """Start a component in its own session (its pid is its process group id) with a pid file."""
-    log = (directory / f"{component.name}.log").open("ab")
-    proc = subprocess.Popen(
-        list(component.argv),
-        env=dict(env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=str(PROJECT_ROOT),
-    )
-    log.close()
-    (directory / f"{component.name}.pid").write_text(f"{proc.pid}\n")
-    logger.info("started %s (pid %d): %s", component.name, proc.pid, " ".join(component.argv))
-    return proc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    with contextlib.suppress(OSError):
-        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
-            return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _alive(pgid) or _any_in_group(pgid)
-
-
-def _any_in_group(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
-
-
-def stop_group(pgid: int, *, timeout: float = 30.0) -> None:
-    """SIGINT the group's leader (it shuts its children down), then SIGTERM/SIGKILL the group."""
-    steps = (
-        (os.kill, signal.SIGINT, timeout),
-        (os.killpg, signal.SIGTERM, 10.0),
-        (os.killpg, signal.SIGKILL, 5.0),
-    )
-    for send, sig, wait in steps:
-        try:
-            send(pgid, sig)
-        except ProcessLookupError:
-            if send is os.kill:
-                continue
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pgid, os.WNOHANG)
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.2)
-        logger.warning("process group %d ignored %s", pgid, sig.name)
-
-
-def stop_all(directory: Path, *, timeout: float = 30.0) -> list[str]:
-    """Stop every component with a pid file in ``directory``; returns the names stopped."""
-    stopped = []
-    for pid_file in sorted(directory.glob("*.pid")):
-        if pid_file.stem == "stack":  # the supervisor itself: stop_stack signals it
-            continue
-        try:
-            pgid = int(pid_file.read_text().split()[0])
-        except (ValueError, IndexError, OSError):
-            pid_file.unlink(missing_ok=True)
-            continue
-        if _group_alive(pgid):
-            stop_group(pgid, timeout=timeout)
-            stopped.append(pid_file.stem)
-        pid_file.unlink(missing_ok=True)
-    return stopped
-
-
-def wait_http(url: str, *, timeout: float, procs: Sequence[subprocess.Popen[bytes]] = ()) -> bool:
-    """Poll ``url`` until it answers 2xx/3xx; False on timeout or when a watched process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback URL)
-                if resp.status < 400:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def _interrupt(signum: int, frame: object) -> None:
     # `make stop` sends SIGTERM: unwind through the same cleanup as Ctrl-C.
     raise KeyboardInterrupt
@@ -288,12 +161,12 @@ def _ready(
         why = f"{', '.join(dead)} exited" if dead else f"no answer on {url} after {timeout:.0f}s"
         _say(
             f"Airflow did not come up ({why}); last lines of its log:\n"
-            + _tail(directory / "airflow.log")
+            + tail(directory / "airflow.log")
         )
         return False
     health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
     if "dashboard" in procs and not wait_http(health, timeout=120, procs=[procs["dashboard"]]):
-        _say(f"the dashboard did not come up:\n{_tail(directory / 'dashboard.log')}")
+        _say(f"the dashboard did not come up:\n{tail(directory / 'dashboard.log')}")
     return True
 
 
@@ -301,7 +174,7 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
     """Seed, start Airflow standalone and the dashboard, print URLs and login, wait for Ctrl-C."""
     home = airflow_home()
     directory = run_dir(home)
-    if (directory / "stack.pid").exists() and _alive(int((directory / "stack.pid").read_text())):
+    if (directory / "stack.pid").exists() and alive(int((directory / "stack.pid").read_text())):
         _say("the stack is already running; stop it with `make stop`")
         return 1
     stop_all(directory)  # leftovers of a run that was killed hard
@@ -371,7 +244,7 @@ def stop_stack() -> int:
             pid = int(stack.read_text())
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 60
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.3)
         stack.unlink(missing_ok=True)
     stopped = stop_all(directory)

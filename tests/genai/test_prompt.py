@@ -14,9 +14,9 @@ from meshinsights.genai.prompt import (
     END,
     SECTIONS,
     build_prompt,
-    clean_text,
     estimate_tokens,
 )
+from meshinsights.genai.rows import clean_text
 from meshinsights.model import Window
 
 INJECTION = (

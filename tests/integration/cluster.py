@@ -19,14 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from meshinsights.orchestration.local_stack import (
-    Component,
-    airflow_env,
-    ensure_password,
-    spawn,
-    stop_all,
-    wait_http,
-)
+from meshinsights.orchestration.local_stack import airflow_env, ensure_password
+from meshinsights.orchestration.processes import Component, spawn, stop_all, wait_http
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 

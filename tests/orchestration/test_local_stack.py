@@ -14,14 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from meshinsights.orchestration.local_stack import (
-    PASSWORDS_FILE,
-    Component,
-    airflow_env,
-    ensure_password,
-    spawn,
-    stop_all,
-)
+from meshinsights.orchestration.local_stack import PASSWORDS_FILE, airflow_env, ensure_password
+from meshinsights.orchestration.processes import Component, spawn, stop_all
 from tests.integration.cluster import free_port
 from tests.integration.conftest import write_configs
 
