@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _AF_HOME = Path(tempfile.mkdtemp(prefix="meshinsights-airflow-"))
+# Each process that imports this file made its own folder: it removes only that one on exit.
+atexit.register(shutil.rmtree, _AF_HOME, ignore_errors=True)
 os.environ.setdefault("AIRFLOW_HOME", str(_AF_HOME))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
