@@ -233,4 +233,5 @@ def compact_table(
 
 
 def _partition_file_count(table: DeltaTable, month: str, machines: list[str]) -> int:
-    return len(table.file_uris([("machine_id", "in", machines), ("month", "=", month)]))
+    pruning = [("machine_id", "in", machines), ("month", "=", month)]
+    return len(table.file_uris(file_pruning_predicate=pruning))

@@ -28,7 +28,7 @@ from meshinsights.errors import StoreError
 from meshinsights.model import Window, check_machine_id, check_table_name
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
-from meshinsights.store.frames import check_in_scope, prepare
+from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, prepare
 from meshinsights.store.handles import KeptTables
 from meshinsights.store.predicates import window_predicate
 from meshinsights.store.records import TableInfo, WriteResult
@@ -118,7 +118,7 @@ class DeltaStore:
             keys = [k for k in keys if k[0] == "ts"]
         if keys and arrow.num_rows > 1:
             arrow = arrow.sort_by(keys)
-        return arrow.to_pandas()
+        return arrow.to_pandas(use_threads=arrow.num_rows >= SERIAL_ROWS)
 
     def read_arrow(
         self,
