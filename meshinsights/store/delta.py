@@ -8,8 +8,6 @@ watermark can never advance without its data.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import random
 import time
@@ -28,10 +26,10 @@ from meshinsights.errors import StoreError
 from meshinsights.model import Window, check_machine_id, check_table_name
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
-from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, prepare
+from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, check_new_columns, prepare
 from meshinsights.store.handles import KeptTables
 from meshinsights.store.predicates import window_predicate
-from meshinsights.store.records import TableInfo, WriteResult
+from meshinsights.store.records import TableInfo, WriteResult, commit_metadata, decode_commit
 
 __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
 
@@ -50,10 +48,6 @@ TABLE_PROPERTIES = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     "delta.dataSkippingStatsColumns": "ts",
 }
-
-
-def _json_meta(metadata: Mapping[str, Any]) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
 
 
 class DeltaStore:
@@ -204,7 +198,8 @@ class DeltaStore:
         )
         arrow = prepare(frame, table=f"{namespace}/{table}", schema=target, evolve=evolve)
         if existing is not None and schema is not None:
-            _check_against_table(existing, arrow, f"{namespace}/{table}", evolve)
+            current = pa.schema(existing.schema().to_arrow())
+            check_new_columns(current, arrow, f"{namespace}/{table}", evolve)
         check_in_scope(arrow, machines, window, f"{namespace}/{table}")
         meta = {
             "meshinsights.code_version": __version__,
@@ -217,7 +212,7 @@ class DeltaStore:
         }
         predicate = window_predicate(machines, window)
         version, written = self._commit_with_retry(
-            namespace, table, arrow, predicate, _json_meta(meta), evolve, existing
+            namespace, table, arrow, predicate, commit_metadata(meta), evolve, existing
         )
         if arrow.num_rows and self.auto_compact_files:
             auto_compact(
@@ -225,7 +220,7 @@ class DeltaStore:
                 machines,
                 window.months(),
                 self.auto_compact_files,
-                _json_meta({"meshinsights.code_version": __version__}),
+                commit_metadata({"meshinsights.code_version": __version__}),
             )
         result = WriteResult(
             table=f"{namespace}/{table}",
@@ -338,15 +333,7 @@ class DeltaStore:
         dt = self._open(namespace, table)
         if dt is None:
             return []
-        out = []
-        for commit in dt.history(limit):
-            row = dict(commit)
-            for key, value in list(row.items()):
-                if key.startswith("meshinsights.") and isinstance(value, str):
-                    with contextlib.suppress(ValueError):
-                        row[key] = json.loads(value)
-            out.append(row)
-        return out
+        return [decode_commit(commit) for commit in dt.history(limit)]
 
     def version(self, namespace: str, table: str) -> int | None:
         dt = self._open(namespace, table)
@@ -397,7 +384,7 @@ class DeltaStore:
         current = dt.metadata().configuration
         if any(current.get(k) != v for k, v in TABLE_PROPERTIES.items()):
             dt.alter.set_table_properties(TABLE_PROPERTIES)
-        metrics = compact_table(dt, _json_meta({"meshinsights.code_version": __version__}))
+        metrics = compact_table(dt, commit_metadata({"meshinsights.code_version": __version__}))
         dt.create_checkpoint()
         return dict(metrics)
 
@@ -410,17 +397,4 @@ class DeltaStore:
             dt.vacuum(
                 retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
             )
-        )
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _check_against_table(existing: DeltaTable, arrow: pa.Table, table: str, evolve: bool) -> None:
-    current = set(pa.schema(existing.schema().to_arrow()).names)
-    extra = [c for c in arrow.column_names if c not in current]
-    if extra and not evolve:
-        raise StoreError(
-            f"{table}: the stored table lacks column(s) {extra}; pass evolve=True (logged) to add "
-            "them, or drop them from the output"
         )

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from meshinsights.errors import StoreError
 from meshinsights.model import TS, Window
 
-__all__ = ["prepare", "check_in_scope"]
+__all__ = ["check_in_scope", "check_new_columns", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,4 +156,14 @@ def check_in_scope(arrow: pa.Table, machines: list[str], window: Window, table: 
         raise StoreError(
             f"{table}: {outside} row(s) fall outside the window {window} (min ts {lo}, max ts "
             f"{hi}); a step writes only its own window — filter its output to the window"
+        )
+
+
+def check_new_columns(current: pa.Schema, arrow: pa.Table, table: str, evolve: bool) -> None:
+    """A column the stored table lacks is only added with ``evolve`` (schema evolution)."""
+    extra = [c for c in arrow.column_names if c not in current.names]
+    if extra and not evolve:
+        raise StoreError(
+            f"{table}: the stored table lacks column(s) {extra}; pass evolve=True (logged) to add "
+            "them, or drop them from the output"
         )

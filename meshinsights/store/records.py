@@ -1,11 +1,29 @@
-"""What the store reports: one write's result and one table's listing (small, XCom-safe)."""
+"""What the store records and reports: commit metadata, one write's result, one table's listing."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TableInfo", "WriteResult"]
+__all__ = ["TableInfo", "WriteResult", "commit_metadata", "decode_commit"]
+
+
+def commit_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Delta commit metadata is string to string: anything else is stored as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
+
+
+def decode_commit(commit: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``DeltaTable.history()`` entry with its ``meshinsights.*`` JSON values decoded."""
+    row = dict(commit)
+    for key, value in list(row.items()):
+        if key.startswith("meshinsights.") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                row[key] = json.loads(value)
+    return row
 
 
 @dataclass(frozen=True)
