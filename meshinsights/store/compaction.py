@@ -206,8 +206,9 @@ def compact_table(
     """
     meta = {**meta, "meshinsights.operation": "compact"}
     batches = merge_batches(pa.table(table.get_add_actions(flatten=True)), max_rows)
-    metrics = {"numFilesRemoved": 0, "numFilesAdded": 0, "partitionsOptimized": 0, "commits": 0}
-    metrics["rowsRewritten"] = 0
+    metrics = dict.fromkeys(
+        ("numFilesRemoved", "numFilesAdded", "partitionsOptimized", "commits", "rowsRewritten"), 0
+    )
     for month, machines, _files, _rows in batches:
         for attempt in range(retries + 1):
             # Count the files the commit actually replaces: a retry sees the winner's files.
