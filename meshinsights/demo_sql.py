@@ -1,7 +1,6 @@
 """Writing the demo fleet to SQL: the schema per dialect and each driver's bulk insert path.
 
-SQLite and MySQL take ``executemany``; PostgreSQL takes ``COPY ... FROM STDIN`` (an order of
-magnitude faster than row inserts for 1,000 units × 90 days).
+SQLite and MySQL take ``executemany``; PostgreSQL takes ``COPY ... FROM STDIN``.
 """
 
 from __future__ import annotations

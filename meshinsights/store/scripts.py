@@ -1,6 +1,6 @@
 """SQL scripts (``query_artifacts.sql``): split into statements, keeping each one's comments.
 
-A statement's comment block is its title in the CLI and the dashboard; a ``-- requires: a, b``
+A statement's comment block is its title in `meshinsights sql` output; a ``-- requires: a, b``
 line names the views it needs, so a script written for every pipeline still runs on a store
 that has only some of them (the statement is skipped with a note).
 """
