@@ -29,9 +29,41 @@ def test_quick_partition_benchmark_writes_a_report(tmp_path: Path):
     times = result["samples"]["daily runs_times"]
     assert set(times) == {
         f"{op}_{n}"
-        for op in ("overwrite", "overwrite_cold", "read_day", "read_day_cold", "read_week")
+        for op in (
+            "overwrite",
+            "overwrite_cold",
+            "read_day",
+            "read_day_settled",
+            "read_day_cold",
+            "read_week",
+        )
         for n in (10, 30)
     }
     assert all(len(v) == 3 and all(x > 0 for x in v) for v in times.values())
     small, big = (sorted(times[f"read_day_{n}"])[1] for n in (10, 30))
     assert abs(ratio["value"] - big / small) <= 0.02 * ratio["value"]  # samples are rounded
+
+
+def test_changed_tables_names_exactly_the_partitions_that_differ(tmp_path: Path):
+    """The incremental benchmark's count of tables one late row changed (ingested_at aside)."""
+    import pandas as pd
+
+    from bench.incremental import DAY1, MACHINE, _changed_tables, _window
+    from meshinsights.store import DeltaStore
+
+    ts = pd.date_range(DAY1, periods=3, freq="1h")
+    base = pd.DataFrame({"machine_id": MACHINE, "ts": ts, "value": [1.0, 2.0, 3.0]})
+    late, normal = DeltaStore(str(tmp_path / "late")), DeltaStore(str(tmp_path / "normal"))
+    frames = {
+        "same": (base, base),
+        "value": (base.assign(value=[1.0, 2.5, 3.0]), base),
+        "rows": (base.iloc[:2], base),
+        "ingest_time": (
+            base.assign(ingested_at=ts + pd.Timedelta("3D")),
+            base.assign(ingested_at=ts),
+        ),
+    }
+    for name, (a, b) in frames.items():
+        for store, frame in ((late, a), (normal, b)):
+            store.overwrite("p", name, frame, machine_ids=MACHINE, window=_window(DAY1))
+    assert _changed_tables(late, normal, "p") == (["rows", "value"], 4)
