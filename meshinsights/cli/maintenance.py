@@ -54,7 +54,8 @@ def _show(title: str, results: list[Any]) -> None:
 
 @maintenance_app.command("compact")
 def compact(pipeline: list[str] = _PIPELINE, table: list[str] = _TABLE) -> None:
-    """Bin-pack small files into larger ones and checkpoint the log (readers are unaffected)."""
+    """Merge each machine-month partition into one file and checkpoint the log (safe while
+    pipelines write; readers are unaffected)."""
     from meshinsights.orchestration.maintenance import compact_tables
 
     store, pairs = _pairs(pipeline, table)

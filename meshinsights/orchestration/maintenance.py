@@ -1,9 +1,11 @@
 """Table maintenance: compact small files and vacuum old versions, table by table.
 
 Every overwrite adds files (one per machine-month partition it touches) and a log entry; a fleet
-of daily runs makes thousands of small files that slow every read. Compaction bin-packs them
-(one commit, readers unaffected) and checkpoints the log; vacuum deletes the files no version
-younger than the retention needs (time travel to older versions stops working, by design).
+of daily runs makes thousands of small files that slow every read. Compaction merges each
+machine-month partition into one file (a data-changing rewrite, one commit per batch of
+partitions: safe while pipelines write; readers are unaffected) and checkpoints the log;
+vacuum deletes the files no version younger than the retention needs (time travel to older
+versions stops working, by design).
 Used by ``meshinsights maintenance`` and the ``meshinsights_maintenance`` DAG.
 """
 
@@ -84,7 +86,7 @@ def _file_counts(store: Any) -> dict[tuple[str, str], int]:
 
 
 def compact_tables(store: Any, pairs: Sequence[tuple[str, str]]) -> list[TableMaintenance]:
-    """Bin-pack each table's small files (one commit per table that had any to merge)."""
+    """Merge each table's machine-month partitions of 2+ files (``DeltaStore.compact``)."""
     before = _file_counts(store)
     done = []
     for namespace, table in pairs:
