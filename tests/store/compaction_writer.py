@@ -1,7 +1,8 @@
-"""A writer process for the auto-compaction stress test (spawned, never forked).
+"""Writer and compactor processes for the compaction stress tests (spawned, never forked).
 
-Writes ``n`` one-row windows of one machine, each twice ("running" then "done", as the run
-listener does), into one machine-month partition, with auto compaction on.
+A writer writes ``n`` one-row windows of one machine, each twice ("running" then "done", as
+the run listener does), into one machine-month partition; a compactor runs maintenance
+compaction of that table in a loop.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 
-def write_rows(root: str, writer: int, n: int, bound: int) -> None:
+def write_rows(root: str, writer: int, n: int, bound: int, pause: float = 0.0) -> None:
+    """``bound``: the writers' auto compaction (0 = off); ``pause``: seconds between writes."""
+    import time
+
     import pandas as pd
 
     from meshinsights.model import TELEMETRY_SCHEMA, Window
@@ -38,19 +42,26 @@ def write_rows(root: str, writer: int, n: int, bound: int) -> None:
                 window=Window(ts, ts + timedelta(microseconds=1)),
                 schema=TELEMETRY_SCHEMA,
             )
+            time.sleep(pause)
 
 
 def compact_until(root: str, stop_file: str, max_rounds: int) -> None:
-    """Run maintenance compaction of ns/runs over and over until ``stop_file`` exists."""
+    """Run maintenance compaction of ns/runs over and over until ``stop_file`` exists.
+
+    Touches ``<stop_file>.ready`` once imported (the test starts the writers then), and
+    never stops before it has compacted at least once.
+    """
     import os
     import time
 
     from meshinsights.store import DeltaStore
 
-    store = DeltaStore(root)
+    store = DeltaStore(root, auto_compact_files=0)
+    open(stop_file + ".ready", "w").close()
+    compacted = False
     for _ in range(max_rounds):
-        if os.path.exists(stop_file):
+        if compacted and os.path.exists(stop_file):
             return
         if store.exists("ns", "runs"):
-            store.compact("ns", "runs")
+            compacted = store.compact("ns", "runs")["commits"] > 0 or compacted
         time.sleep(0.01)
