@@ -2,8 +2,8 @@
 ``DeltaStore.compact`` of a table written by 90 daily runs (copies read side by side).
 
 "Before" is written with auto compaction off (one file per machine-day, the worst case a
-maintenance job faces); a third table written with auto compaction on
-shows where auto compaction (the store's default, 8 files) keeps a table without any maintenance job.
+maintenance job faces); a third table written with auto compaction on shows where auto
+compaction (the store's default, 8 files) keeps a table without any maintenance job.
 """
 
 from __future__ import annotations

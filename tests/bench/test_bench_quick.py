@@ -67,3 +67,29 @@ def test_changed_tables_names_exactly_the_partitions_that_differ(tmp_path: Path)
         for store, frame in ((late, a), (normal, b)):
             store.overwrite("p", name, frame, machine_ids=MACHINE, window=_window(DAY1))
     assert _changed_tables(late, normal, "p") == (["rows", "value"], 4)
+
+
+def test_commit_floor_appends_one_own_row_per_named_table(tmp_path: Path):
+    """The §5 floor's set-up: each named table opened with one of its own rows, nothing else."""
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from bench.incremental import DAY1, MACHINE, _one_row_appends, _window
+    from meshinsights.store import DeltaStore
+
+    store = DeltaStore(str(tmp_path / "s"))
+    ts = pd.date_range(DAY1, periods=4, freq="1h")
+    for name in ("a", "b", "untouched"):
+        frame = pd.DataFrame({"machine_id": MACHINE, "ts": ts, "value": [1.0, 2.0, 3.0, 4.0]})
+        store.overwrite("p", name, frame, machine_ids=MACHINE, window=_window(DAY1))
+    floor = _one_row_appends(store, "p", ["a", "b"])
+    assert [t.table_uri.rstrip("/").rsplit("/", 1)[-1] for t, _ in floor] == ["a", "b"]
+    assert all(
+        row.num_rows == 1 and row.column("machine_id")[0].as_py() == MACHINE for _, row in floor
+    )
+    before = [t.version() for t, _ in floor]
+    for table, row in floor:
+        write_deltalake(table, row, mode="append")
+    assert [t.version() for t, _ in floor] == [v + 1 for v in before]
+    assert len(DeltaStore(str(tmp_path / "s")).read("p", "a", MACHINE, _window(DAY1))) == 5
+    assert len(DeltaStore(str(tmp_path / "s")).read("p", "untouched", MACHINE, _window(DAY1))) == 4
