@@ -7,6 +7,7 @@ No I/O here. Every artifact table has ``machine_id`` and ``ts`` (UTC); the store
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,6 +24,9 @@ __all__ = [
     "KEY_COLUMNS",
     "PARTITION_COLUMNS",
     "Window",
+    "Windows",
+    "contiguous_groups",
+    "spans",
     "check_table_name",
     "check_machine_id",
     "month_of",
@@ -167,3 +171,36 @@ class Window:
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+Windows = Window | Sequence[Window]
+"""What a batched step run or overwrite covers: one window, or several that do not overlap."""
+
+
+def contiguous_groups(windows: Windows) -> list[list[Window]]:
+    """``windows`` sorted and cut into runs where each window starts where the last ended.
+
+    A batch of daily windows is one group (read once, ``[first start, last end)``); a late
+    day plus today are two. Overlapping windows are an error: a row would belong to two.
+    """
+    ordered = sorted([windows] if isinstance(windows, Window) else windows)
+    if not ordered:
+        raise ValueError("no window given")
+    groups: list[list[Window]] = [[ordered[0]]]
+    for w in ordered[1:]:
+        last = groups[-1][-1]
+        if w.start < last.end:
+            raise ConfigError(
+                f"windows {last} and {w} overlap; pass windows that do not overlap (a row "
+                "belongs to exactly one window)"
+            )
+        if w.start == last.end:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
+def spans(windows: Windows) -> list[Window]:
+    """The contiguous stretches ``windows`` cover, in order: what an overwrite replaces."""
+    return [Window(g[0].start, g[-1].end) for g in contiguous_groups(windows)]

@@ -47,6 +47,26 @@ def test_run_then_tables_then_step(demo_env):
     assert DeltaStore(store).version("minimal", "temperature_hourly") == before + 1
 
 
+def test_run_batches_days_per_step_unless_told_not_to(demo_env):
+    store = demo_env["MESHINSIGHTS_STORE"]
+    args = ["--store", store, "run", "hvac-001", "--start", "2024-01-01", "--end", "2024-01-04"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    batched = json.loads(result.output)
+    assert [s["step"] for s in batched] == ["ingest"] * 3 + ["average_temperature", "summary",
+                                                            "genai"]
+    assert [w["start"][:10] for w in batched[3]["windows"]] == ["2024-01-01", "2024-01-02",
+                                                                "2024-01-03"]
+    assert batched[3]["rows_out"] == 72  # three days of hourly means, one commit
+    result = runner.invoke(app, [*args, "--batch-days", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    alone = json.loads(result.output)
+    assert [s["step"] for s in alone] == ["ingest", "average_temperature", "summary",
+                                          "genai"] * 3
+    assert not any("windows" in s for s in alone)
+    assert [s["rows_out"] for s in alone if s["step"] == "average_temperature"] == [24] * 3
+
+
 def test_validate_configs_lists_every_problem(tmp_path: Path):
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)

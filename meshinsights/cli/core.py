@@ -37,9 +37,18 @@ def run(
     no_split: bool = typer.Option(
         False, "--no-split", help="one window instead of one per schedule interval"
     ),
+    batch_days: float = typer.Option(
+        31,
+        "--batch-days",
+        min=0,
+        help="each step runs once per this many days of windows, one commit each (same "
+        "tables; 0: one run per window, as the scheduled DAG does)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the step summaries as JSON"),
 ) -> None:
     """Run a machine's whole pipeline in-process, in dependency order (no Airflow)."""
+    from datetime import timedelta
+
     from meshinsights.model import Window
     from meshinsights.orchestration.runner import run_pipeline
 
@@ -62,10 +71,17 @@ def run(
         bar = progress.add_task(f"{machine_id}", total=n_steps * n_windows)
 
         def tick(step_id: str, summary: dict[str, Any]) -> None:
-            progress.update(bar, advance=1, description=f"{machine_id} {step_id}")
+            done = len(summary.get("windows") or [None])  # a batch covers several windows
+            progress.update(bar, advance=done, description=f"{machine_id} {step_id}")
 
         summaries = run_pipeline(
-            configs, machine_id, window, _store(), split=not no_split, on_progress=tick
+            configs,
+            machine_id,
+            window,
+            _store(),
+            split=not no_split,
+            on_progress=tick,
+            batch=timedelta(days=batch_days),
         )
     if as_json:
         out.print_json(json.dumps(summaries, default=str))

@@ -284,6 +284,9 @@ def _touches(rec: dict[str, Any], machine_id: str, window: Window) -> bool:
     start, end = rec.get("window_start"), rec.get("window_end")
     if start is None or end is None:
         return False  # not a step's commit (e.g. the empty commit that creates a table)
+    if rec.get("windows"):  # a batch that wrote separate stretches: the gaps are untouched
+        spans = [Window.parse(w["start"], w["end"]) for w in json.loads(rec["windows"])]
+        return any(s.start < window.end and s.end > window.start for s in spans)
     return bool(start < window.end and end > window.start)
 
 

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from meshinsights.errors import ConfigError, StepError
@@ -43,12 +44,42 @@ OPTIONAL_INPUTS = [
 _STRUCTURED = ("json_schema", "json_object", "none")
 
 
+def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's rows in an order fixed by their values (time first).
+
+    Reads sort by time, and rows sharing a timestamp come back in file order, which a
+    compaction or a batched write changes; the prompt (and so the cache key and the bill)
+    must not change with it.
+    """
+    if is_absent(frame) or len(frame) < 2:
+        return frame
+    cols = (["ts"] if "ts" in frame.columns else []) + [c for c in frame.columns if c != "ts"]
+    keys = pd.DataFrame(
+        {
+            i: frame[c].astype(str)  # mixed cells (None and text, lists): sort by their text
+            if frame[c].dtype == object and frame[c].map(type).nunique() > 1
+            else frame[c]
+            for i, c in enumerate(cols)
+        }
+    ).reset_index(drop=True)
+    order = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
+    return frame.iloc[order].reset_index(drop=True)
+
+
 def _fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of the frame's rows as a set: the same rows in another order hash the same.
+
+    Reads sort by time, and rows sharing a timestamp come back in file order, which a
+    compaction or a batched write changes; the cache must not miss (and pay for a call) on
+    that alone.
+    """
     body = frame.drop(columns=[c for c in ("machine_id", "month") if c in frame.columns])
     try:
-        digest = pd.util.hash_pandas_object(body, index=False).to_numpy().tobytes()
+        rows = np.sort(pd.util.hash_pandas_object(body, index=False).to_numpy())
+        digest = rows.tobytes()
     except TypeError:  # unhashable cells (lists, dicts)
-        digest = body.to_json(orient="split", date_format="iso").encode()
+        lines = body.to_json(orient="records", lines=True, date_format="iso").splitlines()
+        digest = "\n".join(sorted(lines)).encode()
     h = hashlib.sha256("|".join(map(str, body.columns)).encode())
     h.update(digest)
     return h.hexdigest()[:16]
@@ -220,7 +251,8 @@ def genai_analysis(
         raise StepError("genai_analysis needs the run window (the runner passes it)")
     _check(provider, structured, max_attempts, timeout)
     frames = (summary, variance, thresholds, issues, anomalies, forecasts, events)
-    tables = dict(zip(_TABLES, frames, strict=True))
+    # One row order for the same rows (see _canonical): the prompt and the cache key follow it.
+    tables = {name: _canonical(f) for name, f in zip(_TABLES, frames, strict=True)}
     prompt = build_prompt(
         tables, machine_id=machine_id, window=window, budget=prompt_budget, max_rows=max_rows
     )

@@ -70,6 +70,15 @@ def _machines(value: Any) -> str:
     return ",".join(map(str, items[:3])) + (f",+{len(items) - 3}" if len(items) > 3 else "")
 
 
+def _windows(windows: list[Any] | tuple[Any, ...]) -> str:
+    from meshinsights.model import spans
+
+    try:
+        return f"{len(windows)} windows in " + ", ".join(map(str, spans(list(windows))))
+    except Exception:  # not windows, or overlapping: run_step reports that; log them as given
+        return str(windows)
+
+
 @contextlib.contextmanager
 def log_context(
     *, run_id: str | None = None, machine_id: Any = None, window: Any = None
@@ -82,7 +91,8 @@ def log_context(
     if machine_id is not None:
         ctx["machine_id"] = _machines(machine_id)
     if window is not None:
-        ctx["window"] = str(window)
+        # A batch (several windows) logs the stretches it covers.
+        ctx["window"] = str(window) if not isinstance(window, list | tuple) else _windows(window)
     token = _context.set(ctx)
     try:
         yield ctx

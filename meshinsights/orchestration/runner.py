@@ -17,7 +17,15 @@ import pandas as pd
 
 from meshinsights.config import Condition, LoadedConfigs, When
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
-from meshinsights.model import Window
+from meshinsights.model import Window, Windows, contiguous_groups
+from meshinsights.orchestration.batching import (
+    MAX_BATCH,
+    batches,
+    overlap,
+    read_inputs,
+    sink_by_window,
+    slice_window,
+)
 from meshinsights.orchestration.logging import logged_run
 from meshinsights.orchestration.memory import release_memory
 from meshinsights.orchestration.plan import PlannedStep, plan
@@ -31,6 +39,7 @@ __all__ = [
     "evaluate_when",
     "run_pipeline",
     "run_steps",
+    "batches",
     "late_windows_of",
     "schedule_interval",
     "new_run_id",
@@ -86,7 +95,7 @@ def _call(
 def run_step(
     spec: StepSpec | PlannedStep,
     machine: str | Sequence[str],
-    window: Window,
+    window: Windows,
     store: DeltaStore,
     *,
     namespace: str = "default",
@@ -96,8 +105,12 @@ def run_step(
 ) -> dict[str, Any]:
     """Run one step for one machine (or a group, in one commit) and one window.
 
-    A step with a ``sink`` also writes its output rows there after the Delta commit (so a
-    sink never holds rows the table does not). Returns a small summary fit for XCom.
+    Several windows that do not overlap (a backfill's days, a late day with today) run as one
+    batch: each contiguous stretch is read once, the function is still called once per
+    machine and window with exactly the rows a run of that window alone would read, and all
+    outputs are written in one commit. A step with a ``sink`` also writes its output rows
+    there after the Delta commit (so a sink never holds rows the table does not), window by
+    window. Returns a small summary fit for XCom.
     """
     started = time.perf_counter()
     if isinstance(spec, PlannedStep):
@@ -112,50 +125,53 @@ def run_step(
             None,
         )
     machines = [machine] if isinstance(machine, str) else list(machine)
+    groups = contiguous_groups(window)
     run_id = run_id or new_run_id()
-    frames_by_table: dict[str, pd.DataFrame] = {}
-    optional_tables = {t for a, t in planned.inputs.items() if a in planned.spec.optional}
-    read_window = planned.read_window(window)
-    for table in set(planned.inputs.values()):
-        if table in optional_tables and not store.exists(namespace, table):
-            frames_by_table[table] = pd.DataFrame(columns=["machine_id", "ts"])
-            continue
-        # A step's own output (read as a cache) is read for the run window only.
-        w = window if table == planned.output else read_window
-        try:
-            frames_by_table[table] = store.read(namespace, table, machines, w)
-        except StoreError as exc:
-            raise StepError(f"step {planned.id!r} cannot read its input: {exc}") from exc
-    rows_in = sum(len(f) for f in frames_by_table.values())
+    reads = [read_inputs(planned, store, namespace, machines, group) for group in groups]
+    rows_in = sum(len(f) for frames in reads for f in frames.values())
     t_func = time.perf_counter()
-    outputs = []
-    for m in machines:
-        per_machine = {
-            arg: _rows_of(frames_by_table[table], m, len(machines))
-            for arg, table in planned.inputs.items()
-        }
-        outputs.append(_call(planned.spec, per_machine, planned.params, m, window))
+    outputs: list[tuple[Window, pd.DataFrame]] = []
+    for group, frames_by_table in zip(groups, reads, strict=True):
+        for w in group:
+            for m in machines:
+                per_machine = {
+                    arg: _rows_of(frames_by_table[table], m, len(machines))
+                    for arg, table in planned.inputs.items()
+                }
+                if len(group) > 1:
+                    per_machine = {
+                        arg: slice_window(
+                            f,
+                            w if planned.inputs[arg] == planned.output else planned.read_window(w),
+                        )
+                        for arg, f in per_machine.items()
+                    }
+                outputs.append((w, _call(planned.spec, per_machine, planned.params, m, w)))
     func_seconds = time.perf_counter() - t_func
-    result = pd.concat(outputs, ignore_index=True) if len(outputs) > 1 else outputs[0]
+    # Empty outputs are left out: their untyped columns would turn a typed column to object.
+    frames = [out for _, out in outputs if len(out)] or [outputs[0][1]]
+    result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     meta = {
         "meshinsights.run_id": run_id,
         "meshinsights.step": planned.id,
         "meshinsights.rows_in": rows_in,
     }
+    windows = [w for group in groups for w in group]
     write = store.overwrite(
         namespace,
         planned.output,
         result,
         machine_ids=machines,
-        window=window,
+        window=windows,
         schema=planned.spec.schema,
         metadata=meta,
     )
-    summary = {
+    span = Window(windows[0].start, windows[-1].end)
+    summary: dict[str, Any] = {
         "step": planned.id,
         "table": planned.output,
         "machines": machines if len(machines) <= 5 else len(machines),
-        "window": window.as_dict(),
+        "window": span.as_dict(),
         "rows_in": rows_in,
         "rows_out": write.rows,
         "version": write.version,
@@ -163,15 +179,15 @@ def run_step(
         "seconds": round(time.perf_counter() - started, 4),
         "run_id": run_id,
     }
+    if len(windows) > 1:
+        summary["windows"] = [w.as_dict() for w in windows]
     if planned.sink is not None:
-        from meshinsights.connectors.alerts import run_sink
-
-        summary["sink"] = run_sink(planned.sink, result, run_id=run_id, resolver=resolver)
+        summary["sink"] = sink_by_window(planned, outputs, run_id, resolver)
     logger.info(
         "step %s machine=%s window=%s rows_in=%d rows_out=%d %.3fs",
         planned.id,
         ",".join(machines[:3]),
-        window,
+        span if len(windows) == 1 else f"{len(windows)} windows in {span}",
         rows_in,
         write.rows,
         summary["seconds"],
@@ -231,25 +247,48 @@ def run_steps(
     steps: list[PlannedStep],
     machine_id: str,
     namespace: str,
-    window: Window,
+    window: Windows,
     store: DeltaStore,
     *,
     run_id: str,
     resolver: Callable[[str], str] | None = None,
     on_progress: ProgressHook | None = None,
+    batch: timedelta = MAX_BATCH,
 ) -> list[dict[str, Any]]:
-    """Every step of a plan for one machine-window, in order, honouring branch rules."""
+    """Every step of a plan for one machine, in order, honouring branch rules.
+
+    Over several windows each step runs as batches covering at most ``batch`` of data
+    (:func:`run_step`: one commit per step and batch instead of one per window); the tables
+    come out as if each window had run alone. A branch rule is checked per window, and the
+    windows where it does not hold are left untouched.
+    """
+    windows = [w for group in contiguous_groups(window) for w in group]
     summaries: list[dict[str, Any]] = []
     for s in steps:
-        if evaluate_when(s.when, store, namespace, machine_id, window):
-            summary = run_step(
-                s, machine_id, window, store, namespace=namespace, run_id=run_id, resolver=resolver
+        held = []
+        for w in windows:
+            if evaluate_when(s.when, store, namespace, machine_id, w):
+                held.append(w)
+            else:
+                summaries.append(
+                    {"step": s.id, "skipped": True, "window": w.as_dict(), "run_id": run_id}
+                )
+                if on_progress:
+                    on_progress(s.id, summaries[-1])
+        for part in batches(held, batch):
+            summaries.append(
+                run_step(
+                    s,
+                    machine_id,
+                    part,
+                    store,
+                    namespace=namespace,
+                    run_id=run_id,
+                    resolver=resolver,
+                )
             )
-        else:
-            summary = {"step": s.id, "skipped": True, "window": window.as_dict(), "run_id": run_id}
-        summaries.append(summary)
-        if on_progress:
-            on_progress(s.id, summary)
+            if on_progress:
+                on_progress(s.id, summaries[-1])
     return summaries
 
 
@@ -270,13 +309,17 @@ def run_pipeline(
     resolver: Callable[[str], str] | None = None,
     split: bool = True,
     on_progress: ProgressHook | None = None,
+    batch: timedelta = MAX_BATCH,
 ) -> list[dict[str, Any]]:
     """The machine's whole pipeline in-process, in dependency order, without Airflow.
 
     With ``split`` the range is cut into the schedule's intervals (daily for ``@daily``) so
     the tables equal what the scheduled DAG runs write. Each ingest is incremental: older
     windows that received late rows since the last watermark are re-ingested and their
-    steps rerun, exactly those and no others.
+    steps rerun, exactly those and no others. Windows are ingested one by one, then each step
+    runs once per batch of windows covering up to ``batch`` (reopened ones included), which
+    writes the same tables as one run per window with one commit per step instead of one
+    per step and window (``batch`` of one interval: a run per window, as the DAG does).
     """
     from meshinsights.orchestration.ingest import run_incremental
 
@@ -287,40 +330,44 @@ def run_pipeline(
     windows = window.split(interval) if interval else [window]
     run_id = run_id or new_run_id()
     summaries: list[dict[str, Any]] = []
-    for w in windows:
-        ingested = run_incremental(
-            machine,
-            pipeline,
-            w,
-            store,
-            run_id=run_id,
-            resolver=resolver,
-            interval=schedule_interval(machine.schedule),
-        )
-        for summary in ingested:
-            summaries.append(summary)
-            if on_progress:
-                on_progress("ingest", summary)
-        for late in late_windows_of(ingested):
-            summaries += run_steps(
+
+    def steps_over(ws: list[Window]) -> None:
+        summaries.extend(
+            run_steps(
                 steps,
                 machine_id,
                 pipeline.name,
-                late,
+                ws,
                 store,
                 run_id=run_id,
                 resolver=resolver,
                 on_progress=on_progress,
+                batch=batch,
             )
-        summaries += run_steps(
-            steps,
-            machine_id,
-            pipeline.name,
-            w,
-            store,
-            run_id=run_id,
-            resolver=resolver,
-            on_progress=on_progress,
         )
+
+    for chunk in batches(windows, batch):
+        late: list[Window] = []
+        for w in chunk:
+            ingested = run_incremental(
+                machine,
+                pipeline,
+                w,
+                store,
+                run_id=run_id,
+                resolver=resolver,
+                interval=schedule_interval(machine.schedule),
+            )
+            for summary in ingested:
+                summaries.append(summary)
+                if on_progress:
+                    on_progress("ingest", summary)
+            late += late_windows_of(ingested)
+        # Reopened windows join the chunk's batch unless they straddle its windows (a run
+        # window not aligned to the schedule); those run on their own first, as they must.
+        alone = [lw for lw in late if lw not in chunk and any(overlap(lw, w) for w in chunk)]
+        for lw in dict.fromkeys(alone):
+            steps_over([lw])
+        steps_over(sorted(set(chunk) | {lw for lw in late if lw not in alone}))
     release_memory()  # a loop over a fleet keeps one machine-window's footprint
     return summaries

@@ -92,10 +92,10 @@ def ingest_task(
     )
     late = late_windows_of(ingested)
     steps = plan(pipeline, machine)
-    for w in late:
-        # The DAG's step tasks cover the run window; reopened windows are rerun right here so
-        # their outputs never lag behind their re-ingested telemetry.
-        run_steps(steps, machine_id, pipeline.name, w, store, run_id=run_id, resolver=_resolve)
+    if late:
+        # The DAG's step tasks cover the run window; reopened windows are rerun right here (one
+        # batch: one commit per step) so their outputs never lag behind their telemetry.
+        run_steps(steps, machine_id, pipeline.name, late, store, run_id=run_id, resolver=_resolve)
     return {**ingested[-1], "late_windows": [w.as_dict() for w in late]}
 
 

@@ -23,13 +23,19 @@ from deltalake.exceptions import CommitFailedError
 
 from meshinsights import __version__
 from meshinsights.errors import StoreError
-from meshinsights.model import Window, check_machine_id, check_table_name
+from meshinsights.model import Window, Windows, check_machine_id, check_table_name, spans
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, check_new_columns, prepare
 from meshinsights.store.handles import KeptTables
 from meshinsights.store.predicates import window_predicate
-from meshinsights.store.records import TableInfo, WriteResult, commit_metadata, decode_commit
+from meshinsights.store.records import (
+    TableInfo,
+    WriteResult,
+    commit_metadata,
+    decode_commit,
+    write_metadata,
+)
 
 __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
 
@@ -173,7 +179,7 @@ class DeltaStore:
         frame: pd.DataFrame | pa.Table,
         *,
         machine_ids: str | Iterable[str],
-        window: Window,
+        window: Windows,
         schema: pa.Schema | None = None,
         metadata: Mapping[str, Any] | None = None,
         evolve: bool = False,
@@ -183,7 +189,8 @@ class DeltaStore:
         Running it twice with the same frame leaves the same rows; other machines and windows
         are untouched. An empty frame deletes the window's rows (a rerun that finds nothing
         clears what an earlier run wrote). ``schema`` is enforced (cast, with a clear error on
-        mismatch); a new column is only accepted with ``evolve=True`` and is logged.
+        mismatch); a new column is only accepted with ``evolve=True`` and is logged. Several
+        windows that do not overlap (a batched run) are replaced together in the one commit.
         """
         machines = [machine_ids] if isinstance(machine_ids, str) else sorted(set(machine_ids))
         for m in machines:
@@ -201,15 +208,8 @@ class DeltaStore:
             current = pa.schema(existing.schema().to_arrow())
             check_new_columns(current, arrow, f"{namespace}/{table}", evolve)
         check_in_scope(arrow, machines, window, f"{namespace}/{table}")
-        meta = {
-            "meshinsights.code_version": __version__,
-            "meshinsights.window": window.as_dict(),
-            "meshinsights.machines": machines
-            if len(machines) <= 20
-            else f"{len(machines)} machines",
-            "meshinsights.rows_written": arrow.num_rows,
-            **(metadata or {}),
-        }
+        ranges = spans(window)
+        meta = write_metadata(__version__, ranges, machines, arrow.num_rows, metadata or {})
         predicate = window_predicate(machines, window)
         version, written = self._commit_with_retry(
             namespace, table, arrow, predicate, commit_metadata(meta), evolve, existing
@@ -218,7 +218,7 @@ class DeltaStore:
             auto_compact(
                 written,
                 machines,
-                window.months(),
+                sorted({m for r in ranges for m in r.months()}),
                 self.auto_compact_files,
                 commit_metadata({"meshinsights.code_version": __version__}),
             )
@@ -233,7 +233,7 @@ class DeltaStore:
             "overwrote %s for %d machine(s) %s: %d rows, version %d, %.3fs",
             result.table,
             len(machines),
-            window,
+            ", ".join(map(str, ranges)),
             result.rows,
             version,
             result.seconds,

@@ -6,6 +6,7 @@ the fix, raised before anything is written.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from meshinsights.errors import StoreError
-from meshinsights.model import TS, Window
+from meshinsights.model import TS, Windows, spans
 
 __all__ = ["check_in_scope", "check_new_columns", "prepare"]
 
@@ -134,7 +135,7 @@ def _conform(arrow: pa.Table, schema: pa.Schema | None, table: str, evolve: bool
     )
 
 
-def check_in_scope(arrow: pa.Table, machines: list[str], window: Window, table: str) -> None:
+def check_in_scope(arrow: pa.Table, machines: list[str], window: Windows, table: str) -> None:
     if arrow.num_rows == 0:
         return
     ids = arrow.column("machine_id")
@@ -144,19 +145,21 @@ def check_in_scope(arrow: pa.Table, machines: list[str], window: Window, table: 
             f"{table}: {foreign} row(s) belong to machines other than {machines}; a step may only "
             "write the machines it was run for"
         )
+    ranges = spans(window)
     ts = arrow.column("ts")
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
-    if lo < window.start or hi >= window.end:
-        outside = pc.sum(
-            pc.or_(
-                pc.less(ts, pa.scalar(window.start, TS)),
-                pc.greater_equal(ts, pa.scalar(window.end, TS)),
+    if lo < ranges[0].start or hi >= ranges[-1].end or len(ranges) > 1:
+        inside = [
+            pc.and_(pc.greater_equal(ts, pa.scalar(r.start, TS)), pc.less(ts, pa.scalar(r.end, TS)))
+            for r in ranges
+        ]
+        outside = pc.sum(pc.invert(functools.reduce(pc.or_, inside))).as_py() or 0
+        if outside:
+            where = ranges[0] if len(ranges) == 1 else ", ".join(map(str, ranges))
+            raise StoreError(
+                f"{table}: {outside} row(s) fall outside the window {where} (min ts {lo}, max "
+                f"ts {hi}); a step writes only its own window — filter its output to the window"
             )
-        ).as_py()
-        raise StoreError(
-            f"{table}: {outside} row(s) fall outside the window {window} (min ts {lo}, max ts "
-            f"{hi}); a step writes only its own window — filter its output to the window"
-        )
 
 
 def check_new_columns(current: pa.Schema, arrow: pa.Table, table: str, evolve: bool) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
-from meshinsights.model import Window
+from meshinsights.model import Windows, spans
 
 __all__ = ["quote", "window_predicate", "partition_predicate"]
 
@@ -22,24 +23,25 @@ def _in(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join(quote(v) for v in values)})"
 
 
-def window_predicate(machine_ids: Iterable[str], window: Window) -> str:
+def _ts(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def window_predicate(machine_ids: Iterable[str], window: Windows) -> str:
     """Select exactly these machines' rows in ``window``: the idempotent-overwrite contract.
 
-    The ``month`` partition term lets delta-rs prune files before it looks at ``ts``.
+    Several windows (a batched run) select the rows of any of them; touching windows are
+    merged into one range. The ``month`` partition term lets delta-rs prune files before it
+    looks at ``ts``.
     """
     machines = sorted(set(machine_ids))
     if not machines:
         raise ValueError("window_predicate needs at least one machine id")
-    start = window.start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    end = window.end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return " AND ".join(
-        [
-            _in("machine_id", machines),
-            _in("month", window.months()),
-            f"ts >= '{start}'",
-            f"ts < '{end}'",
-        ]
-    )
+    ranges = spans(window)
+    months = sorted({m for r in ranges for m in r.months()})
+    terms = [f"ts >= '{_ts(r.start)}' AND ts < '{_ts(r.end)}'" for r in ranges]
+    ts = terms[0] if len(terms) == 1 else "(" + " OR ".join(f"({t})" for t in terms) + ")"
+    return " AND ".join([_in("machine_id", machines), _in("month", months), ts])
 
 
 def partition_predicate(machine_ids: Iterable[str], month: str) -> str:

@@ -8,12 +8,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TableInfo", "WriteResult", "commit_metadata", "decode_commit"]
+from meshinsights.model import Window
+
+__all__ = ["TableInfo", "WriteResult", "commit_metadata", "decode_commit", "write_metadata"]
 
 
 def commit_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
     """Delta commit metadata is string to string: anything else is stored as JSON."""
     return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
+
+
+def write_metadata(
+    version: str, ranges: list[Window], machines: list[str], rows: int, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What an overwrite records in its commit: the window(s), machines and row count."""
+    return {
+        "meshinsights.code_version": version,
+        "meshinsights.window": Window(ranges[0].start, ranges[-1].end).as_dict(),
+        **({"meshinsights.windows": [r.as_dict() for r in ranges]} if len(ranges) > 1 else {}),
+        "meshinsights.machines": machines if len(machines) <= 20 else f"{len(machines)} machines",
+        "meshinsights.rows_written": rows,
+        **extra,
+    }
 
 
 def decode_commit(commit: Mapping[str, Any]) -> dict[str, Any]:

@@ -157,6 +157,7 @@ _HISTORY_SCHEMA = pa.schema(
         ("machines", pa.string()),  # JSON list, or "N machines" for a large group
         ("window_start", pa.timestamp("us", tz="UTC")),
         ("window_end", pa.timestamp("us", tz="UTC")),
+        ("windows", pa.string()),  # JSON [{start, end}] when a batch wrote separate stretches
         ("rows_in", pa.int64()),
         ("rows_written", pa.int64()),
         ("rows_clean", pa.int64()),
@@ -208,6 +209,7 @@ def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[s
         else json.dumps(machines),
         "window_start": _ts(window.get("start")),
         "window_end": _ts(window.get("end")),
+        "windows": json.dumps(meta["windows"]) if isinstance(meta.get("windows"), list) else None,
         "rows_in": _int(meta.get("rows_in")),
         "rows_written": _int(meta.get("rows_written")),
         "rows_clean": _int(meta.get("rows_clean")),

@@ -25,7 +25,10 @@ def test_minimal_pipeline_gives_an_offline_analysis_per_day(demo_env):
     configs = load_configs(CONFIGS)
     two_days = Window.parse("2024-01-01", "2024-01-03")
     summaries = run_pipeline(configs, "hvac-001", two_days, store)
-    assert [s["rows_out"] for s in summaries if s["step"] == "genai"] == [1, 1]
+    # One batch for both days (one commit), one analysis per day.
+    assert [(s["rows_out"], len(s["windows"])) for s in summaries if s["step"] == "genai"] == [
+        (2, 2)
+    ]
     first = store.read_all("minimal", "genai_analysis").sort_values("ts").reset_index(drop=True)
     assert first["ts"].tolist() == [pd.Timestamp("2024-01-01", tz="UTC"),
                                     pd.Timestamp("2024-01-02", tz="UTC")]

@@ -94,6 +94,20 @@ def test_rerun_with_unchanged_inputs_reuses_the_answer(fake, key, summary, windo
     assert len(fake.requests) == 3 and other_model.loc[0, "model"] == "gpt-4.1-mini"
 
 
+def test_the_same_rows_in_another_order_are_a_cache_hit(fake, key, summary, window):
+    """Rows sharing a timestamp come back in file order, which compaction or a batched run
+    changes: that alone must not cost a new call (nor a new offline row)."""
+    assert summary["ts"].nunique() == 1 and len(summary) == 2
+    shuffled = summary.iloc[::-1].reset_index(drop=True)
+    first = analyse(summary, window, **llm(fake))
+    again = analyse(shuffled, window, previous=first, **llm(fake))
+    assert len(fake.requests) == 1
+    pd.testing.assert_frame_equal(again, first)
+    offline = analyse(summary, window)
+    pd.testing.assert_frame_equal(analyse(shuffled, window, previous=offline), offline)
+    assert len(analyse(summary.assign(mean=0.0), window, previous=offline)) == 2  # a change
+
+
 def test_injected_log_line_reaches_the_model_only_inside_the_fence(fake, key, summary, window):
     events = events_frame(window, ["compressor on", INJECTION, "compressor off"])
     analyse(summary, window, events=events, **llm(fake))
