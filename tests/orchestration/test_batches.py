@@ -59,8 +59,8 @@ def probe(lookback: str | None = "2D", when: When | None = None) -> PlannedStep:
     return PlannedStep("probe", spec, {}, {"telemetry": "telemetry"}, spec.output, when, lookback)
 
 
-@pytest.fixture
-def four_days(store: DeltaStore) -> DeltaStore:
+def with_four_days(store: DeltaStore) -> DeltaStore:
+    """``store`` with hourly telemetry of machine m for 2024-01-01..04."""
     store.overwrite(
         NS,
         "telemetry",
@@ -70,6 +70,11 @@ def four_days(store: DeltaStore) -> DeltaStore:
         schema=TELEMETRY_SCHEMA,
     )
     return store
+
+
+@pytest.fixture
+def four_days(store: DeltaStore) -> DeltaStore:
+    return with_four_days(store)
 
 
 def test_windows_group_into_contiguous_stretches():
@@ -133,15 +138,7 @@ def test_a_batched_step_gets_what_each_one_window_run_gets(four_days: DeltaStore
     assert batched["rows_in"] == 96  # days 1-4 read once (day 1 as day 2's lookback)
     got = four_days.read(NS, "batch_probe", "m", Window(day(1).start, day(4).end))
 
-    alone = DeltaStore(str(tmp_path / "alone"))
-    alone.overwrite(
-        NS,
-        "telemetry",
-        telemetry("m", 1, 4),
-        machine_ids="m",
-        window=Window(day(1).start, day(4).end),
-        schema=TELEMETRY_SCHEMA,
-    )
+    alone = with_four_days(DeltaStore(str(tmp_path / "alone")))
     for n in (2, 3, 4):
         run_step(probe(), "m", day(n), alone, namespace=NS)
     want = alone.read(NS, "batch_probe", "m", Window(day(1).start, day(4).end))
