@@ -169,6 +169,10 @@ class Window:
     def as_dict(self) -> dict[str, str]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat()}
 
+    def overlaps(self, other: Window) -> bool:
+        """Whether the two windows share any instant (touching windows do not)."""
+        return self.start < other.end and other.start < self.end
+
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 

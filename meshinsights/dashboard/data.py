@@ -286,7 +286,7 @@ def _touches(rec: dict[str, Any], machine_id: str, window: Window) -> bool:
         return False  # not a step's commit (e.g. the empty commit that creates a table)
     if rec.get("windows"):  # a batch that wrote separate stretches: the gaps are untouched
         spans = [Window.parse(w["start"], w["end"]) for w in json.loads(rec["windows"])]
-        return any(s.start < window.end and s.end > window.start for s in spans)
+        return any(s.overlaps(window) for s in spans)
     return bool(start < window.end and end > window.start)
 
 

@@ -19,7 +19,7 @@ from meshinsights.model import Window
 from meshinsights.orchestration.plan import PlannedStep
 from meshinsights.store import DeltaStore
 
-__all__ = ["MAX_BATCH", "batches", "read_inputs", "slice_window", "sink_by_window", "overlap"]
+__all__ = ["MAX_BATCH", "batches", "read_inputs", "slice_window", "sink_by_window"]
 
 # The most data one step run holds at once when it runs several windows as a batch.
 MAX_BATCH = timedelta(days=31)
@@ -101,7 +101,3 @@ def sink_by_window(
         for frames in by_window.values()
     ]
     return results[0] if len(results) == 1 else results
-
-
-def overlap(a: Window, b: Window) -> bool:
-    return a.start < b.end and b.start < a.end

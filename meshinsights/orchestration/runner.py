@@ -21,7 +21,6 @@ from meshinsights.model import Window, Windows, contiguous_groups
 from meshinsights.orchestration.batching import (
     MAX_BATCH,
     batches,
-    overlap,
     read_inputs,
     sink_by_window,
     slice_window,
@@ -363,11 +362,8 @@ def run_pipeline(
                 if on_progress:
                     on_progress("ingest", summary)
             late += late_windows_of(ingested)
-        # Reopened windows join the chunk's batch unless they straddle its windows (a run
-        # window not aligned to the schedule); those run on their own first, as they must.
-        alone = [lw for lw in late if lw not in chunk and any(overlap(lw, w) for w in chunk)]
-        for lw in dict.fromkeys(alone):
-            steps_over([lw])
-        steps_over(sorted(set(chunk) | {lw for lw in late if lw not in alone}))
+        # Reopened windows join the chunk's batch: late_windows puts them on the run's own
+        # grid, so they never overlap its windows (a window reopened twice runs once).
+        steps_over(sorted(set(chunk) | set(late)))
     release_memory()  # a loop over a fleet keeps one machine-window's footprint
     return summaries

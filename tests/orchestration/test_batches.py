@@ -83,6 +83,8 @@ def test_windows_group_into_contiguous_stretches():
     assert contiguous_groups(day(3)) == [[day(3)]]
     with pytest.raises(ConfigError, match="overlap"):
         contiguous_groups([day(1), Window(day(1).start, day(2).end)])
+    assert day(1).overlaps(Window(day(1).start, day(2).end))
+    assert not day(1).overlaps(day(2))  # touching is not overlapping
 
 
 def test_predicate_over_several_windows_selects_each_range():
@@ -125,7 +127,11 @@ def test_overwrite_of_two_windows_replaces_those_and_leaves_the_gap(four_days: D
         )
     # An empty frame clears both windows and nothing else.
     store.overwrite(
-        NS, "telemetry", new.head(0), machine_ids="m", window=[day(1), day(3)],
+        NS,
+        "telemetry",
+        new.head(0),
+        machine_ids="m",
+        window=[day(1), day(3)],
         schema=TELEMETRY_SCHEMA,
     )
     left = store.read(NS, "telemetry", "m", Window(day(1).start, day(4).end))
@@ -199,3 +205,53 @@ def test_run_history_shows_a_gapped_batch_only_for_the_days_it_wrote(four_days: 
         return history.loc[history["table_name"] == "batch_probe", "run_id"].tolist()
 
     assert (steps_on(1), steps_on(2), steps_on(3)) == (["gap"], [], ["gap"])
+
+
+def test_a_reopened_day_joins_the_batch_on_the_run_windows_grid(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """A late row reopens the window of the run's own grid it falls in (here runs start at
+    06:00), and that window is processed in the same batch as the run window: one commit."""
+    import sqlite3
+
+    from meshinsights.config import load_configs
+    from meshinsights.demo import seed
+    from meshinsights.orchestration.runner import run_pipeline
+    from tests.conftest import CONFIGS
+
+    src = tmp_path / "src.db"
+    seed(f"sqlite:///{src}", machines=1, days=3, seed=7)
+    monkeypatch.setenv("AIRFLOW_CONN_MESHINSIGHTS_DEMO", f"sqlite:///{src}")
+    configs = load_configs(CONFIGS)
+    store = DeltaStore(str(tmp_path / "s"))
+    run_pipeline(configs, "hvac-001", Window(day(1).start, day(3).start), store)
+    # Rows of the reopened window [day 1 06:00, day 2 06:00) before the late one.
+    before = len(
+        store.read(
+            "minimal",
+            "telemetry",
+            "hvac-001",
+            Window(day(1).start + timedelta(hours=6), day(2).start + timedelta(hours=6)),
+        )
+    )
+    with sqlite3.connect(src) as conn:  # day 2, 03:00:30, arriving long after
+        conn.execute(
+            "INSERT INTO telemetry (machine_id, ts, metric, value, unit, ingested_at) VALUES "
+            "('hvac-001', '2024-01-02 03:00:30', 'temperature', 21.5, 'degC', "
+            "'2024-01-05 00:00:00')"
+        )
+    six = timedelta(hours=6)
+    run = Window(day(2).start + six, day(3).start + six)
+    version = store.version("minimal", "temperature_hourly")
+    summaries = run_pipeline(configs, "hvac-001", run, store)
+    reopened = Window(day(1).start + six, day(2).start + six)
+    ingests = [(s["window"]["start"][:16], s["late"]) for s in summaries if s["step"] == "ingest"]
+    assert ingests == [("2024-01-01T06:00", True), ("2024-01-02T06:00", False)]
+    (hourly,) = [s for s in summaries if s["step"] == "average_temperature"]
+    assert hourly["windows"] == [reopened.as_dict(), run.as_dict()]
+    assert store.version("minimal", "temperature_hourly") == version + 1
+    # The reopened window was re-ingested with the late row (here quarantined: it jumps).
+    late = summaries[0]
+    assert late["rows_in"] == late["rows_clean"] + late["rows_quarantined"] == before + 1
+    quarantined = store.read("minimal", "quarantine", "hvac-001", day(2))
+    assert pd.Timestamp("2024-01-02 03:00:30", tz="UTC") in set(quarantined["ts"])
