@@ -19,7 +19,7 @@ from meshinsights.model import Window
 from meshinsights.orchestration.plan import PlannedStep
 from meshinsights.store import DeltaStore
 
-__all__ = ["MAX_BATCH", "batches", "read_inputs", "slice_window", "sink_by_window"]
+__all__ = ["MAX_BATCH", "batches", "read_inputs", "sink_by_window"]
 
 # The most data one step run holds at once when it runs several windows as a batch.
 MAX_BATCH = timedelta(days=31)
@@ -67,15 +67,6 @@ def read_inputs(
         except StoreError as exc:
             raise StepError(f"step {planned.id!r} cannot read its input: {exc}") from exc
     return frames_by_table
-
-
-def slice_window(frame: pd.DataFrame, window: Window) -> pd.DataFrame:
-    """The rows a read of ``window`` alone returns, cut from a read of a longer stretch."""
-    if frame.empty or "ts" not in frame.columns:
-        return frame
-    ts = frame["ts"]
-    keep = (ts >= pd.Timestamp(window.start)) & (ts < pd.Timestamp(window.end))
-    return frame[keep].reset_index(drop=True)
 
 
 def sink_by_window(

@@ -23,11 +23,11 @@ from meshinsights.orchestration.batching import (
     batches,
     read_inputs,
     sink_by_window,
-    slice_window,
 )
 from meshinsights.orchestration.logging import logged_run
 from meshinsights.orchestration.memory import release_memory
 from meshinsights.orchestration.plan import PlannedStep, plan
+from meshinsights.steps._util import in_window
 from meshinsights.steps.registry import StepSpec
 from meshinsights.store import DeltaStore
 
@@ -137,9 +137,9 @@ def run_step(
                     arg: _rows_of(frames_by_table[table], m, len(machines))
                     for arg, table in planned.inputs.items()
                 }
-                if len(group) > 1:
+                if len(group) > 1:  # the rows a read of this window alone returns
                     per_machine = {
-                        arg: slice_window(
+                        arg: in_window(
                             f,
                             w if planned.inputs[arg] == planned.output else planned.read_window(w),
                         )
