@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from meshinsights.errors import ConfigError, StepError
@@ -54,11 +53,10 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     if is_absent(frame) or len(frame) < 2:
         return frame
     cols = (["ts"] if "ts" in frame.columns else []) + [c for c in frame.columns if c != "ts"]
+    # Object cells (None among text, lists, dicts) may not compare: they sort by their text.
     keys = pd.DataFrame(
         {
-            i: frame[c].astype(str)  # mixed cells (None and text, lists): sort by their text
-            if frame[c].dtype == object and frame[c].map(type).nunique() > 1
-            else frame[c]
+            i: frame[c].astype(str) if frame[c].dtype == object else frame[c]
             for i, c in enumerate(cols)
         }
     ).reset_index(drop=True)
@@ -67,19 +65,11 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fingerprint(frame: pd.DataFrame) -> str:
-    """A hash of the frame's rows as a set: the same rows in another order hash the same.
-
-    Reads sort by time, and rows sharing a timestamp come back in file order, which a
-    compaction or a batched write changes; the cache must not miss (and pay for a call) on
-    that alone.
-    """
     body = frame.drop(columns=[c for c in ("machine_id", "month") if c in frame.columns])
     try:
-        rows = np.sort(pd.util.hash_pandas_object(body, index=False).to_numpy())
-        digest = rows.tobytes()
+        digest = pd.util.hash_pandas_object(body, index=False).to_numpy().tobytes()
     except TypeError:  # unhashable cells (lists, dicts)
-        lines = body.to_json(orient="records", lines=True, date_format="iso").splitlines()
-        digest = "\n".join(sorted(lines)).encode()
+        digest = body.to_json(orient="split", date_format="iso").encode()
     h = hashlib.sha256("|".join(map(str, body.columns)).encode())
     h.update(digest)
     return h.hexdigest()[:16]

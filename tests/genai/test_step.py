@@ -108,6 +108,18 @@ def test_the_same_rows_in_another_order_are_a_cache_hit(fake, key, summary, wind
     assert len(analyse(summary.assign(mean=0.0), window, previous=offline)) == 2  # a change
 
 
+def test_canonical_order_copes_with_cells_that_do_not_compare():
+    from meshinsights.genai.step import _canonical
+
+    ts = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame(
+        {"ts": [ts] * 3, "attrs": [{"x": 1}, None, {"y": 2}], "v": [1.0, None, 0.5]}
+    )
+    ordered = _canonical(frame)
+    pd.testing.assert_frame_equal(_canonical(frame.iloc[::-1]), ordered)
+    assert ordered["attrs"].tolist() == [{"x": 1}, {"y": 2}, None]
+
+
 def test_injected_log_line_reaches_the_model_only_inside_the_fence(fake, key, summary, window):
     events = events_frame(window, ["compressor on", INJECTION, "compressor off"])
     analyse(summary, window, events=events, **llm(fake))
