@@ -255,3 +255,40 @@ def test_a_reopened_day_joins_the_batch_on_the_run_windows_grid(
     assert late["rows_in"] == late["rows_clean"] + late["rows_quarantined"] == before + 1
     quarantined = store.read("minimal", "quarantine", "hvac-001", day(2))
     assert pd.Timestamp("2024-01-02 03:00:30", tz="UTC") in set(quarantined["ts"])
+
+
+def test_the_airflow_ingest_task_reruns_reopened_days_as_one_batch(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """The DAG's ingest task (the function Airflow calls) reruns every window its late rows
+    reopened in one batch: one commit per step for both days."""
+    import sqlite3
+
+    from meshinsights.config import load_configs
+    from meshinsights.demo import seed
+    from meshinsights.orchestration.runner import run_pipeline
+    from meshinsights.orchestration.tasks import ingest_task
+    from tests.conftest import CONFIGS
+
+    src = tmp_path / "src.db"
+    seed(f"sqlite:///{src}", machines=1, days=4, seed=7)
+    monkeypatch.setenv("AIRFLOW_CONN_MESHINSIGHTS_DEMO", f"sqlite:///{src}")
+    store = DeltaStore(str(tmp_path / "s"))
+    run_pipeline(load_configs(CONFIGS), "hvac-001", Window(day(1).start, day(4).start), store)
+    with sqlite3.connect(src) as conn:  # one late row each for days 1 and 2
+        for ts in ("2024-01-01 05:00:30", "2024-01-02 05:00:30"):
+            conn.execute(
+                "INSERT INTO telemetry (machine_id, ts, metric, value, unit, ingested_at) "
+                "VALUES ('hvac-001', ?, 'humidity', 45.0, '%', '2024-01-09 00:00:00')",
+                (ts,),
+            )
+    version = store.version("minimal", "temperature_hourly")
+    context = {"data_interval_start": day(4).start, "data_interval_end": day(4).end}
+    out = ingest_task(str(CONFIGS), store.root, "hvac-001", context)
+    assert out["late_windows"] == [day(1).as_dict(), day(2).as_dict()]
+    assert store.version("minimal", "temperature_hourly") == version + 1
+    (commit,) = [
+        c for c in store.history("minimal", "temperature_hourly") if c["version"] == version + 1
+    ]
+    assert commit["meshinsights.window"] == Window(day(1).start, day(3).start).as_dict()
+    assert commit["meshinsights.run_id"] == "airflow"
