@@ -9,6 +9,7 @@ __all__ = [
     "TransientConnectorError",
     "StepError",
     "StoreError",
+    "DataQualityError",
 ]
 
 
@@ -34,3 +35,7 @@ class StepError(MeshInsightsError):
 
 class StoreError(MeshInsightsError):
     """A Delta table could not be read or written as asked."""
+
+
+class DataQualityError(MeshInsightsError):
+    """A run quarantined more of its rows than the source allows; the message names the fix."""

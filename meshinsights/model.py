@@ -21,8 +21,8 @@ __all__ = [
     "TELEMETRY_SCHEMA",
     "EVENTS_SCHEMA",
     "QUARANTINE_SCHEMA",
-    "KEY_COLUMNS",
-    "PARTITION_COLUMNS",
+    "SOURCE_TABLES",
+    "RESERVED_TABLES",
     "Window",
     "Windows",
     "contiguous_groups",
@@ -34,11 +34,10 @@ __all__ = [
 
 TS = pa.timestamp("us", tz="UTC")
 
-#: Columns every artifact table carries; the overwrite predicate is built from them.
-KEY_COLUMNS = ("machine_id", "ts")
-#: Partition layout: machine × month (coarse enough to keep file counts low at fleet scale;
-#: the ``ts`` range in the predicate still confines an overwrite to its window).
-PARTITION_COLUMNS = ("machine_id", "month")
+#: Tables ingest writes: steps read them, none may write them.
+SOURCE_TABLES = frozenset({"telemetry", "events", "quarantine"})
+#: Table names no step may write: ingest's, and the run registry's.
+RESERVED_TABLES = SOURCE_TABLES | {"runs"}
 
 TELEMETRY_SCHEMA = pa.schema(
     [

@@ -95,3 +95,43 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path):
          "2024-01-02", "--end", "2024-01-01"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "is not after start" in proc.stderr
+
+
+def test_configs_option_is_honoured_for_relative_file_paths(tmp_path: Path, monkeypatch) -> None:
+    """--configs wins over MESHINSIGHTS_CONFIGS, and a relative file path starts there, whatever
+    the working directory."""
+    configs = tmp_path / "mine"
+    shutil.copytree(REPO / "examples" / "byod" / "skab", configs)
+    monkeypatch.setenv("MESHINSIGHTS_CONFIGS", str(CONFIGS))
+    monkeypatch.chdir(tmp_path)
+    store = str(tmp_path / "artifacts")
+    result = runner.invoke(app, ["--configs", str(configs), "--store", store, "run",
+                                 "skab-valve1-1", "--start", "2020-03-09T10:00",
+                                 "--end", "2020-03-09T11:00", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["rows_in"] == 1200 * 8
+
+
+def test_validate_configs_reads_file_sources_and_names_what_is_wrong(tmp_path: Path) -> None:
+    root = tmp_path / "configs"
+    shutil.copytree(REPO / "examples" / "byod" / "skab", root)
+    (root / "data" / "long.csv").write_text("ts,field,reading\n2024-01-01,t,1.0\n")
+    (root / "machines" / "long.yaml").write_text(
+        "machine_id: long\npipeline: byod\nstart_date: 2024-01-01\nsource: {type: file, "
+        "path: data/long.csv, layout: long, ts_column: ts}\n")
+    (root / "data" / "ms.csv").write_text("stamp,v\n1430258421000,1\n1430258422000,2\n")
+    (root / "machines" / "ms.yaml").write_text(
+        "machine_id: ms\npipeline: byod\nstart_date: 2024-01-01\nsource: {type: file, "
+        "path: data/ms.csv, ts_column: stamp, ts_format: '%Y-%m-%d'}\n")
+    (root / "machines" / "auto.yaml").write_text(
+        "machine_id: auto\npipeline: byod\nstart_date: 2024-01-01\nsource: {type: file, "
+        "path: data/valve1/1.csv, separator: ';', ts_column: datetime}\n")
+    result = runner.invoke(app, ["--configs", str(root), "validate-configs"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "machine long:" in text and "no metric column 'metric' or value column 'value'" in text
+    assert "set metric_column / value_column" in text
+    assert "machine ms:" in text and "looks like epoch milliseconds: set ts_unit: ms" in text
+    assert "machine auto: wide file without metrics: would ingest" in text
+    assert "'anomaly'" in text  # numeric labels would be ingested: the note says so
+    assert "2 problem(s)" in text

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from meshinsights.config import EventRules, MetricRule
-from meshinsights.connectors.layout import to_long, to_wide
 from meshinsights.errors import ConfigError
 from meshinsights.model import Window
 from meshinsights.normalize import normalize_events, normalize_telemetry
+from meshinsights.normalize.layout import Shape, to_long, to_wide
+from meshinsights.normalize.timestamps import TimeFormat
 
 DAY = Window.parse("2024-01-01", "2024-01-02")
 
@@ -36,10 +37,10 @@ def test_wide_and_tsdb_become_the_same_long_rows() -> None:
                          "measure_name": ["temperature", "power_kw"] * 2,
                          "measure_value::double": [20.0, 3.0, 21.0, 6.0]})
     rules = {"temperature": MetricRule(unit="degC")}
-    a = normalize_telemetry(to_long(wide, layout="wide", ts_column="timestamp",
-                                    metrics={"temp": "temperature", "kw": "power_kw"}),
+    a = normalize_telemetry(to_long(wide, Shape(layout="wide", ts_column="timestamp",
+                                    metrics={"temp": "temperature", "kw": "power_kw"})).frame,
                             machine_id="m1", window=DAY, rules=rules).clean
-    b = normalize_telemetry(to_long(tsdb, layout="tsdb"), machine_id="m1", window=DAY,
+    b = normalize_telemetry(to_long(tsdb, Shape(layout="tsdb")).frame, machine_id="m1", window=DAY,
                             rules=rules).clean
     assert_frame_equal(a, b)
     assert list(a["value"]) == [3.0, 20.0, 6.0, 21.0]  # sorted by ts, then metric
@@ -51,7 +52,8 @@ def test_long_to_wide_round_trip() -> None:
     wide = to_wide(long)
     assert list(wide.columns) == ["machine_id", "ts", "a", "b"]
     assert wide["a"].tolist() == [1.0, 3.0] and pd.isna(wide["b"].iloc[1])
-    back = to_long(wide, layout="wide", machine_column="machine_id").dropna(subset=["value"])
+    back = to_long(wide, Shape(layout="wide", machine_column="machine_id")).frame
+    back = back.dropna(subset=["value"])
     assert sorted(back["value"].astype(float)) == [1.0, 2.0, 3.0]
 
 
@@ -81,7 +83,8 @@ def test_local_time_to_utc_and_dst_gaps_are_quarantined() -> None:
     raw = pd.DataFrame({"ts": ["2024-03-31 01:30:00", "2024-03-31 02:30:00",
                                "2024-03-31 03:30:00", "2024-03-31T05:00:00+02:00"],
                         "metric": "t", "value": [1, 2, 3, 4]})
-    result = normalize_telemetry(raw, machine_id="m1", window=window, timezone="Europe/Berlin")
+    result = normalize_telemetry(raw, machine_id="m1", window=window,
+                                 times=TimeFormat("Europe/Berlin"))
     assert [str(t) for t in result.clean["ts"]] == [
         "2024-03-31 00:30:00+00:00", "2024-03-31 01:30:00+00:00", "2024-03-31 03:00:00+00:00"]
     assert result.quarantine["rule"].tolist() == ["ts_parse"]  # 02:30 does not exist there

@@ -145,16 +145,36 @@ def tables() -> None:
 
 
 @app.command("validate-configs")
-def validate_configs() -> None:
+def validate_configs(
+    sources: bool = typer.Option(
+        True,
+        "--sources/--no-sources",
+        help="also read the first rows of every file source and check them against its config",
+    ),
+) -> None:
     """Check every pipeline and machine config; list every problem; exit 1 if any."""
+    from meshinsights.connectors.probe import probe
+
     configs = _configs()
-    for _path, msg in sorted(configs.errors.items()):
+    problems = dict(configs.errors)
+    notes: list[str] = []
+    if sources:
+        for mid, machine in sorted(configs.machines.items()):
+            found = probe(machine)
+            if found is None:
+                continue
+            for i, problem in enumerate(found.problems):
+                problems[f"{mid}#{i}"] = f"machine {mid}: {problem}"
+            notes += [f"machine {mid}: {note}" for note in found.notes]
+    for _key, msg in sorted(problems.items()):
         console.print(f"[red]✗[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    for note in notes:
+        console.print(f"[yellow]•[/] {escape(note)}", highlight=False, soft_wrap=True)
     out.print(
         f"{len(configs.pipelines)} pipeline(s), {len(configs.machines)} machine(s) valid; "
-        f"{len(configs.errors)} problem(s)"
+        f"{len(problems)} problem(s)"
     )
-    if configs.errors:
+    if problems:
         raise typer.Exit(1)
 
 

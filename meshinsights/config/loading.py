@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from meshinsights.config.machines import MachineConfig
+from meshinsights.config.machines import SHAPE_KEYS, FileSource, MachineConfig
 from meshinsights.config.pipelines import PipelineConfig
 from meshinsights.errors import ConfigError
+from meshinsights.model import RESERVED_TABLES, SOURCE_TABLES
 
 __all__ = ["LoadedConfigs", "load_configs", "load_pipeline", "load_machine"]
 
@@ -43,11 +45,54 @@ class LoadedConfigs:
         return self.pipelines[machine.pipeline]
 
 
+#: A config file larger than this is refused before parsing (configs are a few KB).
+MAX_CONFIG_BYTES = 1_000_000
+#: YAML aliases a config may use; an "alias bomb" (nested anchors) would expand exponentially.
+MAX_ALIASES = 100
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents with more than MAX_ALIASES aliases."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(
+                    f"more than {MAX_ALIASES} aliases (*name): expand them, configs need few"
+                )
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {path.stat().st_size:,} bytes is too large for a config file "
+                f"(limit {MAX_CONFIG_BYTES:,}); split it or remove what does not belong"
+            )
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file; rename it (no .yaml)") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc.strerror or exc}); fix or remove the file "
+            "(a broken symlink?)"
+        ) from None
+    try:
+        loader = _Loader(text)  # a SafeLoader: plain data only, no Python objects
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
+        raise ConfigError(f"{path}: not valid YAML ({str(exc)[:300]}); fix the syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -64,6 +109,22 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """A bounded repr: never renders more than a few levels of a (possibly huge) value."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # keyword arguments only from Python 3.12
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset = 3, 4, 4, 4, 4
+    r.maxstring = r.maxother = 60
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def _explain(path: Path, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -75,7 +136,7 @@ def _explain(path: Path, exc: ValidationError) -> str:
             hint = " — remove it or check its spelling"
         elif err["type"] == "missing":
             hint = " — add it"
-        shown = "" if err["type"] == "missing" else f" (got {value!r:.80})"
+        shown = "" if err["type"] == "missing" else f" (got {_short(value)})"
         parts.append(f"field {loc}: {msg}{shown}{hint}")
     return f"{path}: " + "; ".join(parts)
 
@@ -93,13 +154,55 @@ def load_pipeline(path: Path) -> PipelineConfig:
     return cfg
 
 
-def load_machine(path: Path, defaults: dict[str, Any] | None = None) -> MachineConfig:
-    """Parse one machine file (merged over ``_defaults.yaml``); raises ConfigError."""
-    raw = _deep_merge(defaults or {}, _read_yaml(path))
+def _merge_defaults(defaults: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` deep-merged over ``defaults``; a default source of another type lends only the
+    options every source type has (its queries and connection stay out)."""
+    base = dict(defaults)
+    src, own = base.get("source"), raw.get("source")
+    if isinstance(src, dict) and isinstance(own, dict):
+        kind = own.get("type", src.get("type"))
+        if kind != src.get("type"):
+            base["source"] = {k: v for k, v in src.items() if k in SHAPE_KEYS}
+    return _deep_merge(base, raw)
+
+
+def load_machine(
+    path: Path, defaults: dict[str, Any] | None = None, *, root: Path | None = None
+) -> MachineConfig:
+    """Parse one machine file (merged over ``_defaults.yaml``); raises ConfigError.
+
+    A relative file-source path is made absolute against ``root`` (the config folder given to
+    the CLI, the DAGs or the loader), so every reader resolves it the same way.
+    """
+    raw = _merge_defaults(defaults or {}, _read_yaml(path))
     try:
-        return MachineConfig.model_validate(raw)
+        machine = MachineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
+    source = machine.source
+    if root is not None and isinstance(source, FileSource) and not Path(source.path).is_absolute():
+        resolved = source.model_copy(update={"path": str((root / source.path).resolve())})
+        machine = machine.model_copy(update={"source": resolved})
+    return machine
+
+
+def _check_overrides(path: Path, machine: MachineConfig, pipeline: PipelineConfig) -> None:
+    """Overrides must name the pipeline's steps and valid parameters of them."""
+    from meshinsights.steps.registry import get_step
+
+    steps = {s.id: s for s in pipeline.steps}
+    for step_id in machine.overrides:
+        if step_id not in steps:
+            close = difflib.get_close_matches(step_id, steps, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{path}: field overrides.{step_id}: pipeline {pipeline.name!r} has no step "
+                f"{step_id!r}.{hint} Its steps: {', '.join(steps)}"
+            )
+        try:
+            get_step(steps[step_id].step_name).bind_params(machine.params_for(steps[step_id]))
+        except Exception as exc:  # StepError: unknown or invalid parameter
+            raise ConfigError(f"{path}: field overrides.{step_id}: {exc}") from None
 
 
 def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
@@ -107,7 +210,8 @@ def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
     # lightweight config schema itself does not need.
     from meshinsights.steps.registry import get_step
 
-    produced = {"telemetry", "events", "quarantine"}
+    produced = set(SOURCE_TABLES)
+    writers: dict[str, str] = {}
     for s in pipeline.steps:
         try:
             spec = get_step(s.step_name)
@@ -128,7 +232,20 @@ def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
                     f"{path}: field steps.{s.id}.when: table(s) {sorted(unknown)} are produced by "
                     "no earlier step"
                 )
-        produced.add(s.output or spec.output)
+        output = s.output or spec.output
+        if output in RESERVED_TABLES:
+            raise ConfigError(
+                f"{path}: field steps.{s.id}.output: {output!r} is written by ingest; a step "
+                "must not overwrite it — give the step its own output table"
+            )
+        if output in writers:
+            raise ConfigError(
+                f"{path}: field steps.{s.id}: its output table {output!r} is also written by "
+                f"step {writers[output]!r}, and each would wipe the other's rows; give one of "
+                "them its own output: <table>"
+            )
+        writers[output] = s.id
+        produced.add(output)
 
 
 def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs:
@@ -155,12 +272,13 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
             defaults = _read_yaml(defaults_path)
         except ConfigError as exc:
             out.errors[str(defaults_path)] = str(exc)
-    seen: dict[str, Path] = {}
+    by_id: dict[str, list[Path]] = {}
+    loaded: dict[Path, MachineConfig] = {}
     for path in sorted((root / "machines").glob("*.yaml")):
         if path.name.startswith("_"):
             continue
         try:
-            machine = load_machine(path, defaults)
+            machine = load_machine(path, defaults, root=root)
             if machine.pipeline not in out.pipelines:
                 close = difflib.get_close_matches(machine.pipeline, out.pipelines, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -168,13 +286,38 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
                     f"{path}: field pipeline: no valid pipeline {machine.pipeline!r} in "
                     f"{root / 'pipelines'}{hint} (known: {', '.join(sorted(out.pipelines))})"
                 )
-            if machine.machine_id in seen:
-                raise ConfigError(
-                    f"{path}: field machine_id: {machine.machine_id!r} is already defined in "
-                    f"{seen[machine.machine_id]}; machine ids must be unique"
-                )
-            seen[machine.machine_id] = path
-            out.machines[machine.machine_id] = machine
+            if check_steps:
+                _check_overrides(path, machine, out.pipelines[machine.pipeline])
+            loaded[path] = machine
+            by_id.setdefault(machine.machine_id, []).append(path)
         except ConfigError as exc:
             out.errors[str(path)] = str(exc)
+    _refuse_clashes(loaded, by_id, out)
     return out
+
+
+def _refuse_clashes(
+    loaded: dict[Path, MachineConfig], by_id: dict[str, list[Path]], out: LoadedConfigs
+) -> None:
+    """Machines whose ids or DAG ids clash are all refused: running "whichever file won"
+    would be a silent choice."""
+    dag_ids: dict[str, list[Path]] = {}
+    for path, machine in loaded.items():
+        dag_ids.setdefault(machine.dag_id, []).append(path)
+    for path, machine in loaded.items():
+        same_id = [p for p in by_id[machine.machine_id] if p != path]
+        same_dag = [p for p in dag_ids[machine.dag_id] if p != path and p not in same_id]
+        if same_id:
+            out.errors[str(path)] = (
+                f"{path}: field machine_id: {machine.machine_id!r} is also defined in "
+                f"{', '.join(map(str, same_id))}; machine ids must be unique — rename or remove one"
+            )
+        elif same_dag:
+            other = loaded[same_dag[0]].machine_id
+            out.errors[str(path)] = (
+                f"{path}: field machine_id: {machine.machine_id!r} and {other!r} (in "
+                f"{same_dag[0]}) give the same DAG id {machine.dag_id!r} ('.' becomes '_'); "
+                "rename one of them"
+            )
+        else:
+            out.machines[machine.machine_id] = machine

@@ -5,16 +5,29 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshinsights.config.pipelines import StepConfig, _Model, _valid
 from meshinsights.model import check_machine_id
 
-__all__ = ["SQLSource", "ADXSource", "FileSource", "MachineConfig"]
+__all__ = ["SQLSource", "ADXSource", "FileSource", "MachineConfig", "SOURCE_TYPES", "SHAPE_KEYS"]
+
+
+def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as 'UTC', 'Europe/Rome' or "
+            "'America/New_York'"
+        ) from None
+    return value
 
 
 class _SourceShape(_Model):
-    """Options every source shares: layout, time zone, units, late-data lookback."""
+    """Options every source shares: layout, timestamps, device ids, units, late data, limits."""
 
     layout: Literal["long", "wide", "tsdb"] = Field(
         "long",
@@ -22,10 +35,48 @@ class _SourceShape(_Model):
         "(time, deviceId, measure_name, measure_value)",
     )
     metrics: dict[str, str] = Field(
-        default_factory=dict, description="wide layout: {column: metric name} (default: all)"
+        default_factory=dict,
+        description="wide: the columns to ingest, as a list or {column: metric name} (default: "
+        "every numeric, non-empty column); long: renames of metric names",
     )
-    timezone: str = Field("UTC", description="zone of naive source timestamps")
-    ts_format: str | None = Field(None, description="strftime format of text timestamps")
+    skip_columns: list[str] = Field(
+        default_factory=list, description="wide layout without metrics: columns never ingested"
+    )
+    metric_column: str = Field("metric", description="long layout: the column naming the metric")
+    value_column: str = Field("value", description="long layout: the column holding the value")
+    unit_column: str = Field("unit", description="long layout: the column holding the unit")
+    ts_column: str = Field("ts", description="the column holding the timestamp")
+    ts_columns: list[str] | None = Field(
+        None,
+        min_length=2,
+        description="a timestamp split over several columns (e.g. [Date, Time]), joined with a "
+        "space; ts_format then describes the joined text",
+    )
+    timezone: str = Field("UTC", description="zone of naive source timestamps (IANA name)")
+    ts_format: str | None = Field(
+        None, description="strftime format of text timestamps (default: ISO 8601 per value)"
+    )
+    ts_unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        None,
+        description="unit of epoch-number timestamps (default: chosen from their magnitude when "
+        "plainly epochs, and reported)",
+    )
+    ts_dayfirst: bool | None = Field(
+        None, description="non-ISO dates without ts_format: day before month (10/03 = 10 March)"
+    )
+    machine_column: str | None = Field(
+        None, description="the column holding the device id, if the source holds several devices"
+    )
+    device: list[str] | None = Field(
+        None,
+        description="this machine's value(s) in machine_column (default: the machine id itself, "
+        "or what device_template says)",
+    )
+    device_template: str | None = Field(
+        None,
+        description="machine id of a device value, e.g. 'node-{value}' (machine node-3 reads "
+        "the rows whose machine_column is 3)",
+    )
     units: dict[str, str] = Field(
         default_factory=dict,
         description="unit of each metric in the source; converted to the rule's unit",
@@ -35,6 +86,53 @@ class _SourceShape(_Model):
         pattern=r"^\d+(min|h|D|W)$",
         description="how far back late rows can reopen windows (e.g. 31D)",
     )
+    max_quarantine_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a window that quarantines more than this share of the rows read fails, "
+        "naming the cause (1: never)",
+    )
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_list(cls, v: Any) -> Any:
+        # A list is the common case: ingest exactly these columns under their own names.
+        return {str(c): str(c) for c in v} if isinstance(v, list) else v
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_list(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        values = v if isinstance(v, list) else [v]
+        return [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x) for x in values]
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _zone(v)
+
+    @field_validator("device_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None and v.count("{value}") != 1:
+            raise ValueError(
+                f"device_template {v!r} must contain {{value}} exactly once, e.g. 'node-{{value}}'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_device_rule(self) -> _SourceShape:
+        if self.device and self.device_template:
+            raise ValueError("give device or device_template, not both")
+        if (
+            (self.device or self.device_template)
+            and not self.machine_column
+            and self.layout != "tsdb"
+        ):
+            raise ValueError("device/device_template need machine_column (the device id column)")
+        return self
 
 
 class SQLSource(_SourceShape):
@@ -79,20 +177,27 @@ class FileSource(_SourceShape):
     path: str = Field(description="file or folder; relative paths are relative to the config dir")
     format: Literal["csv", "parquet"] = "csv"
     layout: Literal["long", "wide", "tsdb"] = "wide"
+    ts_column: str = Field("timestamp", description="the column holding the timestamp")
     separator: str = ","
     decimal: str = "."
     header: bool = True
     names: list[str] | None = Field(None, description="column names when header is false")
     na_values: list[Any] = Field(default_factory=list, description="values that mean missing")
     encoding: str = "utf-8"
-    ts_column: str = "timestamp"
-    machine_column: str | None = Field(None, description="column holding the machine id, if any")
     ingested_column: str | None = Field(
         None, description="column holding the ingestion time; enables late-data reprocessing"
     )
 
 
 Source = Annotated[SQLSource | ADXSource | FileSource, Field(discriminator="type")]
+#: Source models by their ``type``.
+SOURCE_TYPES: dict[str, type[_SourceShape]] = {
+    "sql": SQLSource,
+    "adx": ADXSource,
+    "file": FileSource,
+}
+#: Options every source type has (a ``_defaults.yaml`` of another type may set these).
+SHAPE_KEYS = frozenset(_SourceShape.model_fields)
 
 
 class MachineConfig(_Model):
@@ -119,6 +224,11 @@ class MachineConfig(_Model):
     @classmethod
     def _mid(cls, v: str) -> str:
         return _valid(check_machine_id, v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _zone(v)
 
     @property
     def dag_id(self) -> str:

@@ -6,7 +6,12 @@ once per connector (the pool shares it across windows) and re-read when they cha
 
 A row whose timestamp cannot be parsed still has to land somewhere exactly once: it belongs to
 the window of the nearest valid timestamp before it in the file (or after it, at the top), so
-a backfill quarantines it once, in the window where it sat.
+a backfill quarantines it once, in the window where it sat. A file in which *no* timestamp
+parses fails at once, naming the column, an example value and the likely fix: its rows would
+otherwise belong to no window and be lost without a word.
+
+A file may hold several devices (``machine_column``): each machine's query returns only the
+rows of its device values, and the file is read once per process for all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from meshinsights.connectors.base import DBConnector
-from meshinsights.errors import ConnectorError
+from meshinsights.errors import ConfigError, ConnectorError, DataQualityError
 
 __all__ = ["FileConnector"]
 
@@ -43,8 +48,12 @@ class FileConnector(DBConnector):
         na_values: list[Any] | None = None,
         encoding: str = "utf-8",
         ts_column: str = "timestamp",
+        ts_columns: list[str] | None = None,
         ts_format: str | None = None,
+        ts_unit: str | None = None,
+        ts_dayfirst: bool | None = None,
         timezone: str = "UTC",
+        machine_column: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -57,12 +66,17 @@ class FileConnector(DBConnector):
             na_values=na_values or [],
             encoding=encoding,
             ts_column=ts_column,
+            ts_columns=list(ts_columns) if ts_columns else None,
             ts_format=ts_format,
+            ts_unit=ts_unit,
+            ts_dayfirst=ts_dayfirst,
             timezone=timezone,
+            machine_column=machine_column,
             **options,
         )
         self.path = Path(path)
-        self._cache: tuple[tuple[Any, ...], pd.DataFrame, pd.Series] | None = None
+        # (file key, rows, anchor times, device values or None)
+        self._cache: tuple[tuple[Any, ...], pd.DataFrame, pd.Series, pd.Series | None] | None = None
 
     def describe(self) -> str:
         return f"file {self.path}"
@@ -94,15 +108,28 @@ class FileConnector(DBConnector):
         self._cache = None
         super().close()
 
-    def _read_one(self, path: Path) -> pd.DataFrame:
+    def sample(self, rows: int = 200) -> pd.DataFrame:
+        """The first ``rows`` rows of the first file, read with the source's options."""
+        return self._read_one(self.files()[0], nrows=rows)
+
+    def _read_one(self, path: Path, nrows: int | None = None) -> pd.DataFrame:
         c = self.config
         try:
             if c["format"] == "parquet":
-                frame = pd.read_parquet(path)
+                if nrows is None:
+                    frame = pd.read_parquet(path)
+                else:
+                    import pyarrow.parquet as pq
+
+                    batch = next(pq.ParquetFile(path).iter_batches(batch_size=nrows), None)
+                    frame = batch.to_pandas() if batch is not None else pd.read_parquet(path)
                 for col in frame.columns:
                     if c["na_values"] and col != c["ts_column"]:
                         frame[col] = frame[col].mask(frame[col].isin(c["na_values"]))
                 return frame
+            # Times and device ids are read as text: each value is then parsed on its own merits
+            # (a number column would turn device 007 into 7 and lose an epoch's digits).
+            text_columns = [*(c["ts_columns"] or [c["ts_column"]]), c["machine_column"]]
             return pd.read_csv(
                 path,
                 sep=c["separator"],
@@ -111,8 +138,9 @@ class FileConnector(DBConnector):
                 names=c["names"],
                 na_values=c["na_values"],
                 encoding=c["encoding"],
-                dtype={c["ts_column"]: "string"},
+                dtype={col: "string" for col in text_columns if col},
                 skipinitialspace=True,
+                nrows=nrows,
             )
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise ConnectorError(
@@ -122,34 +150,77 @@ class FileConnector(DBConnector):
 
     def read(self) -> tuple[pd.DataFrame, pd.Series]:
         """All rows (file order) and each row's anchor time in UTC (see the module doc)."""
+        frame, anchor, _ = self._read()
+        return frame, anchor
+
+    def rows(self, devices: list[str] | None = None) -> tuple[pd.DataFrame, pd.Series]:
+        """The rows of these device values (all rows without a device filter) and their anchors."""
+        frame, anchor, device = self._read()
+        if not devices:
+            return frame, anchor
+        if device is None:
+            raise ConnectorError(
+                f"{self.describe()}: a device filter needs machine_column (the device id column)"
+            )
+        mine = device.isin(devices)
+        return frame[mine], anchor[mine]
+
+    def _read(self) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
         files = self.files()
         key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         if self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2]
+            return self._cache[1], self._cache[2], self._cache[3]
         frames = [self._read_one(p) for p in files]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        ts_col = self.config["ts_column"]
-        if ts_col not in frame.columns:
-            raise ConnectorError(
-                f"{self.describe()}: no timestamp column {ts_col!r}; columns "
-                f"are {list(frame.columns)[:12]} — set ts_column (or names)"
-            )
-        from meshinsights.normalize import to_utc
+        c = self.config
+        from meshinsights.normalize.layout import combine_ts, device_text
+        from meshinsights.normalize.timestamps import TimeFormat, explain_unparsed, parse_times
 
-        ts = to_utc(frame[ts_col], self.config["timezone"], self.config["ts_format"])
+        if c["ts_columns"]:
+            try:
+                stamps = combine_ts(frame, c["ts_columns"])
+            except ConfigError as exc:
+                raise ConnectorError(f"{self.describe()}: {exc}") from None
+        elif c["ts_column"] in frame.columns:
+            stamps = frame[c["ts_column"]]
+        else:
+            raise ConnectorError(
+                f"{self.describe()}: no timestamp column {c['ts_column']!r}; columns "
+                f"are {list(frame.columns)[:12]} — set ts_column (or names, or ts_columns)"
+            )
+        times = TimeFormat(c["timezone"], c["ts_format"], c["ts_unit"], c["ts_dayfirst"])
+        ts = parse_times(stamps, times).ts
+        if len(frame) and ts.isna().all():
+            present = stamps.dropna()
+            example = present.iloc[0] if len(present) else None
+            column = " + ".join(c["ts_columns"] or [c["ts_column"]])
+            raise DataQualityError(
+                f"{self.describe()}: none of its {len(frame):,} rows has a timestamp that "
+                f"parses, so no row belongs to any window. "
+                + explain_unparsed(example, times, column=column)
+            )
         anchor = ts.ffill().bfill()
-        self._cache = (key, frame, anchor)
+        device = None
+        if c["machine_column"]:
+            if c["machine_column"] not in frame.columns:
+                raise ConnectorError(
+                    f"{self.describe()}: no device column {c['machine_column']!r}; columns are "
+                    f"{list(frame.columns)[:12]} — fix machine_column (or names)"
+                )
+            device = device_text(frame[c["machine_column"]])
+        self._cache = (key, frame, anchor, device)
         logger.info("%s: read %d rows from %d file(s)", self.describe(), len(frame), len(files))
-        return frame, anchor
+        return frame, anchor, device
 
     def query(self, query: str = "", params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Rows whose (anchor) time lies in ``[params['start'], params['end'])``, as read."""
+        """Rows whose (anchor) time lies in ``[params['start'], params['end'])``, as read; with
+        ``params['devices']``, only the rows of those device values."""
         if query:
             raise ConnectorError(
                 f"{self.describe()}: file sources take no query; filter with the run window instead"
             )
-        frame, anchor = self.read()
         p = params or {}
+        frame, anchor = self.rows(p.get("devices"))
         mask = pd.Series(True, index=frame.index)
         if p.get("start") is not None:
             mask &= anchor >= _utc(p["start"])

@@ -22,18 +22,50 @@ from meshinsights.config import ADXSource, FileSource, MachineConfig, SQLSource
 from meshinsights.connectors.base import DBConnector, PluginManager, default_manager
 from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.files import FileConnector
-from meshinsights.connectors.layout import to_long
 from meshinsights.connectors.retry import with_retry
 from meshinsights.errors import ConfigError
 from meshinsights.model import Window
 from meshinsights.normalize import to_utc
+from meshinsights.normalize.layout import DeviceMap, LongRows, Shape, to_long
+from meshinsights.normalize.timestamps import TimeFormat, parse_times
 
-__all__ = ["SourceAccess", "Resolver"]
+__all__ = ["SourceAccess", "Resolver", "shape_of", "times_of", "devices_of"]
 
 logger = logging.getLogger(__name__)
 
 Resolver = Callable[[str], str]
 _NO_TIMES = pd.Series([], dtype="datetime64[us, UTC]")
+_FILE_OPTIONS = {"format", "separator", "decimal", "header", "names", "na_values", "encoding"}
+
+
+def shape_of(source: SQLSource | ADXSource | FileSource) -> Shape:
+    """How the source lays out its rows, from its config."""
+    return Shape(
+        layout=source.layout,
+        ts_column="time" if source.layout == "tsdb" else source.ts_column,
+        ts_columns=tuple(source.ts_columns or ()),
+        machine_column=source.machine_column,
+        ingested_column=getattr(source, "ingested_column", None),
+        metrics=source.metrics or None,
+        skip_columns=tuple(source.skip_columns),
+        metric_column=source.metric_column,
+        value_column=source.value_column,
+        unit_column=source.unit_column,
+    )
+
+
+def times_of(source: SQLSource | ADXSource | FileSource) -> TimeFormat:
+    """How the source writes its timestamps, from its config."""
+    return TimeFormat(source.timezone, source.ts_format, source.ts_unit, source.ts_dayfirst)
+
+
+def devices_of(source: SQLSource | ADXSource | FileSource) -> DeviceMap:
+    """How the source's device values map to machine ids, from its config."""
+    return DeviceMap(tuple(source.device or ()), source.device_template)
+
+
+def _has_devices(source: SQLSource | ADXSource | FileSource) -> bool:
+    return bool(source.machine_column or source.device or source.device_template)
 
 
 @dataclass(frozen=True)
@@ -52,23 +84,19 @@ class SourceAccess:
         if isinstance(source, ADXSource):
             return manager.get("adx", url=self.resolver(source.conn_id), database=source.database)
         if isinstance(source, FileSource):
+            shape, times = shape_of(source), times_of(source)
+            # Machines reading one file share this connector (same options): one read for all.
             return manager.get(
                 "file",
                 path=str(self._file_path(source, machine.machine_id)),
-                **source.model_dump(
-                    include={
-                        "format",
-                        "separator",
-                        "decimal",
-                        "header",
-                        "names",
-                        "na_values",
-                        "encoding",
-                        "ts_format",
-                        "timezone",
-                    }
-                ),
-                ts_column="time" if source.layout == "tsdb" else source.ts_column,
+                **source.model_dump(include=_FILE_OPTIONS),
+                ts_column=shape.ts_column,
+                ts_columns=list(shape.ts_columns) or None,
+                ts_format=times.format,
+                ts_unit=times.unit,
+                ts_dayfirst=times.dayfirst,
+                timezone=times.timezone,
+                machine_column=source.machine_column,
             )
         raise ConfigError(f"source type {source.type!r} is not supported")
 
@@ -92,21 +120,17 @@ class SourceAccess:
             lambda: conn.query(query, params), what=f"{what} for {machine.machine_id}"
         )
 
-    def telemetry(self, machine: MachineConfig, window: Window) -> pd.DataFrame:
-        """Raw telemetry rows of one machine-window, made long (see ``layout.to_long``)."""
+    def telemetry(self, machine: MachineConfig, window: Window) -> LongRows:
+        """Raw telemetry rows of one machine-window, made long (see ``normalize.layout``)."""
         source = machine.source
-        if isinstance(source, FileSource):
-            raw = self._run(machine, "", params(machine, window), "file read")
-            return to_long(
-                raw,
-                layout=source.layout,
-                ts_column=source.ts_column,
-                machine_column=source.machine_column,
-                ingested_column=source.ingested_column,
-                metrics=source.metrics,
+        query = "" if isinstance(source, FileSource) else source.query
+        raw = self._run(machine, query, params(machine, window), "source query")
+        rows = to_long(raw, shape_of(source))
+        if _has_devices(source) and "machine_id" in rows.frame.columns:
+            rows.frame["machine_id"] = devices_of(source).machine_ids(
+                rows.frame["machine_id"], machine.machine_id
             )
-        raw = self._run(machine, source.query, params(machine, window), "source query")
-        return to_long(raw, layout=source.layout, metrics=source.metrics)
+        return rows
 
     def events(self, machine: MachineConfig, window: Window) -> pd.DataFrame | None:
         """Raw events/alarms/logs of one machine-window, or None if the source has none."""
@@ -125,7 +149,7 @@ class SourceAccess:
                 return _NO_TIMES
             conn = self.connector(machine)
             assert isinstance(conn, FileConnector)
-            frame, anchor = conn.read()
+            frame, anchor = conn.rows(_devices_param(machine))
             ingested = to_utc(frame[source.ingested_column], "UTC")
             return anchor[ingested > watermark].reset_index(drop=True)
         if not source.late_query:
@@ -140,15 +164,34 @@ class SourceAccess:
         if found.empty:
             return _NO_TIMES
         column = found["ts"] if "ts" in found.columns else found.iloc[:, 0]
-        return to_utc(column, source.timezone, source.ts_format).dropna()
+        return parse_times(column, times_of(source)).ts.dropna()
+
+
+def _devices_param(machine: MachineConfig) -> list[str] | None:
+    source = machine.source
+    if not _has_devices(source):
+        return None
+    return devices_of(source).values_for(machine.machine_id)
 
 
 def params(machine: MachineConfig, window: Window, **extra: Any) -> dict[str, Any]:
-    """The bound parameters of a machine-window query (naive UTC datetimes)."""
-    return {
-        **getattr(machine.source, "params", {}),
+    """The bound parameters of a machine-window query (naive UTC datetimes).
+
+    With a device column, ``device_id`` is this machine's (first) device value; a file source
+    gets ``devices``, every value of this machine.
+    """
+    source = machine.source
+    devices = _devices_param(machine)
+    bound: dict[str, Any] = {
+        **getattr(source, "params", {}),
         "machine_id": machine.machine_id,
         "start": window.start.replace(tzinfo=None),
         "end": window.end.replace(tzinfo=None),
         **extra,
     }
+    if devices is not None:
+        if isinstance(source, FileSource):
+            bound["devices"] = devices
+        else:
+            bound["device_id"] = devices[0]
+    return bound

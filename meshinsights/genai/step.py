@@ -13,17 +13,19 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import pandas as pd
+from pydantic import Field
 
 from meshinsights.errors import ConfigError, StepError
 from meshinsights.genai import offline
 from meshinsights.genai.client import ClientConfig, GenAIError, complete, estimate_cost
-from meshinsights.genai.credentials import DEFAULT_CONN_ID, Credentials, resolve
+from meshinsights.genai.credentials import DEFAULT_CONN_ID, Credentials, Provider, resolve
 from meshinsights.genai.models import GENAI_SCHEMA
 from meshinsights.genai.prompt import PROMPT_VERSION, Prompt, build_prompt, is_absent
 from meshinsights.model import Window
+from meshinsights.steps.params import NonNegative, Positive, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = ["genai_analysis", "OPTIONAL_INPUTS", "GENAI_SCHEMA"]
@@ -40,7 +42,10 @@ OPTIONAL_INPUTS = [
     "events",
     "genai_analysis",
 ]
-_STRUCTURED = ("json_schema", "json_object", "none")
+Structured = Literal["json_schema", "json_object", "none"]
+_STRUCTURED: tuple[str, ...] = get_args(Structured)
+#: The sampling temperature range the OpenAI API accepts.
+Temperature = Annotated[float, Field(ge=0, le=2)]
 
 
 def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -214,25 +219,25 @@ def genai_analysis(
     events: pd.DataFrame,
     genai_analysis: pd.DataFrame,
     *,
-    provider: str = "auto",
+    provider: Provider = "auto",
     model: str = "gpt-4o-mini",
-    temperature: float | None = 0.2,
-    max_tokens: int = 800,
-    prompt_budget: int = 6000,
-    max_rows: int = 40,
+    temperature: Temperature | None = 0.2,
+    max_tokens: PositiveInt = 800,
+    prompt_budget: PositiveInt = 6000,
+    max_rows: PositiveInt = 40,
     conn_id: str | None = DEFAULT_CONN_ID,
     api_key_env: str | None = None,
     base_url: str | None = None,
     azure_endpoint: str | None = None,
     api_version: str | None = None,
-    timeout: float = 30.0,
-    max_attempts: int = 4,
-    backoff_base: float = 0.5,
-    max_retry_after: float = 60.0,
-    structured: str = "json_schema",
-    price_in_per_1m: float | None = None,
-    price_out_per_1m: float | None = None,
-    keep_history: int = 10,
+    timeout: Positive = 30.0,
+    max_attempts: PositiveInt = 4,
+    backoff_base: NonNegative = 0.5,
+    max_retry_after: NonNegative = 60.0,
+    structured: Structured = "json_schema",
+    price_in_per_1m: NonNegative | None = None,
+    price_out_per_1m: NonNegative | None = None,
+    keep_history: PositiveInt = 10,
     window: Window | None = None,
     machine_id: str | None = None,
 ) -> pd.DataFrame:
@@ -264,7 +269,7 @@ def genai_analysis(
         backoff_base,
         max(backoff_base, 8.0),
         max_retry_after,
-        structured,  # type: ignore[arg-type]
+        structured,
     )
     requested = provider if provider != "auto" else f"auto:{chosen}"
     prices = (price_in_per_1m, price_out_per_1m)

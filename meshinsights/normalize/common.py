@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -16,6 +13,7 @@ import pandas as pd
 
 from meshinsights.errors import ConfigError, MeshInsightsError
 from meshinsights.model import Window
+from meshinsights.normalize.timestamps import TimeFormat, parse_times
 
 __all__ = ["NormalizeResult", "quarantine_frame", "empty_quarantine", "to_utc"]
 
@@ -36,6 +34,8 @@ class NormalizeResult:
     duplicates_removed: int = 0
     stats: dict[str, int] = field(default_factory=dict)
     missing_required: list[str] = field(default_factory=list)
+    #: How the source was read, for the run to say (e.g. ``{"ts_unit": "ms (detected)"}``).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -110,123 +110,9 @@ def quarantine_frame(
     return out.reset_index(drop=True)
 
 
-#: Times outside this range are refused (NaT): no sensor reports there, and near the ends of
-#: the datetime range pandas cannot localize, convert or format them.
-EARLIEST, LATEST = pd.Timestamp("1900-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC")
-
-
-def to_utc(values: pd.Series, tz: str, fmt: str | None = None) -> pd.Series:
-    """Parse timestamps (naive ones in ``tz``) to UTC; unparsable values become NaT.
-
-    Numbers are epoch seconds. Text with an explicit offset (``Z``, ``+02:00``) keeps it,
-    even in a column that otherwise holds naive local times. Times outside
-    [``EARLIEST``, ``LATEST``) become NaT.
-    """
-    # Screen before parsing: pandas silently wraps some overflowing times (year 9999 with an
-    # offset came back as 1972).
-    values = values.where(_plausible(values))
-    try:
-        ts = _to_utc(values, tz, fmt)
-    except (NotImplementedError, OverflowError, ValueError):
-        # e.g. year 9999 local time: localizing overflows the stdlib datetime range. One value
-        # at a time, so only the offending values become NaT.
-        ts = pd.Series(
-            [_one_to_utc(values.iloc[[i]], tz, fmt) for i in range(len(values))],
-            index=values.index,
-            dtype="datetime64[us, UTC]",
-        )
-    return ts.where((ts >= EARLIEST) & (ts < LATEST))
-
-
-_YEAR = re.compile(r"^\s*([+-]?\d{1,6})-")
-
-
-def _plausible(values: pd.Series) -> pd.Series:
-    """False for values whose year is visibly outside [EARLIEST, LATEST) (they become NaT)."""
-    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
-        return pd.Series(True, index=values.index)
-    if pd.api.types.is_numeric_dtype(values):  # epoch seconds
-        lo, hi = EARLIEST.timestamp(), LATEST.timestamp()
-        return values.isna() | ((values >= lo) & (values < hi))
-    return values.map(_plausible_one).astype(bool)
-
-
-def _plausible_one(value: Any) -> bool:
-    if isinstance(value, datetime):
-        return EARLIEST.year <= value.year < LATEST.year
-    if isinstance(value, str):
-        year = _YEAR.match(value)
-        return year is None or EARLIEST.year <= int(year.group(1)) < LATEST.year
-    return True
-
-
-def _one_to_utc(value: pd.Series, tz: str, fmt: str | None) -> Any:
-    try:
-        return _to_utc(value, tz, fmt).iloc[0]
-    except (NotImplementedError, OverflowError, ValueError):
-        return pd.NaT
-
-
-def _to_utc(values: pd.Series, tz: str, fmt: str | None) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        ts = pd.to_datetime(values, unit="s", errors="coerce", utc=True)
-    elif pd.api.types.is_datetime64_any_dtype(values):
-        ts = values
-    else:
-        ts = _parse_text(values, fmt, tz)
-    if getattr(ts.dt, "tz", None) is None:
-        ts = ts.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    ts = ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    if values.dtype == object or pd.api.types.is_string_dtype(values):
-        failed = ts.isna() & values.notna()
-        if failed.any():
-            text = values[failed].astype(str).str.strip()
-            offset = text[text.str.contains(_OFFSET, regex=True)]
-            if len(offset):
-                ts.loc[offset.index] = pd.to_datetime(
-                    offset, errors="coerce", utc=True, format="ISO8601"
-                )
-    return ts
-
-
-_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
-
-
-def _parse_text(values: pd.Series, fmt: str | None, tz: str) -> pd.Series:
-    with warnings.catch_warnings():  # "could not infer format": per-element is intended
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=False)
-        except (ValueError, TypeError):  # mixed offsets or aware/naive mix
-            ts = None
-        if ts is None or not pd.api.types.is_datetime64_any_dtype(ts):
-            ts = _parse_mixed(values, fmt, tz)
-    return ts
-
-
-def _parse_mixed(values: pd.Series, fmt: str | None, tz: str) -> pd.Series:
-    """Aware and naive values in one column: naive ones are local times in ``tz``, not UTC.
-
-    ``utc=True`` alone would read every naive value as UTC and shift it silently.
-    """
-    ts = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
-    naive = values.map(_is_naive).astype(bool)
-    if naive.any():
-        local = pd.to_datetime(values[naive], errors="coerce", format=fmt)
-        if pd.api.types.is_datetime64_any_dtype(local) and getattr(local.dt, "tz", None) is None:
-            local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-            ts.loc[naive] = local.dt.tz_convert("UTC")
-        else:
-            ts.loc[naive] = pd.NaT
-    return ts
-
-
-def _is_naive(value: Any) -> bool:
-    if isinstance(value, datetime):  # pd.Timestamp too
-        return value.tzinfo is None
-    if isinstance(value, np.datetime64):
-        return True
-    return isinstance(value, str) and re.search(_OFFSET, value.strip()) is None
+def to_utc(values: pd.Series, tz: str = "UTC", fmt: str | None = None) -> pd.Series:
+    """Timestamps (naive ones in ``tz``) as UTC, NaT where unparsable (see ``timestamps``)."""
+    return parse_times(values, TimeFormat(timezone=tz, format=fmt)).ts
 
 
 class RowSorter:
@@ -244,6 +130,7 @@ class RowSorter:
         self.df, self.original = df, original
         self.parts: list[pd.DataFrame] = []
         self.machine_id, self.window, self.source_table = machine_id, window, source_table
+        self.notes: dict[str, Any] = {}
 
     def reject(self, mask: pd.Series, rule: str, reason: str | pd.Series) -> None:
         mask = mask.reindex(self.df.index, fill_value=False).fillna(False).astype(bool)
@@ -263,7 +150,7 @@ class RowSorter:
         )
         self.df = self.df[~mask]
 
-    def common(self, timezone: str, ts_format: str | None) -> None:
+    def common(self, times: TimeFormat) -> None:
         """Machine, timestamp and window checks shared by telemetry and events."""
         df = self.df
         if "machine_id" not in df.columns:
@@ -273,7 +160,10 @@ class RowSorter:
             "machine_id",
             f"row belongs to another machine than {self.machine_id}",
         )
-        self.df["ts"] = to_utc(self.df["ts"], timezone, ts_format)
+        parsed = parse_times(self.df["ts"], times)
+        self.df["ts"] = parsed.ts
+        if parsed.note:
+            self.notes["ts_unit"] = parsed.note
         self.reject(
             self.df["ts"].isna(),
             "ts_parse",

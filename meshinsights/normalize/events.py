@@ -16,6 +16,7 @@ from meshinsights.normalize.common import (
     prepare_rows,
     rule_value,
 )
+from meshinsights.normalize.timestamps import TimeFormat
 
 __all__ = ["normalize_events", "DEFAULT_KINDS"]
 
@@ -29,8 +30,7 @@ def normalize_events(
     *,
     machine_id: str,
     window: Window,
-    timezone: str = "UTC",
-    ts_format: str | None = None,
+    times: TimeFormat | None = None,
     rules: Any = None,
 ) -> NormalizeResult:
     """Source events/alarms/logs → canonical events + quarantine, with exact accounting.
@@ -41,7 +41,7 @@ def normalize_events(
     df = prepare_rows(raw, ("ts", "kind"), "events", machine_id)
     original = raw.reset_index(drop=True)
     sorter = RowSorter(df, original, machine_id=machine_id, window=window, source_table="events")
-    sorter.common(timezone, ts_format)
+    sorter.common(times or TimeFormat())
     for col in ("kind", "severity", "code", "message"):
         if col not in sorter.df.columns:
             sorter.df[col] = None
@@ -64,6 +64,6 @@ def normalize_events(
     duplicates = sorter.dedupe(["ts", "kind", "severity", "code", "message"])
     clean = sorter.df.assign(machine_id=machine_id)[EVENTS_COLUMNS]
     clean = clean.sort_values(["ts", "kind"], kind="stable").reset_index(drop=True)
-    result = NormalizeResult(clean, sorter.quarantined(), len(raw), duplicates)
+    result = NormalizeResult(clean, sorter.quarantined(), len(raw), duplicates, notes=sorter.notes)
     result.check()
     return result

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from meshinsights.connectors.layout import can_convert, canonical_unit, convert_units
 from meshinsights.model import Window
 from meshinsights.normalize.common import (
     TELEMETRY_COLUMNS,
@@ -19,6 +18,8 @@ from meshinsights.normalize.common import (
     rule_value,
 )
 from meshinsights.normalize.rules import apply_rules
+from meshinsights.normalize.timestamps import TimeFormat
+from meshinsights.normalize.units import can_convert, canonical_unit, convert_units
 
 __all__ = ["normalize_telemetry"]
 
@@ -33,8 +34,7 @@ def normalize_telemetry(
     *,
     machine_id: str,
     window: Window,
-    timezone: str = "UTC",
-    ts_format: str | None = None,
+    times: TimeFormat | None = None,
     units: Mapping[str, str] | None = None,
     rules: Mapping[str, Any] | None = None,
 ) -> NormalizeResult:
@@ -46,7 +46,7 @@ def normalize_telemetry(
     df = prepare_rows(raw, ("ts", "metric", "value"), "telemetry", machine_id)
     original = raw.reset_index(drop=True)
     sorter = RowSorter(df, original, machine_id=machine_id, window=window, source_table="telemetry")
-    sorter.common(timezone, ts_format)
+    sorter.common(times or TimeFormat())
     df = sorter.df
     sorter.reject(
         df["metric"].isna() | (df["metric"].astype(str).str.strip() == ""),
@@ -77,7 +77,12 @@ def normalize_telemetry(
             "machine %s window %s: required metric(s) %s absent", machine_id, window, missing
         )
     result = NormalizeResult(
-        clean, sorter.quarantined(), len(raw), duplicates, missing_required=missing
+        clean,
+        sorter.quarantined(),
+        len(raw),
+        duplicates,
+        missing_required=missing,
+        notes=sorter.notes,
     )
     result.check()
     return result

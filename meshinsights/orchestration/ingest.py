@@ -23,9 +23,11 @@ import pandas as pd
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.connectors.base import PluginManager
 from meshinsights.connectors.credentials import env_resolver
-from meshinsights.connectors.sources import Resolver, SourceAccess
+from meshinsights.connectors.sources import Resolver, SourceAccess, shape_of, times_of
+from meshinsights.errors import DataQualityError
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
+from meshinsights.normalize.quality import check_share
 from meshinsights.orchestration.logging import logged_run
 from meshinsights.store import DeltaStore
 
@@ -33,7 +35,6 @@ __all__ = [
     "run_ingest",
     "run_incremental",
     "fetch_source",
-    "fetch_events",
     "late_windows",
     "last_watermark",
 ]
@@ -59,18 +60,7 @@ def fetch_source(
     base_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Raw long-form telemetry rows for one machine-window from its configured source."""
-    return _access(resolver, manager, base_dir).telemetry(machine, window)
-
-
-def fetch_events(
-    machine: MachineConfig,
-    window: Window,
-    *,
-    resolver: Resolver | None = None,
-    manager: PluginManager | None = None,
-) -> pd.DataFrame | None:
-    """Raw events/alarms/logs for one machine-window, or None if the source has no events."""
-    return _access(resolver, manager, None).events(machine, window)
+    return _access(resolver, manager, base_dir).telemetry(machine, window).frame
 
 
 def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Timestamp | None:
@@ -123,11 +113,25 @@ def late_windows(
     return [Window(s.to_pydatetime(), (s + step).to_pydatetime()) for s in starts]
 
 
-def _max_ingested(raw: pd.DataFrame | None) -> pd.Timestamp | None:
+def _max_ingested(raw: pd.DataFrame | None, now: pd.Timestamp) -> pd.Timestamp | None:
+    """The newest ``ingested_at`` in ``raw``, never later than ``now`` (the run's own time).
+
+    A source clock that runs ahead (one row stamped 2099) must not move the watermark past
+    rows that have not arrived yet: late-data handling would be off for good.
+    """
     if raw is None or raw.empty or "ingested_at" not in raw.columns:
         return None
-    value = to_utc(raw["ingested_at"], "UTC").max()
-    return None if pd.isna(value) else value
+    ingested = to_utc(raw["ingested_at"], "UTC")
+    ahead = int((ingested > now).sum())
+    if ahead:
+        logger.warning(
+            "%d row(s) have ingested_at after the run's time %s (source clock ahead?); the "
+            "watermark stops at the run's time",
+            ahead,
+            now,
+        )
+    value = ingested.where(ingested <= now).max()
+    return None if pd.isna(value) else min(value, now)
 
 
 def _latest(*marks: pd.Timestamp | None) -> pd.Timestamp | None:
@@ -139,7 +143,55 @@ def _meta(prefix: str, result: NormalizeResult) -> dict[str, Any]:
     return {
         **{f"meshinsights.{prefix}{k}": v for k, v in result.counts.items()},
         f"meshinsights.{prefix}quarantine_rules": result.by_rule,
+        **{f"meshinsights.{prefix}{k}": v for k, v in result.notes.items()},
     }
+
+
+def _check_quality(
+    store: DeltaStore,
+    ns: str,
+    machine: MachineConfig,
+    window: Window,
+    result: NormalizeResult,
+    events: NormalizeResult | None,
+    meta: dict[str, Any],
+) -> None:
+    """Fail a window that quarantined more than the source allows, its quarantine written.
+
+    The quarantined rows are committed (so the user can look at them with their reasons);
+    the telemetry, the events and the watermark are not.
+    """
+    source = machine.source
+    checks: list[tuple[NormalizeResult, str, str]] = [
+        (result, "telemetry", shape_of(source).time_label)
+    ]
+    if events:
+        checks.append((events, "events", "ts"))
+    for normalized, what, column in checks:
+        try:
+            check_share(
+                normalized,
+                machine_id=machine.machine_id,
+                window=window,
+                max_share=source.max_quarantine_share,
+                times=times_of(source),
+                time_column=column,
+                what=what,
+            )
+        except DataQualityError as exc:
+            parts = [p.quarantine for p in (result, events) if p is not None]
+            rows = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
+            failed = {**meta, "meshinsights.failed": str(exc)[:2000]}
+            store.overwrite(
+                ns,
+                "quarantine",
+                rows,
+                schema=QUARANTINE_SCHEMA,
+                machine_ids=machine.machine_id,
+                window=window,
+                metadata=failed,
+            )
+            raise
 
 
 @logged_run
@@ -177,6 +229,7 @@ def run_ingest(
     meta = {"meshinsights.run_id": run_id, "meshinsights.step": "ingest", **_meta("", result)}
     if events:
         meta.update(_meta("events.", events))
+    _check_quality(store, ns, machine, window, result, events, meta)
     versions = _write(store, ns, mid, window, result, events, meta, watermark)
     summary: dict[str, Any] = {
         "step": "ingest",
@@ -186,6 +239,7 @@ def run_ingest(
         **versions,
         "quarantine_rules": result.by_rule,
         "missing_required": result.missing_required,
+        **result.notes,
         "watermark": _text(watermark),
         "seen_watermark": _text(seen),
         "seconds": round(time.perf_counter() - started, 4),
@@ -236,17 +290,20 @@ def _normalized(
 ) -> tuple[NormalizeResult, NormalizeResult | None, pd.Timestamp | None]:
     """Fetch and normalize telemetry (and events); also the newest ingested_at seen."""
     source, mid = machine.source, machine.machine_id
-    raw = access.telemetry(machine, window)
+    now = pd.Timestamp.now(tz="UTC")
+    rows = access.telemetry(machine, window)
+    raw = rows.frame
     raw_events = access.events(machine, window)
     result = normalize_telemetry(
         raw,
         machine_id=mid,
         window=window,
-        timezone=source.timezone,
-        ts_format=source.ts_format,
+        times=times_of(source),
         units=source.units,
         rules=pipeline.validation,
     )
+    if rows.skipped:
+        result.notes["skipped_columns"] = rows.skipped
     events = (
         None
         if raw_events is None
@@ -254,11 +311,12 @@ def _normalized(
             raw_events,
             machine_id=mid,
             window=window,
-            timezone=source.timezone,
+            times=times_of(source),
             rules=pipeline.events,
         )
     )
-    return result, events, _latest(_max_ingested(raw), _max_ingested(raw_events))
+    seen = _latest(_max_ingested(raw, now), _max_ingested(raw_events, now))
+    return result, events, seen
 
 
 def _text(ts: pd.Timestamp | None) -> str | None:

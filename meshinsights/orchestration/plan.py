@@ -10,13 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshinsights.config import MachineConfig, PipelineConfig, When
-from meshinsights.model import Window
+from meshinsights.model import SOURCE_TABLES, Window
 from meshinsights.steps.registry import StepSpec, get_step
 
 __all__ = ["PlannedStep", "plan", "SOURCE_TABLES"]
-
-#: Tables the ingest task writes; steps reading them depend on ingest.
-SOURCE_TABLES = frozenset({"telemetry", "events", "quarantine"})
 
 
 @dataclass(frozen=True)

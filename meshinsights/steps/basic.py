@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 
 from meshinsights.model import TS, Window
+from meshinsights.steps.params import Duration
 from meshinsights.steps.registry import step
 
 __all__ = ["average_temperature", "window_summary", "AGG_SCHEMA", "SUMMARY_SCHEMA"]
@@ -43,7 +44,7 @@ SUMMARY_SCHEMA = pa.schema(
 
 @step(inputs=["telemetry"], output="temperature_hourly", schema=AGG_SCHEMA)
 def average_temperature(
-    telemetry: pd.DataFrame, *, metric: str = "temperature", freq: str = "1h"
+    telemetry: pd.DataFrame, *, metric: str = "temperature", freq: Duration = "1h"
 ) -> pd.DataFrame:
     """Mean, min, max and sample count of one metric per time bucket (default: hourly)."""
     rows = telemetry.loc[telemetry["metric"] == metric, ["ts", "value"]].dropna(subset=["value"])

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step, runs
+from meshinsights.steps.params import NonNegative, Positive
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -129,8 +130,8 @@ def detect_cycles(
     *,
     metric: str = "power_kw",
     stage_edges: tuple[float, ...] | list[float] = (1.5, 4.5),
-    min_minutes: float = 3.0,
-    max_minutes: float = 240.0,
+    min_minutes: NonNegative = 3.0,
+    max_minutes: Positive = 240.0,
     window: Window | None = None,
 ) -> pd.DataFrame:
     """One row per stage segment of ``metric`` that ended in the window, flagged valid or not."""

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window
+from meshinsights.steps.params import Duration
 from meshinsights.steps.registry import step
 
 __all__ = ["derivatives", "FEATURES_SCHEMA"]
@@ -97,8 +98,8 @@ def derivatives(
     clean: pd.DataFrame,
     *,
     metrics: list[str] | None = None,
-    per: str = "1min",
-    max_step: str = "5min",
+    per: Duration = "1min",
+    max_step: Duration = "5min",
     norm_of: list[str] | None = None,
     norm_name: str = "norm",
     window: Window | None = None,

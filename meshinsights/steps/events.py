@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, window_bounds
+from meshinsights.steps.params import Count, NonNegative, Positive
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -136,7 +137,7 @@ def event_counts(
     events: pd.DataFrame,
     *,
     clear_pattern: str = CLEAR_PATTERN,
-    hold_minutes: float = 15.0,
+    hold_minutes: NonNegative = 15.0,
     window: Window | None = None,
 ) -> pd.DataFrame:
     """Counts per kind, code and severity in the window, with minutes in alarm per alarm code.
@@ -188,8 +189,8 @@ def _max_severity(values: pd.Series) -> str:
 def alarm_floods(
     events: pd.DataFrame,
     *,
-    max_alarms: int = 20,
-    minutes: float = 10.0,
+    max_alarms: Count = 20,
+    minutes: Positive = 10.0,
     clear_pattern: str = CLEAR_PATTERN,
     window: Window | None = None,
 ) -> pd.DataFrame:

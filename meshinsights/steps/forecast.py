@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step, window_bounds
+from meshinsights.steps.params import Duration, NonNegative, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -177,12 +178,12 @@ def forecast(
     clean: pd.DataFrame,
     *,
     metric: str = "temperature",
-    history: int = 60,
-    horizon: int = 15,
+    history: PositiveInt = 60,
+    horizon: PositiveInt = 15,
     methods: list[str] | tuple[str, ...] = METHODS,
-    origin_every: str = "1h",
-    ridge: float = 1e-3,
-    min_train: int = 240,
+    origin_every: Duration = "1h",
+    ridge: NonNegative = 1e-3,
+    min_train: PositiveInt = 240,
     window: Window | None = None,
 ) -> pd.DataFrame:
     """Forecast ``horizon`` steps from the last ``history`` grid points, from every origin.

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, dumps, empty_frame, in_window, infer_step, runs
+from meshinsights.steps.params import Positive, PositiveInt, Share
 from meshinsights.steps.registry import step
 
 __all__ = ["detect_issues", "ISSUES_SCHEMA", "CHECKS", "theil_sen_slope"]
@@ -328,18 +329,18 @@ def detect_issues(
     quarantine: pd.DataFrame,
     *,
     checks: list[str] | tuple[str, ...] = CHECKS,
-    short_cycle_minutes: float = 5.0,
-    short_cycle_min_count: int = 5,
-    short_cycle_ratio: float = 0.5,
-    flatline_minutes: float = 120.0,
+    short_cycle_minutes: Positive = 5.0,
+    short_cycle_min_count: PositiveInt = 5,
+    short_cycle_ratio: Share = 0.5,
+    flatline_minutes: Positive = 120.0,
     flatline_metrics: list[str] | None = None,
-    drift_per_day: float = 0.5,
+    drift_per_day: Positive = 0.5,
     drift_metrics: list[str] | tuple[str, ...] = ("temperature",),
-    drift_min_days: int = 3,
-    drift_min_coverage: float = 0.5,
+    drift_min_days: PositiveInt = 3,
+    drift_min_coverage: Share = 0.5,
     ranges: dict[str, list[float]] | None = None,
-    missing_warn: float = 0.05,
-    missing_critical: float = 0.25,
+    missing_warn: Share = 0.05,
+    missing_critical: Share = 0.25,
     missing_metrics: list[str] | None = None,
     window: Window | None = None,
 ) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, dumps, empty_frame
+from meshinsights.steps.params import NonNegative, Positive, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -107,9 +108,9 @@ def power_variance(
     cycles: pd.DataFrame,
     *,
     stages: list[int] | None = None,
-    low_max: float = 0.1,
-    high_min: float = 0.3,
-    min_cycles: int = 5,
+    low_max: NonNegative = 0.1,
+    high_min: NonNegative = 0.3,
+    min_cycles: PositiveInt = 5,
     window: Window,
 ) -> pd.DataFrame:
     """Coefficient of variation of valid cycle medians per on-stage, classed low/medium/high.
@@ -165,10 +166,10 @@ def alarm_thresholds(
     cycles: pd.DataFrame,
     *,
     method: Literal["mad", "percentile"] = "mad",
-    k: float = 3.0,
+    k: Positive = 3.0,
     percentiles: list[float] | tuple[float, ...] = (1.0, 99.0),
-    min_cycles: int = 5,
-    min_half_width: float = 0.05,
+    min_cycles: PositiveInt = 5,
+    min_half_width: NonNegative = 0.05,
     stages: list[int] | None = None,
     window: Window,
 ) -> pd.DataFrame:

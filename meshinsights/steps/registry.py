@@ -7,15 +7,20 @@ steps register through the ``meshinsights.steps`` entry-point group.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import inspect
 import logging
+import reprlib
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from meshinsights.errors import StepError
 from meshinsights.model import check_table_name
@@ -46,19 +51,78 @@ class StepSpec:
     optional: frozenset[str] = frozenset()
 
     def bind_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Merge config params over defaults; an unknown name is an error naming the known ones."""
+        """Config params validated against the function's annotations, merged over defaults.
+
+        An unknown name is an error naming the known ones (and the closest); a wrongly typed
+        or out-of-range value (``Annotated[float, Field(gt=0, lt=1)]``) names the parameter,
+        the value and the rule, so configs fail when they load, not deep inside a run.
+        """
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.param_defaults))
         if unknown:
+            close = difflib.get_close_matches(unknown[0], self.param_defaults, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise StepError(
-                f"step {self.name!r} has no parameter(s) {unknown}; its parameters are "
+                f"step {self.name!r} has no parameter(s) {unknown}.{hint} Its parameters are "
                 f"{sorted(self.param_defaults)}"
             )
-        return {**self.param_defaults, **params}
+        if not params:
+            return dict(self.param_defaults)
+        try:
+            checked = _params_model(self.func, tuple(self.param_defaults)).model_validate(params)
+        except ValidationError as exc:
+            raise StepError(f"step {self.name!r}: " + _param_errors(exc)) from None
+        return {**self.param_defaults, **{k: getattr(checked, k) for k in params}}
 
     @property
     def wants(self) -> frozenset[str]:
         return frozenset(inspect.signature(self.func).parameters) & RUNTIME_PARAMS
+
+
+@functools.cache
+def _params_model(func: Callable[..., Any], names: tuple[str, ...]) -> type[BaseModel]:
+    """A pydantic model of the function's configurable parameters (built on first use).
+
+    An annotation that cannot be resolved is taken as ``Any`` rather than failing: the
+    signature check at registration already passed, and a plugin's type-only imports must
+    not make its step unusable.
+    """
+    sig = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # NameError for type-only imports: resolve what can be resolved
+        hints = {}
+        for name in names:
+            with contextlib.suppress(Exception):
+                hints[name] = typing.get_type_hints(
+                    _Probe(sig.parameters[name].annotation, func), include_extras=True
+                )["value"]
+    fields: dict[str, Any] = {
+        name: (hints.get(name, Any), sig.parameters[name].default) for name in names
+    }
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{func.__name__}_params",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+
+
+class _Probe:
+    """A stand-in carrying one annotation and the function's globals, for get_type_hints."""
+
+    def __init__(self, annotation: Any, func: Callable[..., Any]) -> None:
+        self.__annotations__ = {"value": annotation}
+        self.__globals__ = getattr(func, "__globals__", {})
+        self.__module__ = func.__module__
+
+
+def _param_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"])
+        value = reprlib.repr(err.get("input"))
+        parts.append(f"parameter {name} = {value}: {err['msg']}")
+    return "; ".join(parts) + " — fix the value in the pipeline's params or the machine's overrides"
 
 
 def _check_signature(func: Callable[..., Any], inputs: tuple[str, ...]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, runs, window_bounds
+from meshinsights.steps.params import Count, Duration, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = ["resample", "rolling_stats", "fill_short_gaps", "CLEAN_SCHEMA", "ROLLING_SCHEMA"]
@@ -106,10 +107,10 @@ def _one_metric(
 def resample(
     telemetry: pd.DataFrame,
     *,
-    freq: str = "1min",
+    freq: Duration = "1min",
     agg: Literal["mean", "median", "last", "max", "min"] = "mean",
     fill: Fill = "ffill",
-    fill_limit: int = 5,
+    fill_limit: Count = 5,
     metrics: list[str] | None = None,
     window: Window | None = None,
 ) -> pd.DataFrame:
@@ -138,8 +139,8 @@ def resample(
 def rolling_stats(
     clean: pd.DataFrame,
     *,
-    span: str = "15min",
-    min_count: int = 5,
+    span: Duration = "15min",
+    min_count: PositiveInt = 5,
     metrics: list[str] | None = None,
     include_filled: bool = False,
     window: Window | None = None,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from meshinsights.connectors.files import FileConnector
-from meshinsights.connectors.layout import to_long
 from meshinsights.errors import ConnectorError
+from meshinsights.normalize.layout import Shape, to_long
 
 # UCI-air-quality style: ';' separated, decimal comma, -200 means missing, local time.
 EURO_CSV = """\
@@ -43,8 +43,8 @@ def test_csv_options_decimal_comma_names_na_values_and_local_time(tmp_path: Path
     assert rows["rh"].tolist()[:2] == [48.1, 47.9]
     assert pd.isna(rows["pressure"].iloc[0]) and pd.isna(rows["rh"].iloc[2])
     assert rows["temp"].iloc[2] == "bad"  # not a number: normalization quarantines it
-    long = to_long(rows, layout="wide", ts_column="stamp", metrics={"temp": "temperature",
-                                                                     "rh": "humidity"})
+    long = to_long(rows, Shape(layout="wide", ts_column="stamp",
+                               metrics={"temp": "temperature", "rh": "humidity"})).frame
     assert set(long["metric"]) == {"temperature", "humidity"} and len(long) == 8
 
 
@@ -90,7 +90,7 @@ def test_tsdb_layout(tmp_path: Path) -> None:
                     "2024-01-01T00:00:00Z,m1,temperature,20.5\n"
                     "2024-01-01T00:01:00Z,m1,power_kw,3.1\n")
     conn = FileConnector(path=str(path), ts_column="time")
-    long = to_long(conn.query(), layout="tsdb")
+    long = to_long(conn.query(), Shape(layout="tsdb")).frame
     assert list(long.columns[:4]) == ["ts", "machine_id", "metric", "value"]
     assert long["value"].tolist() == [20.5, 3.1] and set(long["machine_id"]) == {"m1"}
 

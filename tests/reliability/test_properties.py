@@ -27,6 +27,7 @@ from meshinsights.config import load_configs
 from meshinsights.errors import ConfigError
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry
+from meshinsights.normalize.timestamps import TimeFormat
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 from tests.reliability.chain import as_stored, planned_steps, run_chain
@@ -90,8 +91,8 @@ def _normalize(drawn: Drawn, fn, required: tuple[str, ...], **kw) -> NormalizeRe
     """The result, or None when a required column is missing and a clear ConfigError said so."""
     missing = [c for c in required if c not in drawn.frame.columns]
     try:
-        result = fn(drawn.frame, machine_id=MID, window=drawn.window, timezone=drawn.timezone,
-                    **kw)
+        result = fn(drawn.frame, machine_id=MID, window=drawn.window,
+                    times=TimeFormat(drawn.timezone), **kw)
     except ConfigError as exc:
         assert missing, f"unexpected ConfigError: {exc}"
         assert all(c in str(exc) for c in missing) and "alias" in str(exc)
@@ -238,7 +239,7 @@ _MIXED_AT = [pd.Timestamp(t) for t in ("2024-10-27 02:00Z", "2024-10-27 04:00Z",
 def test_times_land_where_they_were_meant(case) -> None:
     """Naive, aware, text, offset, epoch or all mixed in one column: never a shifted time."""
     frame, moments, window, tz, style = case
-    result = normalize_telemetry(frame, machine_id=MID, window=window, timezone=tz)
+    result = normalize_telemetry(frame, machine_id=MID, window=window, times=TimeFormat(tz))
     meant = [moments[int(v)] for v in result.clean["value"]]
     assert result.clean["ts"].tolist() == meant, (style, tz)
     inside = {i for i, m in enumerate(moments) if window.start <= m < window.end}
@@ -274,7 +275,8 @@ DST_CASES = [
 def test_berlin_dst_edges(local: str, utc: str | None) -> None:
     window = BERLIN_DAY[local[:10]]
     raw = pd.DataFrame({"ts": [local], "metric": ["temperature"], "value": [20.0]})
-    result = normalize_telemetry(raw, machine_id=MID, window=window, timezone="Europe/Berlin")
+    result = normalize_telemetry(raw, machine_id=MID, window=window,
+                                 times=TimeFormat("Europe/Berlin"))
     if utc is None:
         assert result.clean.empty
         assert result.quarantine["rule"].tolist() == ["ts_parse"]
@@ -288,7 +290,8 @@ def test_a_whole_berlin_autumn_day_keeps_every_unambiguous_minute() -> None:
     raw = pd.DataFrame({"ts": local.strftime("%Y-%m-%d %H:%M:%S"), "metric": "temperature",
                         "value": np.arange(len(local), dtype=float)})
     window = Window.parse("2024-10-26T20:00", "2024-10-28")
-    result = normalize_telemetry(raw, machine_id=MID, window=window, timezone="Europe/Berlin")
+    result = normalize_telemetry(raw, machine_id=MID, window=window,
+                                 times=TimeFormat("Europe/Berlin"))
     assert len(local) == 1440 and result.by_rule == {"ts_parse": 60}  # 02:00-02:59 twice
     assert len(result.clean) == 1380 and result.clean["ts"].is_monotonic_increasing
     assert math.isclose(result.clean["ts"].diff().dt.total_seconds().max(), 2 * 3600 + 60)
@@ -324,5 +327,5 @@ def test_times_at_the_ends_of_the_datetime_range_are_quarantined(tz: str) -> Non
     for kind, fn in (("telemetry", normalize_telemetry), ("events", normalize_events)):
         frame = raw if kind == "telemetry" else raw.rename(columns={"metric": "kind"}).assign(
             kind="event")
-        result = fn(frame, machine_id=MID, window=window, timezone=tz)
+        result = fn(frame, machine_id=MID, window=window, times=TimeFormat(tz))
         assert len(result.clean) == 1 and result.by_rule == {"ts_parse": len(ENDS)}, kind
