@@ -87,7 +87,7 @@ def run(
         out.print_json(json.dumps(summaries, default=str))
         return
     table = Table(title=f"{machine_id} {window}")
-    for col in ("window start", "step", "table", "rows in", "rows out", "seconds"):
+    for col in ("window start", "step", "table", "rows in", "rows out", "quarantined", "seconds"):
         table.add_column(col)
     for s in summaries:
         table.add_row(
@@ -96,6 +96,7 @@ def run(
             s.get("table", ""),
             str(s.get("rows_in", "")),
             "skipped" if s.get("skipped") else str(s.get("rows_out", "")),
+            str(s.get("rows_quarantined", "")),
             str(s.get("seconds", "")),
         )
     out.print(table)
