@@ -88,7 +88,8 @@ def test_late_windows_are_aligned_and_bounded(source: Path, unit: MachineConfig)
     _insert_late(source, "2024-01-05 10:00:00", "2024-01-04 02:00:00")  # not before the run
     found = late_windows(unit, DAYS[3], watermark)
     assert found == [DAYS[1]]
-    hourly = late_windows(unit, DAYS[3], watermark, interval=pd.Timedelta(hours=6))
+    six_hourly = unit.model_copy(update={"schedule": "0 */6 * * *"})
+    hourly = late_windows(six_hourly, DAYS[3], watermark)
     assert [str(w.start) for w in hourly] == ["2024-01-02 00:00:00+00:00",
                                               "2024-01-02 18:00:00+00:00"]
     assert late_windows(unit, DAYS[3], None) == []  # first run: nothing is late yet

@@ -56,10 +56,9 @@ def run(
     window = Window.parse(start, end)
     machine = configs.machine(machine_id)
     n_steps = 1 + len(configs.pipeline_of(machine).steps)
-    from meshinsights.orchestration.runner import schedule_interval
+    from meshinsights import schedules
 
-    interval = None if no_split else schedule_interval(machine.schedule)
-    n_windows = len(window.split(interval)) if interval else 1
+    n_windows = 1 if no_split else len(schedules.windows(machine.schedule, window))
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

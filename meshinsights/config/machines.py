@@ -230,6 +230,13 @@ class MachineConfig(_Model):
     def _tz(cls, v: str) -> str:
         return _zone(v)
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        from meshinsights.schedules import check_schedule
+
+        return check_schedule(v)
+
     @property
     def dag_id(self) -> str:
         return f"{self.pipeline}__{self.machine_id}".replace(".", "_")

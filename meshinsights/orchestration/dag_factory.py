@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meshinsights import schedules
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
 from meshinsights.orchestration.callbacks import failure_callback
 from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
@@ -34,14 +35,6 @@ def dag_id_for(machine: MachineConfig) -> str:
     return machine.dag_id
 
 
-_PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-}
-
-
 def timetable_for(schedule: str | None) -> Any:
     """A *data-interval* timetable: each run covers [previous tick, this tick), its window.
 
@@ -52,7 +45,7 @@ def timetable_for(schedule: str | None) -> Any:
         return None
     from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-    return CronDataIntervalTimetable(_PRESETS.get(schedule, schedule), timezone="UTC")
+    return CronDataIntervalTimetable(schedules.cron_of(schedule), timezone="UTC")
 
 
 def asset_for(store_uri: str, namespace: str, table: str) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from meshinsights.errors import DataQualityError
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
 from meshinsights.normalize.quality import check_share
+from meshinsights import schedules
 from meshinsights.orchestration.logging import logged_run
 from meshinsights.store import DeltaStore
 
@@ -37,12 +38,17 @@ __all__ = [
     "fetch_source",
     "late_windows",
     "last_watermark",
+    "ingest_state",
+    "record_drained",
+    "IngestState",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: History depths scanned for a machine's last watermark before reading the whole log.
 _HISTORY_DEPTHS = (256, 4096, None)
+#: Telemetry commits that carry a machine's ingest state (watermark, pending windows).
+_INGEST_STEPS = ("ingest", "ingest_drained")
 
 
 def _access(
@@ -63,22 +69,79 @@ def fetch_source(
     return _access(resolver, manager, base_dir).telemetry(machine, window).frame
 
 
-def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Timestamp | None:
-    """The newest ``ingested_at`` recorded by this machine's telemetry commits, if any."""
+@dataclass(frozen=True)
+class IngestState:
+    """Where a machine's ingest stands: its watermark and the reopened windows still pending.
+
+    A window reopened by late rows is *pending* from the ingest commit that re-ingested it until
+    a later commit says every step ran over it (:func:`record_drained`); every run (and an
+    Airflow retry) reruns the pending windows' steps, so a step that fails after late data, or
+    a process killed between the ingest commit and the steps, never leaves derived tables stale.
+    """
+
+    watermark: pd.Timestamp | None = None
+    pending: tuple[Window, ...] = ()
+
+
+def ingest_state(store: DeltaStore, namespace: str, machine_id: str) -> IngestState:
+    """The machine's watermark (newest ``ingested_at`` committed) and its pending windows."""
     for depth in _HISTORY_DEPTHS:
         commits = store.history(namespace, "telemetry", limit=depth)
-        marks = [
-            c.get("meshinsights.watermark")
+        mine = [
+            c
             for c in commits
-            if c.get("meshinsights.step") == "ingest"
+            if c.get("meshinsights.step") in _INGEST_STEPS
             and machine_id in (c.get("meshinsights.machines") or [])
         ]
-        found = [pd.Timestamp(m) for m in marks if m]
-        if marks:  # the machine's commits are here: their running maximum is the watermark
-            return max(found) if found else None
+        if mine:  # the machine's commits are here: their running maximum is the watermark
+            marks = [
+                pd.Timestamp(c["meshinsights.watermark"])
+                for c in mine
+                if c.get("meshinsights.watermark")
+            ]
+            pending = next(
+                (c["meshinsights.pending"] for c in mine if "meshinsights.pending" in c), []
+            )
+            return IngestState(
+                max(marks) if marks else None,
+                tuple(Window.parse(w["start"], w["end"]) for w in pending or []),
+            )
         if depth is None or len(commits) < depth:
-            return None
-    return None
+            return IngestState()
+    return IngestState()
+
+
+def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Timestamp | None:
+    """The newest ``ingested_at`` recorded by this machine's telemetry commits, if any."""
+    return ingest_state(store, namespace, machine_id).watermark
+
+
+def record_drained(
+    store: DeltaStore, namespace: str, machine_id: str, drained: list[Window], *, run_id: str
+) -> IngestState:
+    """Record that every step ran over ``drained``: they are no longer pending.
+
+    A data-free commit on ``telemetry`` (the ledger the watermark lives in), so the record and
+    the watermark travel together; the windows still pending, if any, are carried over.
+    """
+    state = ingest_state(store, namespace, machine_id)
+    left = tuple(w for w in state.pending if w not in set(drained))
+    store.record(
+        namespace,
+        "telemetry",
+        machine_ids=machine_id,
+        metadata={
+            "meshinsights.run_id": run_id,
+            "meshinsights.step": "ingest_drained",
+            "meshinsights.watermark": _text(state.watermark),
+            "meshinsights.pending": [w.as_dict() for w in left],
+            "meshinsights.drained": [w.as_dict() for w in drained],
+        },
+    )
+    logger.info(
+        "machine %s: %d reopened window(s) drained, %d pending", machine_id, len(drained), len(left)
+    )
+    return IngestState(state.watermark, left)
 
 
 def late_windows(
@@ -88,13 +151,13 @@ def late_windows(
     *,
     resolver: Resolver | None = None,
     manager: PluginManager | None = None,
-    interval: timedelta | None = None,
     base_dir: Path | None = None,
 ) -> list[Window]:
     """Windows before ``window`` holding rows ingested after ``watermark`` (oldest first).
 
-    Windows are aligned to the run's grid (``interval``, default the run window's length)
-    and reach back ``late_lookback`` (never before the machine's start date).
+    Each is the machine's schedule interval holding the late row (the window its scheduled
+    run covered: :mod:`meshinsights.schedules`); without a schedule, the grid of the run
+    window's length. They reach back ``late_lookback`` (never before the machine's start date).
     """
     if watermark is None:
         return []
@@ -107,7 +170,12 @@ def late_windows(
     ts = ts[(ts >= pd.Timestamp(since)) & (ts < pd.Timestamp(window.start))]
     if ts.empty:
         return []
-    step = pd.Timedelta(interval or (window.end - window.start))
+    if machine.schedule is not None:
+        found = {schedules.window_containing(machine.schedule, t.to_pydatetime()) for t in ts}
+        # An unaligned run can start inside the interval a late row sits in: the part before
+        # the run's start is reopened (the run itself rewrites from its start on).
+        return sorted(Window(w.start, min(w.end, window.start)) for w in found if w is not None)
+    step = pd.Timedelta(window.end - window.start)
     origin = pd.Timestamp(window.start)
     starts = sorted(origin + int(k) * step for k in ((ts - origin) // step).unique())
     return [Window(s.to_pydatetime(), (s + step).to_pydatetime()) for s in starts]
@@ -207,6 +275,7 @@ def run_ingest(
     previous_watermark: pd.Timestamp | None | str = "read",
     advance_watermark: bool = True,
     base_dir: Path | None = None,
+    pending: list[Window] | None = None,
 ) -> dict[str, Any]:
     """Source → canonical telemetry, events and quarantine for one machine-window.
 
@@ -230,7 +299,10 @@ def run_ingest(
     if events:
         meta.update(_meta("events.", events))
     _check_quality(store, ns, machine, window, result, events, meta)
-    versions = _write(store, ns, mid, window, result, events, meta, watermark)
+    telemetry_meta = {"meshinsights.watermark": _text(watermark)}
+    if pending is not None:
+        telemetry_meta["meshinsights.pending"] = [w.as_dict() for w in pending]
+    versions = _write(store, ns, mid, window, result, events, meta, telemetry_meta)
     summary: dict[str, Any] = {
         "step": "ingest",
         "table": "telemetry",
@@ -242,6 +314,7 @@ def run_ingest(
         **result.notes,
         "watermark": _text(watermark),
         "seen_watermark": _text(seen),
+        **({"pending": [w.as_dict() for w in pending]} if pending is not None else {}),
         "seconds": round(time.perf_counter() - started, 4),
         "run_id": run_id,
     }
@@ -263,7 +336,7 @@ def _write(
     result: NormalizeResult,
     events: NormalizeResult | None,
     meta: dict[str, Any],
-    watermark: pd.Timestamp | None,
+    telemetry_meta: dict[str, Any],
 ) -> dict[str, int]:
     """Quarantine, events, then telemetry (with the watermark) for one machine-window."""
     parts = [result.quarantine] + ([events.quarantine] if events else [])
@@ -279,8 +352,9 @@ def _write(
         out["events_version"] = store.overwrite(
             ns, "events", events.clean, schema=EVENTS_SCHEMA, **write
         ).version
-    # Last: the telemetry commit carries the watermark, so it never moves without its data.
-    write["metadata"] = {**meta, "meshinsights.watermark": _text(watermark)}
+    # Last: the telemetry commit carries the watermark (and the pending windows), so neither
+    # moves without its data.
+    write["metadata"] = {**meta, **telemetry_meta}
     t = store.overwrite(ns, "telemetry", result.clean, schema=TELEMETRY_SCHEMA, **write)
     return {**out, "rows_out": t.rows, "version": t.version}
 
@@ -333,19 +407,21 @@ def run_incremental(
     run_id: str,
     resolver: Resolver | None = None,
     manager: PluginManager | None = None,
-    interval: timedelta | None = None,
     base_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Reprocess the windows that received late rows, then ingest ``window``.
 
     Returns one summary per window ingested: the late ones first (``"late": True``), the run
-    window last. Only the run window's commit advances the watermark (to the newest
-    ``ingested_at`` seen in any of them), so a failure anywhere leaves it unchanged and the
-    next run finds the same late windows again.
+    window last, whose ``pending`` lists every reopened window whose steps have yet to run
+    (these late ones and any still pending from earlier runs). Only the run window's commit
+    advances the watermark (to the newest ``ingested_at`` seen in any of them) and records the
+    pending windows, so a failure anywhere leaves both unchanged and the next run finds the
+    same late windows again; pending windows stay pending until :func:`record_drained`.
     """
-    prev = last_watermark(store, pipeline.name, machine.machine_id)
+    state = ingest_state(store, pipeline.name, machine.machine_id)
+    prev = state.watermark
     access: dict[str, Any] = {"resolver": resolver, "manager": manager, "base_dir": base_dir}
-    late = late_windows(machine, window, prev, interval=interval, **access)
+    late = late_windows(machine, window, prev, **access)
     if late:
         logger.info(
             "machine %s: rows ingested since %s reopen %d window(s): %s",
@@ -369,7 +445,17 @@ def run_incremental(
         )
         summaries.append({**s, "late": True})
         seen = _latest(seen, pd.Timestamp(s["seen_watermark"]) if s["seen_watermark"] else None)
+    # The run window's own steps follow it (the DAG's tasks, or the local runner): it is not
+    # pending work. Everything else reopened, now or before, is.
+    pending = sorted((set(state.pending) | set(late)) - {window})
     final = run_ingest(
-        machine, pipeline, window, store, run_id=run_id, previous_watermark=seen, **access
+        machine,
+        pipeline,
+        window,
+        store,
+        run_id=run_id,
+        previous_watermark=seen,
+        pending=pending,
+        **access,
     )
     return [*summaries, {**final, "late": False}]

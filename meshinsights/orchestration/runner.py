@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from meshinsights import schedules
 from meshinsights.config import Condition, LoadedConfigs, When
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
 from meshinsights.model import Window, Windows, contiguous_groups
@@ -40,7 +41,8 @@ __all__ = [
     "run_steps",
     "batches",
     "late_windows_of",
-    "schedule_interval",
+    "pending_of",
+    "beside",
     "new_run_id",
 ]
 
@@ -49,15 +51,6 @@ logger = logging.getLogger(__name__)
 
 def new_run_id(prefix: str = "local") -> str:
     return f"{prefix}__{time.strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:8]}"
-
-
-def schedule_interval(schedule: str | None) -> timedelta | None:
-    """The fixed interval of a preset schedule (the window a scheduled run covers)."""
-    return {
-        "@hourly": timedelta(hours=1),
-        "@daily": timedelta(days=1),
-        "@weekly": timedelta(days=7),
-    }.get(schedule or "")
 
 
 def _call(
@@ -298,6 +291,24 @@ def late_windows_of(ingested: list[dict[str, Any]]) -> list[Window]:
     ]
 
 
+def pending_of(ingested: list[dict[str, Any]]) -> list[Window]:
+    """Every reopened window whose steps have yet to run (this ingest's and earlier ones')."""
+    final = ingested[-1] if ingested else {}
+    return [Window.parse(w["start"], w["end"]) for w in final.get("pending") or []]
+
+
+def beside(windows: list[Window], extra: list[Window]) -> tuple[list[Window], list[Window]]:
+    """``extra`` split into windows that can join ``windows``' batch and ones that overlap it.
+
+    Reopened windows sit on the schedule's grid; a run over an unaligned range has shorter
+    windows at its edges that may overlap one: that one runs in a batch of its own.
+    """
+    joined = set(windows)
+    fits = [w for w in extra if w not in joined and not any(w.overlaps(o) for o in windows)]
+    apart = [w for w in extra if w not in joined and w not in fits]
+    return sorted(joined | set(fits)), sorted(set(apart))
+
+
 def run_pipeline(
     configs: LoadedConfigs,
     machine_id: str,
@@ -312,21 +323,23 @@ def run_pipeline(
 ) -> list[dict[str, Any]]:
     """The machine's whole pipeline in-process, in dependency order, without Airflow.
 
-    With ``split`` the range is cut into the schedule's intervals (daily for ``@daily``) so
-    the tables equal what the scheduled DAG runs write. Each ingest is incremental: older
-    windows that received late rows since the last watermark are re-ingested and their
-    steps rerun, exactly those and no others. Windows are ingested one by one, then each step
-    runs once per batch of windows covering up to ``batch`` (reopened ones included), which
-    writes the same tables as one run per window with one commit per step instead of one
-    per step and window (``batch`` of one interval: a run per window, as the DAG does).
+    With ``split`` the range is cut into the schedule's intervals (:mod:`meshinsights.schedules`,
+    the same windows the DAG's timetable gives its runs) so the tables equal what the
+    scheduled runs write. Each ingest is incremental: older windows that received late rows
+    since the last watermark are re-ingested, and every window still pending from earlier
+    runs (a step that failed after late data, a process killed after the ingest commit) has
+    its steps rerun, exactly those and no others. Windows are ingested one by one, then each
+    step runs once per batch of windows covering up to ``batch`` (reopened ones included),
+    which writes the same tables as one run per window with one commit per step instead of
+    one per step and window (``batch`` of one interval: a run per window, as the DAG does).
+    Once the steps ran over the pending windows, a ledger commit says so.
     """
-    from meshinsights.orchestration.ingest import run_incremental
+    from meshinsights.orchestration.ingest import record_drained, run_incremental
 
     machine = configs.machine(machine_id)
     pipeline = configs.pipeline_of(machine)
     steps = plan(pipeline, machine)
-    interval = schedule_interval(machine.schedule) if split else None
-    windows = window.split(interval) if interval else [window]
+    windows = schedules.windows(machine.schedule, window) if split else [window]
     run_id = run_id or new_run_id()
     summaries: list[dict[str, Any]] = []
 
@@ -346,24 +359,21 @@ def run_pipeline(
         )
 
     for chunk in batches(windows, batch):
-        late: list[Window] = []
+        pending: list[Window] = []
         for w in chunk:
             ingested = run_incremental(
-                machine,
-                pipeline,
-                w,
-                store,
-                run_id=run_id,
-                resolver=resolver,
-                interval=schedule_interval(machine.schedule),
+                machine, pipeline, w, store, run_id=run_id, resolver=resolver
             )
             for summary in ingested:
                 summaries.append(summary)
                 if on_progress:
                     on_progress("ingest", summary)
-            late += late_windows_of(ingested)
-        # Reopened windows join the chunk's batch: late_windows puts them on the run's own
-        # grid, so they never overlap its windows (a window reopened twice runs once).
-        steps_over(sorted(set(chunk) | set(late)))
+            pending = pending_of(ingested)
+        together, apart = beside(chunk, pending)
+        steps_over(together)
+        if apart:
+            steps_over(apart)
+        if pending:
+            record_drained(store, pipeline.name, machine_id, pending, run_id=run_id)
     release_memory()  # a loop over a fleet keeps one machine-window's footprint
     return summaries

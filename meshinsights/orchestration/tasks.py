@@ -74,10 +74,16 @@ def _run_id(context: dict[str, Any]) -> str:
 def ingest_task(
     configs_dir: str, store_uri: str, machine_id: str, context: dict[str, Any]
 ) -> dict[str, Any]:
-    """Incremental ingest of the run window; windows reopened by late rows are fully rerun here."""
-    from meshinsights.orchestration.ingest import run_incremental
+    """Incremental ingest of the run window, then the steps of every pending reopened window.
+
+    Windows reopened by late rows (now or by an earlier run whose steps failed) are rerun here
+    as one batch (one commit per step); only when all of their steps committed does a ledger
+    commit mark them drained, so a failure leaves them pending for the retry or the next run.
+    The DAG's step tasks cover the run window itself.
+    """
+    from meshinsights.orchestration.ingest import record_drained, run_incremental
     from meshinsights.orchestration.plan import plan
-    from meshinsights.orchestration.runner import late_windows_of, run_steps, schedule_interval
+    from meshinsights.orchestration.runner import late_windows_of, pending_of, run_steps
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
     run_id = _run_id(context)
@@ -88,15 +94,19 @@ def ingest_task(
         store,
         run_id=run_id,
         resolver=_resolve,
-        interval=schedule_interval(machine.schedule),
     )
-    late = late_windows_of(ingested)
-    steps = plan(pipeline, machine)
-    if late:
-        # The DAG's step tasks cover the run window; reopened windows are rerun right here (one
-        # batch: one commit per step) so their outputs never lag behind their telemetry.
-        run_steps(steps, machine_id, pipeline.name, late, store, run_id=run_id, resolver=_resolve)
-    return {**ingested[-1], "late_windows": [w.as_dict() for w in late]}
+    pending = pending_of(ingested)
+    if pending:
+        steps = plan(pipeline, machine)
+        run_steps(
+            steps, machine_id, pipeline.name, pending, store, run_id=run_id, resolver=_resolve
+        )
+        record_drained(store, pipeline.name, machine_id, pending, run_id=run_id)
+    return {
+        **ingested[-1],
+        "late_windows": [w.as_dict() for w in late_windows_of(ingested)],
+        "drained": [w.as_dict() for w in pending],
+    }
 
 
 def step_task(

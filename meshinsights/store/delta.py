@@ -327,6 +327,40 @@ class DeltaStore:
             raise StoreError(f"could not create table {uri}; check the store URI and permissions")
         return created
 
+    def record(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        machine_ids: str | Iterable[str],
+        metadata: Mapping[str, Any],
+    ) -> int:
+        """A commit that changes no rows and carries ``metadata`` (a ledger entry); its version.
+
+        The ingest state (watermark, pending windows) lives in telemetry's commits, so a
+        record that the steps have caught up travels in the same log as the data it is about.
+        """
+        machines = [machine_ids] if isinstance(machine_ids, str) else sorted(set(machine_ids))
+        dt = self._open(namespace, table)
+        if dt is None:
+            raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
+        meta = commit_metadata(
+            {
+                "meshinsights.code_version": __version__,
+                "meshinsights.machines": machines,
+                "meshinsights.rows_written": 0,
+                **metadata,
+            }
+        )
+        empty = pa.schema(dt.schema().to_arrow()).empty_table()
+        try:
+            write_deltalake(
+                dt, empty, mode="append", commit_properties=CommitProperties(custom_metadata=meta)
+            )
+        except Exception as exc:  # deltalake raises bare DeltaError/OSError variants
+            raise StoreError(f"recording on {self.uri(namespace, table)} failed: {exc}") from exc
+        return int(dt.version())
+
     # ------------------------------------------------------------------ metadata
     def history(self, namespace: str, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first, with MeshInsights metadata decoded from JSON."""

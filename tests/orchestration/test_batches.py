@@ -207,11 +207,11 @@ def test_run_history_shows_a_gapped_batch_only_for_the_days_it_wrote(four_days: 
     assert (steps_on(1), steps_on(2), steps_on(3)) == (["gap"], [], ["gap"])
 
 
-def test_a_reopened_day_joins_the_batch_on_the_run_windows_grid(
+def test_a_reopened_window_follows_the_schedule_and_joins_the_batch(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ):
-    """A late row reopens the window of the run's own grid it falls in (here runs start at
-    06:00), and that window is processed in the same batch as the run window: one commit."""
+    """A late row reopens the schedule interval it falls in (cut where an unaligned run
+    starts, here 06:00), and it is processed in the same batch as the run's windows."""
     import sqlite3
 
     from meshinsights.config import load_configs
@@ -225,30 +225,28 @@ def test_a_reopened_day_joins_the_batch_on_the_run_windows_grid(
     configs = load_configs(CONFIGS)
     store = DeltaStore(str(tmp_path / "s"))
     run_pipeline(configs, "hvac-001", Window(day(1).start, day(3).start), store)
-    # Rows of the reopened window [day 1 06:00, day 2 06:00) before the late one.
-    before = len(
-        store.read(
-            "minimal",
-            "telemetry",
-            "hvac-001",
-            Window(day(1).start + timedelta(hours=6), day(2).start + timedelta(hours=6)),
-        )
-    )
+    # The reopened window is the schedule's (@daily) interval holding the late row, cut
+    # where the run starts: [day 2 00:00, day 2 06:00). Its rows before the late one:
+    six = timedelta(hours=6)
+    reopened = Window(day(2).start, day(2).start + six)
+    before = len(store.read("minimal", "telemetry", "hvac-001", reopened))
     with sqlite3.connect(src) as conn:  # day 2, 03:00:30, arriving long after
         conn.execute(
             "INSERT INTO telemetry (machine_id, ts, metric, value, unit, ingested_at) VALUES "
             "('hvac-001', '2024-01-02 03:00:30', 'temperature', 21.5, 'degC', "
             "'2024-01-05 00:00:00')"
         )
-    six = timedelta(hours=6)
     run = Window(day(2).start + six, day(3).start + six)
     version = store.version("minimal", "temperature_hourly")
     summaries = run_pipeline(configs, "hvac-001", run, store)
-    reopened = Window(day(1).start + six, day(2).start + six)
     ingests = [(s["window"]["start"][:16], s["late"]) for s in summaries if s["step"] == "ingest"]
-    assert ingests == [("2024-01-01T06:00", True), ("2024-01-02T06:00", False)]
+    # The run's own windows follow the @daily timetable too: cut at day 3 00:00.
+    assert ingests == [("2024-01-02T00:00", True), ("2024-01-02T06:00", False),
+                       ("2024-01-03T00:00", False)]
     (hourly,) = [s for s in summaries if s["step"] == "average_temperature"]
-    assert hourly["windows"] == [reopened.as_dict(), run.as_dict()]
+    assert hourly["windows"] == [reopened.as_dict(),
+                                 Window(run.start, day(3).start).as_dict(),
+                                 Window(day(3).start, run.end).as_dict()]
     assert store.version("minimal", "temperature_hourly") == version + 1
     # The reopened window was re-ingested with the late row (here quarantined: it jumps).
     late = summaries[0]
