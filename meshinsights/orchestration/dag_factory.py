@@ -45,7 +45,7 @@ def timetable_for(schedule: str | None) -> Any:
         return None
     from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-    return CronDataIntervalTimetable(schedules.cron_of(schedule), timezone="UTC")
+    return CronDataIntervalTimetable(schedules.cron_of(schedule) or "", timezone="UTC")
 
 
 def asset_for(store_uri: str, namespace: str, table: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from meshinsights import schedules
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.connectors.base import PluginManager
 from meshinsights.connectors.credentials import env_resolver
@@ -28,7 +29,6 @@ from meshinsights.errors import DataQualityError
 from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
 from meshinsights.normalize.quality import check_share
-from meshinsights import schedules
 from meshinsights.orchestration.logging import logged_run
 from meshinsights.store import DeltaStore
 
@@ -99,7 +99,7 @@ def ingest_state(store: DeltaStore, namespace: str, machine_id: str) -> IngestSt
                 for c in mine
                 if c.get("meshinsights.watermark")
             ]
-            pending = next(
+            pending: list[dict[str, str]] = next(
                 (c["meshinsights.pending"] for c in mine if "meshinsights.pending" in c), []
             )
             return IngestState(
@@ -299,7 +299,7 @@ def run_ingest(
     if events:
         meta.update(_meta("events.", events))
     _check_quality(store, ns, machine, window, result, events, meta)
-    telemetry_meta = {"meshinsights.watermark": _text(watermark)}
+    telemetry_meta: dict[str, Any] = {"meshinsights.watermark": _text(watermark)}
     if pending is not None:
         telemetry_meta["meshinsights.pending"] = [w.as_dict() for w in pending]
     versions = _write(store, ns, mid, window, result, events, meta, telemetry_meta)

@@ -11,8 +11,8 @@ from meshinsights.model import Window
 from meshinsights.orchestration.dag_factory import timetable_for
 
 SCHEDULES = ["@hourly", "@daily", "@weekly", "@monthly", "0 6 * * *", "*/15 * * * *"]
-#: Aligned to every schedule above: a month of ticks (a year for @monthly) (1 April 2024 is a Monday; weekly ticks
-#: fall on Sundays, so the weekly span starts and ends on one).
+#: Aligned to every schedule above: a month of ticks (a year for @monthly; weekly ticks fall
+#: on Sundays, so the weekly span starts and ends on one).
 SPANS = {"@weekly": Window.parse("2024-03-31", "2024-05-05"),
          "@monthly": Window.parse("2024-01-01", "2025-01-01"),  # a year: 12 intervals
          "0 6 * * *": Window.parse("2024-04-01T06:00", "2024-05-01T06:00")}
