@@ -32,8 +32,14 @@ def _configs(*, strict: bool = False) -> Any:
 @app.command()
 def run(
     machine_id: str = typer.Argument(..., help="machine id from configs/machines"),
-    start: str = typer.Option(..., "--start", help="window start, ISO (UTC if no zone)"),
-    end: str = typer.Option(..., "--end", help="window end, ISO (exclusive)"),
+    start: str = typer.Option(None, "--start", help="window start, ISO (UTC if no zone)"),
+    end: str = typer.Option(None, "--end", help="window end, ISO (exclusive)"),
+    stale: bool = typer.Option(
+        False,
+        "--stale",
+        help="recompute exactly the stale windows (`meshinsights status`; --start limits how "
+        "far back) instead of a range",
+    ),
     no_split: bool = typer.Option(
         False, "--no-split", help="one window instead of one per schedule interval"
     ),
@@ -53,8 +59,15 @@ def run(
     from meshinsights.orchestration.runner import run_pipeline
 
     configs = _configs()
-    window = Window.parse(start, end)
     machine = configs.machine(machine_id)
+    if stale:
+        from meshinsights.cli.status import rerun_stale
+
+        rerun_stale(configs, machine, start, as_json=as_json, batch=timedelta(days=batch_days))
+        return
+    if not (start and end):
+        raise ConfigError("run needs --start and --end (or --stale to recompute stale windows)")
+    window = Window.parse(start, end)
     n_steps = 1 + len(configs.pipeline_of(machine).steps)
     from meshinsights import schedules
 

@@ -131,6 +131,10 @@ class StepConfig(_Model):
     sink: SinkConfig | None = Field(
         None, description="also write the step's output rows to this sink after the commit"
     )
+    evolve: bool = Field(
+        False,
+        description="accept new output columns (Delta schema evolution; logged in the commit)",
+    )
 
     @field_validator("lookback")
     @classmethod

@@ -19,7 +19,7 @@ from meshinsights.model import Window
 from meshinsights.orchestration.plan import PlannedStep
 from meshinsights.store import DeltaStore
 
-__all__ = ["MAX_BATCH", "batches", "read_inputs", "sink_by_window"]
+__all__ = ["MAX_BATCH", "batches", "input_versions", "read_inputs", "sink_by_window"]
 
 # The most data one step run holds at once when it runs several windows as a batch.
 MAX_BATCH = timedelta(days=31)
@@ -41,6 +41,17 @@ def batches(windows: list[Window], limit: timedelta | None = None) -> list[list[
             covered = timedelta(0)
         out[-1].append(w)
         covered += length
+    return out
+
+
+def input_versions(planned: PlannedStep, store: DeltaStore, namespace: str) -> dict[str, int]:
+    """The version of each table the step reads, taken before reading: what its output was
+    made from (a commit landing in between makes the output look stale, never fresh)."""
+    out = {}
+    for table in sorted(planned.tables_read):
+        version = store.version(namespace, table)
+        if version is not None:
+            out[table] = version
     return out
 
 

@@ -6,6 +6,10 @@ import the store (deltalake) or any I/O.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +17,16 @@ from meshinsights.config import MachineConfig, PipelineConfig, When
 from meshinsights.model import SOURCE_TABLES, Window
 from meshinsights.steps.registry import StepSpec, get_step
 
-__all__ = ["PlannedStep", "plan", "SOURCE_TABLES"]
+__all__ = ["PlannedStep", "plan", "code_version", "SOURCE_TABLES"]
+
+
+def code_version(func: Any) -> str:
+    """A hash of the function's source (its qualified name if the source is unavailable)."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = f"{func.__module__}.{func.__qualname__}"
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,29 @@ class PlannedStep:
     when: When | None
     lookback: str | None = None
     sink: dict[str, Any] | None = None
+    evolve: bool = False
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What made this step's output: its merged params, code, inputs and output schema.
+
+        Recorded in every commit of the step, so partitions made by an older definition (or an
+        older version of the function) can be listed and recomputed (``meshinsights status``).
+        """
+        blob = json.dumps(
+            {
+                "step": self.spec.name,
+                "code": code_version(self.spec.func),
+                "params": self.params,
+                "inputs": self.inputs,
+                "output": self.output,
+                "lookback": self.lookback,
+                "schema": None if self.spec.schema is None else str(self.spec.schema),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def tables_read(self) -> set[str]:
@@ -61,6 +97,7 @@ def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list
                 when=s.when,
                 lookback=s.lookback,
                 sink=s.sink.model_dump() if s.sink else None,
+                evolve=s.evolve,
             )
         )
     return planned

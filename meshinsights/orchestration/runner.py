@@ -22,6 +22,7 @@ from meshinsights.model import Window, Windows, contiguous_groups
 from meshinsights.orchestration.batching import (
     MAX_BATCH,
     batches,
+    input_versions,
     read_inputs,
     sink_by_window,
 )
@@ -119,6 +120,7 @@ def run_step(
     machines = [machine] if isinstance(machine, str) else list(machine)
     groups = contiguous_groups(window)
     run_id = run_id or new_run_id()
+    versions = input_versions(planned, store, namespace)
     reads = [read_inputs(planned, store, namespace, machines, group) for group in groups]
     rows_in = sum(len(f) for frames in reads for f in frames.values())
     t_func = time.perf_counter()
@@ -147,6 +149,9 @@ def run_step(
         "meshinsights.run_id": run_id,
         "meshinsights.step": planned.id,
         "meshinsights.rows_in": rows_in,
+        "meshinsights.fingerprint": planned.fingerprint,
+        "meshinsights.inputs": versions,
+        **({"meshinsights.evolve": True} if planned.evolve else {}),
     }
     windows = [w for group in groups for w in group]
     write = store.overwrite(
@@ -157,6 +162,7 @@ def run_step(
         window=windows,
         schema=planned.spec.schema,
         metadata=meta,
+        evolve=planned.evolve,
     )
     span = Window(windows[0].start, windows[-1].end)
     summary: dict[str, Any] = {

@@ -294,7 +294,12 @@ class DeltaStore:
             opened or self._open(namespace, table) or self._create(namespace, table, arrow.schema)
         )
         if arrow.num_rows == 0:
+            before = existing.version()
             existing.delete(predicate, commit_properties=props)
+            if existing.version() == before:
+                # Nothing to delete: delta-rs makes no commit. Record one anyway, so an empty
+                # result has its run in the history (what made it, from which inputs).
+                write_deltalake(existing, arrow, mode="append", commit_properties=props)
         else:
             write_deltalake(
                 existing,

@@ -109,7 +109,8 @@ def _conform(arrow: pa.Table, schema: pa.Schema | None, table: str, evolve: bool
     if extra and not evolve:
         raise StoreError(
             f"{table}: frame has column(s) {extra} the table schema does not declare; declare "
-            "them in the step's schema, or pass evolve=True to add them (schema evolution)"
+            "them in the step's schema, or set evolve: true on the step in the pipeline config "
+            "to add them (schema evolution, recorded in the commit)"
         )
     fields = list(target) + [arrow.schema.field(c) for c in extra]
     columns = []
@@ -167,6 +168,6 @@ def check_new_columns(current: pa.Schema, arrow: pa.Table, table: str, evolve: b
     extra = [c for c in arrow.column_names if c not in current.names]
     if extra and not evolve:
         raise StoreError(
-            f"{table}: the stored table lacks column(s) {extra}; pass evolve=True (logged) to add "
-            "them, or drop them from the output"
+            f"{table}: the stored table lacks column(s) {extra}; set evolve: true on the step in "
+            "the pipeline config to add them (recorded in the commit), or drop them from the output"
         )

@@ -158,7 +158,7 @@ def test_schema_evolution_is_explicit(store: DeltaStore, day: Window):
         {"machine_id": ["a"], "ts": [pd.Timestamp("2024-01-01", tz="UTC")], "v": [1.0]}
     )
     store.overwrite(NS, "t", df, machine_ids="a", window=day, schema=schema)
-    with pytest.raises(StoreError, match="evolve=True"):
+    with pytest.raises(StoreError, match="set evolve: true on the step"):
         store.overwrite(NS, "t", df.assign(w=2.0), machine_ids="a", window=day)
     store.overwrite(NS, "t", df.assign(w=2.0), machine_ids="a", window=day, evolve=True)
     assert store.read(NS, "t", "a", day)["w"].tolist() == [2.0]
