@@ -165,6 +165,11 @@ _HISTORY_SCHEMA = pa.schema(
         ("duplicates_removed", pa.int64()),
         ("watermark", pa.string()),
         ("code_version", pa.string()),
+        # Provenance (``meshinsights status``): the step definition's fingerprint, the input
+        # table versions it read (JSON), and windows reopened by late rows not yet rerun (JSON).
+        ("fingerprint", pa.string()),
+        ("inputs", pa.string()),
+        ("pending", pa.string()),
     ]
 )
 
@@ -217,6 +222,9 @@ def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[s
         "duplicates_removed": _int(meta.get("duplicates_removed")),
         "watermark": None if meta.get("watermark") is None else str(meta.get("watermark")),
         "code_version": None if meta.get("code_version") is None else str(meta["code_version"]),
+        "fingerprint": None if meta.get("fingerprint") is None else str(meta["fingerprint"]),
+        "inputs": json.dumps(meta["inputs"]) if isinstance(meta.get("inputs"), dict) else None,
+        "pending": json.dumps(meta["pending"]) if isinstance(meta.get("pending"), list) else None,
     }
 
 
