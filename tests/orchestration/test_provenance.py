@@ -23,8 +23,8 @@ from meshinsights.errors import StoreError
 from meshinsights.model import Window
 from meshinsights.orchestration.plan import plan
 from meshinsights.orchestration.runner import run_pipeline, run_step
-from meshinsights.steps.registry import step
 from meshinsights.orchestration.status import stale_windows
+from meshinsights.steps.registry import step
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 
