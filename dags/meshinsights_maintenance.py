@@ -1,4 +1,5 @@
-"""Weekly table maintenance: compact small files, then vacuum versions older than the retention.
+"""Weekly table maintenance: compact small files, delete rows past each pipeline's ``retention:``,
+then vacuum versions older than the retention hours.
 
 Light at parse time (no pandas/deltalake); the tasks import the store when they run. Trigger it
 with conf ``{"retention_hours": 72, "pipelines": ["minimal"]}`` to change what one run does;
@@ -55,13 +56,27 @@ def meshinsights_maintenance() -> None:
         return [r.as_dict() for r in compact_tables(store, pairs)]
 
     @task
+    def retain() -> list[dict[str, Any]]:
+        from meshinsights.config import load_configs
+        from meshinsights.orchestration.lifecycle import retain_tables
+        from meshinsights.settings import get_settings
+
+        params = get_current_context()["params"]
+        settings = get_settings()
+        pipelines = load_configs(settings.configs_dir).pipelines
+        rows = retain_tables(settings.open_store(), pipelines,
+                             namespaces=params.get("pipelines") or [],
+                             run_id=get_current_context()["run_id"])
+        return [r.as_dict() for r in rows]
+
+    @task
     def vacuum() -> list[dict[str, Any]]:
         from meshinsights.orchestration.maintenance import vacuum_tables
 
         store, pairs, retention = _options()
         return [r.as_dict() for r in vacuum_tables(store, pairs, retention_hours=retention)]
 
-    compact() >> vacuum()
+    compact() >> retain() >> vacuum()
 
 
 meshinsights_maintenance()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from meshinsights.cli import core as _core  # noqa: E402,F401
 from meshinsights.cli import dashboard as _dashboard  # noqa: E402,F401
 from meshinsights.cli import export as _export  # noqa: E402,F401
+from meshinsights.cli import lifecycle as _lifecycle  # noqa: E402,F401
 from meshinsights.cli import maintenance as _maintenance  # noqa: E402,F401
 from meshinsights.cli import sql as _sql  # noqa: E402,F401
 from meshinsights.cli import status as _status  # noqa: E402,F401

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from meshinsights.config.pipelines import StepConfig, _Model, _valid
+from meshinsights.config.pipelines import StepConfig, _Model, _valid, check_span
 from meshinsights.model import check_machine_id
 
 __all__ = ["SQLSource", "ADXSource", "FileSource", "MachineConfig", "SOURCE_TYPES", "SHAPE_KEYS"]
@@ -82,9 +82,7 @@ class _SourceShape(_Model):
         description="unit of each metric in the source; converted to the rule's unit",
     )
     late_lookback: str = Field(
-        "31D",
-        pattern=r"^\d+(min|h|D|W)$",
-        description="how far back late rows can reopen windows (e.g. 31D)",
+        "31D", description="how far back late rows can reopen windows (e.g. 31D)"
     )
     max_quarantine_share: float = Field(
         0.5,
@@ -93,6 +91,11 @@ class _SourceShape(_Model):
         description="a window that quarantines more than this share of the rows read fails, "
         "naming the cause (1: never)",
     )
+
+    @field_validator("late_lookback")
+    @classmethod
+    def _late_lookback(cls, v: str) -> str:
+        return check_span(v, "late_lookback")
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,11 +18,33 @@ __all__ = [
     "SinkConfig",
     "StepConfig",
     "PipelineConfig",
+    "check_span",
 ]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+#: Longest span a lookback, late_lookback or retention may name: a century (longer ones reach
+#: before year 1 from a window end and are surely a typo: 999999D).
+MAX_SPAN_DAYS = 36_525
+
+_SPAN = re.compile(r"(\d+)(min|h|D|W)")
+_SPAN_DAYS = {"min": 1 / 1440, "h": 1 / 24, "D": 1, "W": 7}
+
+
+def check_span(value: str, what: str) -> str:
+    """A span like ``90D``, ``12h``, ``30min`` or ``2W``, positive and at most a century."""
+    match = _SPAN.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{what} {value!r} must look like 90D, 12h, 30min or 2W")
+    days = int(match.group(1)) * _SPAN_DAYS[match.group(2)]
+    if days <= 0 or days > MAX_SPAN_DAYS:
+        raise ValueError(
+            f"{what} {value!r} must be longer than 0 and at most {MAX_SPAN_DAYS}D (a century)"
+        )
+    return value
 
 
 def _valid(check: Any, value: str) -> str:
@@ -141,11 +164,7 @@ class StepConfig(_Model):
     def _lookback(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        import re
-
-        if not re.fullmatch(r"\d+(min|h|D|W)", v):
-            raise ValueError(f"lookback {v!r} must look like 90D, 12h, 30min or 2W")
-        return v
+        return check_span(v, "lookback")
 
     @field_validator("id")
     @classmethod
@@ -174,14 +193,36 @@ class PipelineConfig(_Model):
     events: EventRules = Field(
         default_factory=EventRules, description="validation of events/alarms/logs at ingest"
     )
-    source_window: str | None = Field(
-        None, description="how far back ingest reads (e.g. '90D'); default: the run window"
+    retention: dict[str, str] = Field(
+        default_factory=dict,
+        description="how long each table keeps rows, e.g. {default: 365D, telemetry: 90D}; "
+        "'meshinsights maintenance retain' (and the maintenance DAG) deletes older rows",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "source_window" in data:
+            raise ValueError(
+                "source_window was removed (it never changed what ingest read); delete it. "
+                "How far back late rows reach is the machine source's late_lookback, how far "
+                "back a step reads is the step's lookback"
+            )
+        return data
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _valid(check_table_name, v)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: dict[str, str]) -> dict[str, str]:
+        for table, keep in v.items():
+            if table != "default":
+                _valid(check_table_name, table)
+            check_span(keep, f"retention of {table}")
+        return v
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

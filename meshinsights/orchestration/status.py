@@ -33,7 +33,7 @@ __all__ = ["StaleWindow", "Commit", "stale_windows", "run_stale", "table_commits
 logger = logging.getLogger(__name__)
 
 #: Commits that hold no data of their own (ledger records, compaction merges have no step).
-_NO_DATA = frozenset({"ingest_drained"})
+_NO_DATA = frozenset({"ingest_drained", "retention", "erasure"})
 
 
 @dataclass(frozen=True)

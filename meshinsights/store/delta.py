@@ -366,6 +366,26 @@ class DeltaStore:
             raise StoreError(f"recording on {self.uri(namespace, table)} failed: {exc}") from exc
         return int(dt.version())
 
+    def delete_where(
+        self, namespace: str, table: str, predicate: str, *, metadata: Mapping[str, Any]
+    ) -> tuple[int, int, int]:
+        """Delete the rows matching ``predicate`` in one commit carrying ``metadata``.
+
+        Returns ``(version before, version after, rows deleted)``; nothing matching makes no
+        commit (both versions equal). Used by retention and erasure, never by steps (a step's
+        delete is an overwrite of its window). Build the predicate with store/predicates.py.
+        """
+        dt = self._open(namespace, table)
+        if dt is None:
+            raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
+        before = int(dt.version())
+        meta = commit_metadata({"meshinsights.code_version": __version__, **metadata})
+        try:
+            metrics = dt.delete(predicate, commit_properties=CommitProperties(custom_metadata=meta))
+        except Exception as exc:  # deltalake raises bare DeltaError/OSError variants
+            raise StoreError(f"deleting from {self.uri(namespace, table)} failed: {exc}") from exc
+        return before, int(dt.version()), int(metrics.get("num_deleted_rows", 0) or 0)
+
     # ------------------------------------------------------------------ metadata
     def history(self, namespace: str, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first, with MeshInsights metadata decoded from JSON."""

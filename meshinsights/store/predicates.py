@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from meshinsights.model import Windows, spans
+from meshinsights.model import Windows, month_of, spans
 
-__all__ = ["quote", "window_predicate", "partition_predicate"]
+__all__ = [
+    "quote",
+    "window_predicate",
+    "partition_predicate",
+    "machine_predicate",
+    "before_predicate",
+]
 
 
 def quote(value: str) -> str:
@@ -50,3 +56,13 @@ def partition_predicate(machine_ids: Iterable[str], month: str) -> str:
     if not machines:
         raise ValueError("partition_predicate needs at least one machine id")
     return f"{_in('machine_id', machines)} AND {_in('month', [month])}"
+
+
+def machine_predicate(machine_id: str) -> str:
+    """Every row of one machine, in every partition (what erasure deletes)."""
+    return _in("machine_id", [machine_id])
+
+
+def before_predicate(cutoff: datetime) -> str:
+    """Rows older than ``cutoff`` (what retention deletes); the month term prunes partitions."""
+    return f"month <= {quote(month_of(cutoff))} AND ts < '{_ts(cutoff)}'"

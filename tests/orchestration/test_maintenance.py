@@ -122,10 +122,11 @@ def test_maintenance_dag_compacts_then_vacuums(store: DeltaStore, airflow_db, mo
     expected = _rows(store)
     monkeypatch.setenv("MESHINSIGHTS_STORE", store.root)
     dag = _maintenance_dag()
-    assert dag.get_task("vacuum").upstream_task_ids == {"compact"}
+    assert dag.get_task("retain").upstream_task_ids == {"compact"}
+    assert dag.get_task("vacuum").upstream_task_ids == {"retain"}
     run = dag.test(run_conf={"retention_hours": 0, "pipelines": ["pipe"]})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"compact": "success", "vacuum": "success"}, states
+    assert states == {"compact": "success", "retain": "success", "vacuum": "success"}, states
     assert _parquet_files(store) == len(MACHINES)
     assert_frame_equal(_rows(store), expected)
 
