@@ -8,6 +8,7 @@ here logs a secret, and YAML configs only ever name a connection id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ __all__ = [
     "env_resolver",
     "airflow_resolver",
     "redact",
+    "remember_secrets",
     "env_var_name",
     "dotenv_value",
     "adx_url",
@@ -141,6 +143,7 @@ def env_resolver(conn_id: str) -> str:
             f"Airflow Connection {conn_id!r}"
         )
     raw = raw.strip()
+    remember_secrets(raw)
     if raw.startswith("{"):
         try:
             return _from_json(json.loads(raw))
@@ -162,16 +165,73 @@ def airflow_resolver(conn_id: str) -> str:
             f"Airflow Connection {conn_id!r} not found: create it (UI: Admin → Connections, or "
             f"`airflow connections add {conn_id} --conn-uri ...`) or set {env_var_name(conn_id)}"
         ) from exc
+    remember_secrets(conn.password or "", conn.extra_dejson or {})
     if conn.conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
     if conn.conn_type in _ADX_TYPES:
         return adx_url(conn.host or "", conn.login, conn.password, conn.extra_dejson)
-    return conn.get_uri()
+    uri = conn.get_uri()
+    remember_secrets(uri)
+    return uri
+
+
+#: Secret values seen while resolving connections in this process: redact() removes every one
+#: of them (as written and URL-encoded) from any text, whatever shape the URL had.
+_KNOWN: set[str] = set()
+#: Query-string / JSON ``extra`` keys whose values are secrets.
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|credential|signature|sig$|sas", re.I)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password and secret query values of a URL, parsed leniently (spaces, raw ``@``)."""
+    from urllib.parse import parse_qsl, unquote
+
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    head, _, query = rest.partition("?")
+    found = []
+    userinfo = head.rpartition("@")[0] if "@" in head else ""
+    if ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    found += [v for k, v in parse_qsl(query, keep_blank_values=True) if _SECRET_KEY.search(k)]
+    return [f for raw in found for f in (raw, unquote(raw))]
+
+
+def remember_secrets(*values: object) -> None:
+    """Learn the secrets in connection values (URLs, Airflow's JSON form, bare secrets)."""
+    for value in values:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    remember_secrets(v)
+                elif v not in (None, "") and (k == "password" or _SECRET_KEY.search(str(k))):
+                    _remember(str(v))
+            continue
+        if not isinstance(value, str) or not value:
+            continue
+        text = value.strip()
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):  # not JSON: env_resolver says so
+                remember_secrets(json.loads(text))
+            continue
+        if "://" in text:
+            for secret in _url_secrets(text):
+                _remember(secret)
+        else:
+            _remember(text)
+
+
+def _remember(secret: str) -> None:
+    if len(secret) >= 3:
+        _KNOWN.update({secret, quote(secret, safe=""), quote(secret)})
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Remove secrets and URL passwords from ``text`` (error messages, log lines)."""
-    for secret in secrets:
-        if secret and len(secret) >= 3:
+    """Remove secrets from ``text`` (error messages, log lines): the ones given, every one
+    :func:`remember_secrets` learnt (longest first), then any ``scheme://user:pw@`` left."""
+    known = _KNOWN.union(s for s in secrets if s and len(s) >= 3)
+    for secret in sorted(known, key=len, reverse=True):
+        if secret in text:
             text = text.replace(secret, "***")
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from meshinsights.connectors.base import DBConnector
-from meshinsights.connectors.credentials import normalize_url, redact
+from meshinsights.connectors.credentials import normalize_url, redact, remember_secrets
 from meshinsights.errors import ConnectorError, TransientConnectorError
 
 __all__ = ["SQLConnector"]
@@ -54,6 +54,7 @@ class SQLConnector(DBConnector):
 
     def __init__(self, *, url: str, connect_timeout: int = 10, **options: Any) -> None:
         super().__init__(url=url, connect_timeout=connect_timeout, **options)
+        remember_secrets(url)  # a URL given directly (not through a connection id) too
         self.url = normalize_url(url)
 
     def describe(self) -> str:

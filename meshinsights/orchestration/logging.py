@@ -49,6 +49,9 @@ def mask_secret(value: str | None) -> None:
     if not value or len(value) < 4:
         return
     _secrets.add(value)
+    from meshinsights.connectors.credentials import remember_secrets
+
+    remember_secrets(value)  # error messages (not only log lines) drop it too
     # Only inside an Airflow task process: importing Airflow's logging elsewhere reconfigures it.
     runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
     if runner is None or getattr(runner, "SUPERVISOR_COMMS", None) is None:

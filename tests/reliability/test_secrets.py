@@ -185,3 +185,39 @@ def test_an_airflow_run_leaks_no_secret_into_xcom_or_task_logs(seeded_mysql, fak
     assert leaks_in_text(log_text(caplog), needles) == []
     assert leaks_in_files(Path(airflow_db), needles) == []  # metadata DB (XCom), task logs
     assert leaks_in_files(tmp_path / "artifacts", needles) == []
+
+
+def _awkward_sources(port: int) -> dict[str, tuple[str, list[str]]]:
+    """Connection values whose secrets a URL regex misses: (AIRFLOW_CONN_ value, secrets)."""
+    token = secrets.token_hex(6)
+    space, at, query, ssl = (f"pw {token} sp", f"pw@{token}", f"q{token}pw", f"ssl{token}pw")
+    json_pw = f"js{token}pw"
+    return {
+        "space": (f"mysql://mi:{space}@127.0.0.1:{port}/test", [space]),
+        "unencoded_at": (f"mysql://mi:{at}@127.0.0.1:{port}/test", [at]),
+        "query_password": (f"mysql://mi@127.0.0.1:{port}/test?password={query}", [query]),
+        "json_extra": (
+            json.dumps({"conn_type": "postgres", "login": "mi", "password": json_pw,
+                        "host": "127.0.0.1", "port": port, "schema": "test",
+                        "extra": {"sslmode": "prefer", "sslpassword": ssl}}),
+            [json_pw, ssl],
+        ),
+    }
+
+
+@pytest.mark.parametrize("shape", ["space", "unencoded_at", "query_password", "json_extra"])
+def test_secrets_of_any_url_shape_stay_out_of_errors_and_retry_warnings(
+    shape, tmp_path, monkeypatch, caplog
+):
+    """Redaction works from the known secret values, not from the URL's shape: a server that
+    refuses the connection makes the connector retry (warnings) and then fail (the error)."""
+    value, hidden = _awkward_sources(closed_port())[shape]
+    monkeypatch.setenv("AIRFLOW_CONN_MESHINSIGHTS_DEMO", value)
+    configs = load_configs(CONFIGS)
+    store = DeltaStore(str(tmp_path / "artifacts"))
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConnectorError) as info:
+        run_pipeline(configs, "hvac-001", Window.parse("2024-01-01", "2024-01-02"), store)
+    shown = "\n".join([str(info.value), repr(info.value),
+                       "".join(traceback.format_exception(info.value)), log_text(caplog)])
+    assert "127.0.0.1" in str(info.value) or "transient" in str(info.value)  # a real failure
+    assert leaks_in_text(shown, forms(*hidden)) == []
