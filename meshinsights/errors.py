@@ -9,6 +9,7 @@ __all__ = [
     "TransientConnectorError",
     "StepError",
     "StoreError",
+    "BrokenTableError",
     "DataQualityError",
 ]
 
@@ -35,6 +36,10 @@ class StepError(MeshInsightsError):
 
 class StoreError(MeshInsightsError):
     """A Delta table could not be read or written as asked."""
+
+
+class BrokenTableError(StoreError):
+    """One table's Delta log or data files cannot be read; other tables are unaffected."""
 
 
 class DataQualityError(MeshInsightsError):

@@ -146,13 +146,21 @@ def step(
 @app.command()
 def tables() -> None:
     """Artifact tables with their version, row count and file count."""
-    infos = _store().tables()
+    store = _store()
+    infos = store.tables()
     table = Table(title=f"artifacts in {state.settings.store_uri}")
     for col in ("pipeline", "table", "version", "rows", "files"):
         table.add_column(col)
     for t in infos:
         table.add_row(t.namespace, t.name, str(t.version), f"{t.rows:,}", str(t.files))
+    for name in sorted(store.broken):
+        ns, _, tbl = name.partition("/")
+        table.add_row(ns, tbl, "[bold red]unreadable[/]", "-", "-")
     out.print(table)
+    for reason in store.broken.values():
+        console.print(f"[bold red]error:[/] {escape(reason)}", highlight=False, soft_wrap=True)
+    if store.broken:
+        raise typer.Exit(1)
     if not infos:
         console.print("no tables yet: run `meshinsights run MACHINE --start ... --end ...`")
 

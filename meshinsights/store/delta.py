@@ -22,12 +22,12 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from meshinsights import __version__
-from meshinsights.errors import StoreError
+from meshinsights.errors import BrokenTableError, StoreError
 from meshinsights.model import Window, Windows, check_machine_id, check_table_name, spans
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, check_new_columns, prepare
-from meshinsights.store.handles import KeptTables
+from meshinsights.store.handles import KeptTables, broken
 from meshinsights.store.predicates import window_predicate
 from meshinsights.store.records import (
     TableInfo,
@@ -72,6 +72,8 @@ class DeltaStore:
         self.storage_options = dict(storage_options or {})
         self.auto_compact_files = auto_compact_bound(auto_compact_files)
         self._tables = KeptTables(self.storage_options)
+        #: Tables the last :meth:`tables` call could not read: ``namespace/table`` -> reason.
+        self.broken: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"DeltaStore({self.root!r})"
@@ -152,17 +154,23 @@ class DeltaStore:
         # one machine-day among 30,000 files: bench/partitions.py). Only partition columns go
         # into the pruning predicate: a ts term there is checked against every file's
         # statistics, which costs more than it saves.
-        dataset = dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
-        return dataset.to_table(columns=columns, filter=rows)
+        try:
+            dataset = dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
+            return dataset.to_table(columns=columns, filter=rows)
+        except OSError as exc:  # a data file the log names is gone (FileNotFoundError et al.)
+            raise broken(self.uri(namespace, table), exc) from None
 
     def read_all(self, namespace: str, table: str, *, version: int | None = None) -> pd.DataFrame:
         """The whole current table (small tables and tests only)."""
         dt = self._open(namespace, table)
         if dt is None:
             raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
-        if version is not None:
-            dt.load_as_version(version)
-        return dt.to_pandas()
+        try:
+            if version is not None:
+                dt.load_as_version(version)
+            return dt.to_pandas()
+        except OSError as exc:
+            raise broken(self.uri(namespace, table), exc) from None
 
     def dataset(self, namespace: str, table: str) -> Any:
         """The current version as a pyarrow dataset (what DuckDB scans); never a file glob."""
@@ -276,6 +284,8 @@ class DeltaStore:
             except StoreError:
                 raise
             except Exception as exc:  # deltalake raises bare DeltaError/OSError variants
+                if "failed to fetch metadata for file" in str(exc).lower():
+                    raise broken(uri, exc) from None
                 raise StoreError(f"writing {uri} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
@@ -407,11 +417,21 @@ class DeltaStore:
         return list_table_names(self.root, self.storage_options, namespace)
 
     def tables(self) -> list[TableInfo]:
-        """Every artifact table with its current version, row count and file count."""
+        """Every readable artifact table with its current version, row count and file count.
+
+        A table that cannot be read is left out, logged, and listed in :attr:`broken` (URI ->
+        reason) until the next call: one broken table never hides the others.
+        """
         out = []
+        self.broken = {}
         for ns in self.namespaces():
             for name in self.table_names(ns):
-                dt = self._open(ns, name)
+                try:
+                    dt = self._open(ns, name)
+                except BrokenTableError as exc:
+                    logger.warning("%s", exc)
+                    self.broken[f"{ns}/{name}"] = str(exc)
+                    continue
                 if dt is None:
                     continue
                 actions = pa.table(dt.get_add_actions(flatten=True))

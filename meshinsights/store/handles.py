@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-__all__ = ["KeptTables"]
+from meshinsights.errors import BrokenTableError
+
+__all__ = ["KeptTables", "broken"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class KeptTables:
             dt = DeltaTable(uri, storage_options=dict(self.storage_options))
         except TableNotFoundError:
             return None
+        except Exception as exc:  # a truncated commit, a bad checkpoint: this table only
+            raise broken(uri, exc) from None
         handles[uri] = (dt, dt.version())
         while len(handles) > _HANDLES_PER_THREAD:
             handles.popitem(last=False)
@@ -71,3 +75,12 @@ class KeptTables:
         if handles is None:
             handles = self._local.handles = OrderedDict()
         return handles
+
+
+def broken(uri: str, exc: BaseException) -> BrokenTableError:
+    """The one-line error for a table whose log (or a data file) cannot be read."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return BrokenTableError(
+        f"table {uri} cannot be read ({detail}); `meshinsights maintenance repair` restores "
+        "its last readable version and drops missing files (other tables are unaffected)"
+    )

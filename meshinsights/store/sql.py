@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
-from meshinsights.errors import ConfigError, StoreError
+from meshinsights.errors import BrokenTableError, ConfigError, StoreError
 from meshinsights.model import check_table_name
 from meshinsights.store.delta import DeltaStore
 from meshinsights.store.scripts import Statement, StatementResult, split_statements
@@ -137,11 +137,14 @@ def listed_tables(store: DeltaStore) -> list[tuple[str, str]]:
 
 def history_table(store: DeltaStore, *, limit: int | None = None) -> pa.Table:
     """Every commit of every artifact table with its MeshInsights metadata, one row each."""
-    rows = [
-        history_record(ns, name, commit)
-        for ns, name in listed_tables(store)
-        for commit in store.history(ns, name, limit)
-    ]
+    rows = []
+    for ns, name in listed_tables(store):
+        try:
+            commits = store.history(ns, name, limit)
+        except BrokenTableError as exc:  # reported; the other tables' history stays readable
+            logger.warning("%s", exc)
+            continue
+        rows += [history_record(ns, name, commit) for commit in commits]
     return pa.Table.from_pylist(rows, schema=_HISTORY_SCHEMA)
 
 
@@ -252,6 +255,8 @@ class ArtifactSQL:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self.views: dict[str, ViewInfo] = {}
+        #: Views left out because their table cannot be read: view name -> the reason.
+        self.broken: dict[str, str] = {}
         self._history_loaded = False
         self._register_tables()
 
@@ -268,11 +273,16 @@ class ArtifactSQL:
     def _register_tables(self) -> None:
         by_name: dict[str, list[tuple[str, int]]] = {}
         for ns, name in listed_tables(self.store):
-            version = self.store.version(ns, name)
-            if version is None:
-                continue
             qualified = f"{ns}__{name}"
-            self.con.register(qualified, _serial(self.store.dataset(ns, name)))
+            try:
+                version = self.store.version(ns, name)
+                if version is None:
+                    continue
+                self.con.register(qualified, _serial(self.store.dataset(ns, name)))
+            except BrokenTableError as exc:  # the other tables stay queryable
+                logger.warning("%s", exc)
+                self.broken[qualified] = self.broken.setdefault(name, str(exc))
+                continue
             self.views[qualified] = ViewInfo(qualified, ((ns, name, version),))
             by_name.setdefault(name, []).append((ns, version))
         for name, owners in sorted(by_name.items()):
@@ -308,6 +318,8 @@ class ArtifactSQL:
         first = str(exc).splitlines()[0]
         missing = re.search(r"Table with name (\S+) does not exist", first)
         names = sorted([*self.views, HISTORY_VIEW])
+        if missing and missing.group(1).strip('"') in self.broken:
+            return self.broken[missing.group(1).strip('"')]
         if missing:
             close = difflib.get_close_matches(missing.group(1).strip('"'), names, n=3)
             hint = (
