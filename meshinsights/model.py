@@ -120,6 +120,12 @@ def _as_utc(value: datetime | str, field: str) -> datetime:
     return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=UTC)
 
 
+#: The span any window must lie in: wide for sensor data, and far enough inside datetime's
+#: limits that a lookback or a schedule tick from its edge cannot overflow.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True, order=True)
 class Window:
     """A half-open time range ``[start, end)`` in UTC: what one run of a step covers."""
@@ -129,6 +135,12 @@ class Window:
 
     def __post_init__(self) -> None:
         start, end = _as_utc(self.start, "start"), _as_utc(self.end, "end")
+        if start < EARLIEST or end > LATEST:
+            raise ConfigError(
+                f"window {start.date()} → {end.date()} reaches outside "
+                f"{EARLIEST.date()} → {LATEST.date()}, the range MeshInsights windows cover "
+                "(a typo in a date?); pass --start/--end inside it"
+            )
         if end <= start:
             raise ConfigError(
                 f"window end {end.isoformat()} is not after start {start.isoformat()}; "

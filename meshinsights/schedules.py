@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from meshinsights.errors import ConfigError
 from meshinsights.model import Window
 
 __all__ = ["PRESETS", "cron_of", "check_schedule", "windows", "window_containing"]
@@ -68,7 +69,7 @@ def _ticks(cron: str, start: datetime, end: datetime) -> list[datetime]:
             return out
         out.append(tick)
         if len(out) > MAX_WINDOWS:
-            raise ValueError(
+            raise ConfigError(
                 f"schedule {cron!r} gives more than {MAX_WINDOWS:,} windows between {start} and "
                 f"{end}; run a shorter range or use --no-split"
             )

@@ -96,6 +96,15 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path):
     assert proc.returncode == 1
     assert "is not after start" in proc.stderr
 
+    # Dates at datetime's edges (an OverflowError deep in the schedule before).
+    for start, end in (("0001-01-01", "0001-01-02"), ("2024-01-01", "9999-12-31")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "meshinsights.cli.__main__", "run", "hvac-001", "--start",
+             start, "--end", end], cwd=REPO, env=env, capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+        assert "the range MeshInsights windows cover" in proc.stderr
+
 
 def test_configs_option_is_honoured_for_relative_file_paths(tmp_path: Path, monkeypatch) -> None:
     """--configs wins over MESHINSIGHTS_CONFIGS, and a relative file path starts there, whatever

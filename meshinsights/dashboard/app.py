@@ -17,7 +17,7 @@ import streamlit as st
 
 from meshinsights.dashboard import charts, data
 from meshinsights.dashboard import tabs as tabs_
-from meshinsights.model import Window
+from meshinsights.model import EARLIEST, LATEST, Window
 from meshinsights.settings import get_settings
 
 _SEVERITY_MARK = {
@@ -125,10 +125,18 @@ def _pick_window(extent: Any, key: str) -> Window:
     hi = extent.max_ts.date() if extent and extent.max_ts else default.end.date()
     start, end = default.start.date(), (default.end - timedelta(days=1)).date()
     try:
-        start = date.fromisoformat(_param("start") or "") if _param("start") else start
-        end = date.fromisoformat(_param("end") or "") if _param("end") else end
+        linked = (
+            date.fromisoformat(_param("start") or "") if _param("start") else start,
+            date.fromisoformat(_param("end") or "") if _param("end") else end,
+        )
+        if not all(EARLIEST.date() <= d < LATEST.date() - timedelta(days=1) for d in linked):
+            raise ValueError("out of range")
+        start, end = linked
     except ValueError:
-        st.sidebar.warning("The dates in the link are not YYYY-MM-DD; showing the last days.")
+        st.sidebar.warning(
+            f"The dates in the link are not YYYY-MM-DD between {EARLIEST.date()} and "
+            f"{LATEST.date()}; showing the last days."
+        )
     picked = st.sidebar.date_input(
         "Days (UTC)", value=(start, end), key=key, min_value=min(lo, start), max_value=max(hi, end)
     )

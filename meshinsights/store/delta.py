@@ -460,11 +460,16 @@ class DeltaStore:
         dt = self._open(namespace, table)
         if dt is None:
             raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
-        current = dt.metadata().configuration
-        if any(current.get(k) != v for k, v in TABLE_PROPERTIES.items()):
-            dt.alter.set_table_properties(TABLE_PROPERTIES)
-        metrics = compact_table(dt, commit_metadata({"meshinsights.code_version": __version__}))
-        dt.create_checkpoint()
+        try:
+            current = dt.metadata().configuration
+            if any(current.get(k) != v for k, v in TABLE_PROPERTIES.items()):
+                dt.alter.set_table_properties(TABLE_PROPERTIES)
+            metrics = compact_table(dt, commit_metadata({"meshinsights.code_version": __version__}))
+            dt.create_checkpoint()
+        except StoreError:
+            raise
+        except Exception as exc:  # a read-only store, a lost file: one line naming the table
+            raise _failed("compacting", self.uri(namespace, table), exc) from None
         return dict(metrics)
 
     def vacuum(self, namespace: str, table: str, *, retention_hours: int) -> list[str]:
@@ -472,8 +477,26 @@ class DeltaStore:
         dt = self._open(namespace, table)
         if dt is None:
             raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
-        return list(
-            dt.vacuum(
-                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+        try:
+            return list(
+                dt.vacuum(
+                    retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+                )
             )
+        except Exception as exc:
+            raise _failed("vacuuming", self.uri(namespace, table), exc) from None
+
+
+def _failed(doing: str, uri: str, exc: BaseException) -> StoreError:
+    """A maintenance failure as one line: what, on which table, the first line of the cause."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    if isinstance(exc, PermissionError) or any(
+        w in detail.lower() for w in ("permission denied", "read-only", "access denied")
+    ):
+        return StoreError(
+            f"{doing} {uri} failed: {detail}; the store is read-only for this user: run "
+            "maintenance as one that can write it"
         )
+    if isinstance(exc, FileNotFoundError) or "fetch metadata" in detail.lower():
+        return broken(uri, exc)
+    return StoreError(f"{doing} {uri} failed: {detail}")

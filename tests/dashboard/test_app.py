@@ -95,6 +95,16 @@ def test_link_selects_machine_and_days(monkeypatch, minimal_store: Path):
     assert at.query_params["machine"] == ["hvac-006"] or at.query_params["machine"] == "hvac-006"
 
 
+@pytest.mark.parametrize("end", ["9999-12-31", "0001-01-01", "2024-13-01"])
+def test_a_link_with_dates_out_of_range_falls_back_with_a_warning(
+    monkeypatch, minimal_store: Path, end: str
+):
+    at = run_app(monkeypatch, minimal_store, start="2024-01-01", end=end)
+    assert not at.exception, at.exception
+    assert any("dates in the link" in w for w in texts(at, "warning"))
+    assert charts(at)  # the page still shows the machine's last days
+
+
 def test_data_quality_shows_quarantine_counts(monkeypatch, minimal_store: Path):
     at = run_app(monkeypatch, minimal_store, machine="hvac-006")
     quarantine = DeltaStore(str(minimal_store)).read("minimal", "quarantine", "hvac-006", WINDOW)

@@ -129,3 +129,22 @@ def test_repair_drops_a_lost_data_file_so_its_window_can_be_rewritten(store: Del
     assert len(fresh.read_all(NS, "t")) == 48
     unknown = _cli(store, "maintenance", "repair", "-t", "nope")
     assert unknown.exit_code == 1 and "no table matches" in str(unknown.exception)
+
+
+def test_maintenance_on_a_store_it_cannot_write_fails_in_one_line(store, monkeypatch) -> None:
+    """Root ignores file modes here, so the read-only store is injected where delta-rs would
+    raise it (PermissionError from the object store layer)."""
+    import meshinsights.store.delta as delta
+
+    for n in (1, 2):
+        store.overwrite(NS, "t", _frame(n), machine_ids="m-1", window=day(n))
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied (os error 13)")
+
+    monkeypatch.setattr(delta, "compact_table", refuse)
+    done = _cli(store, "maintenance", "compact")
+    assert done.exit_code == 1
+    message = str(done.exception)
+    assert f"{NS}/t" in message and "read-only for this user" in message
+    assert "\n" not in message and "Traceback" not in message
