@@ -44,6 +44,7 @@ lint: venv
 	$(BIN)/ruff check meshinsights tests dags plugins
 	$(BIN)/ruff format --check meshinsights
 	$(BIN)/mypy meshinsights
+	$(BIN)/lint-imports
 
 # Headless: seed, run every demo machine's DAG once through Airflow, print tables + a DuckDB query.
 demo: venv
