@@ -78,7 +78,7 @@ def ewma(x: np.ndarray, smoothing: float | None) -> np.ndarray:
     if smoothing is None or smoothing >= 1:
         return np.asarray(x, dtype="float64")
     s = pd.Series(x, dtype="float64").ewm(alpha=smoothing, adjust=False, ignore_na=True).mean()
-    out = s.to_numpy()
+    out = s.to_numpy(copy=True)
     out[np.isnan(np.asarray(x, dtype="float64"))] = np.nan
     return out
 
