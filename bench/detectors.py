@@ -88,8 +88,9 @@ class Experiment:
 def _long(values: pd.DataFrame) -> pd.DataFrame:
     ts = T0 + pd.to_timedelta(np.arange(len(values)), unit="s")
     wide = values.set_axis(pd.DatetimeIndex(ts, name="ts").astype("datetime64[us, UTC]"))
-    long = wide.reset_index().melt(id_vars="ts", var_name="metric", value_name="value")
-    return long.assign(filled=False)
+    # a sensor may itself be called "value" (NAB): melt under a name no column has
+    long = wide.reset_index().melt(id_vars="ts", var_name="metric", value_name="__reading__")
+    return long.rename(columns={"__reading__": "value"}).assign(filled=False)
 
 
 def read_experiment(path: Path, *, label: str = "anomaly") -> Experiment:
@@ -164,7 +165,8 @@ def _smoothed() -> dict[str, Any]:
 def _vote(min_votes: int) -> Callable[[Experiment], pd.DataFrame]:
     def run(exp: Experiment) -> pd.DataFrame:
         _, _, vote_anomaly = _steps()
-        pca = _pca(exp, limits="statistical", variance_kept=RULE["variance_kept"], **_smoothed())
+        pca = _pca(exp, limits="crossval", variance_kept=RULE["variance_kept"],
+                   calibration_folds=RULE["calibration_folds"], **_smoothed())
         knn = _knn(
             exp,
             n_neighbors=RULE["n_neighbors"],

@@ -134,6 +134,11 @@ def select_reference(
             first = scored.index.min() if len(scored) else pd.Timestamp(0, tz="UTC")
             head = scored[scored.index < first + pd.Timedelta(duration)]
             what, source = f"the first {duration}", "first_duration"
+        if len(head) == len(scored):
+            raise ValueError(
+                f"{step}: {what} cover the whole window ({len(scored)} rows), so nothing would "
+                "be scored out of sample; shorten the reference or widen the window"
+            )
         return _enough(head.dropna(), source, f"{what} of the window", min_rows)
     if window is not None:
         history = complete[complete.index < pd.Timestamp(window.start)]
