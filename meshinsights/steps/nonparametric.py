@@ -1,8 +1,11 @@
 """A nonparametric multivariate detector (kNN distance) and a vote over two detectors.
 
-``knn_anomaly`` standardizes each metric on the reference and scores a row by its mean
-Euclidean distance to the ``n_neighbors`` nearest reference rows — no distributional or
-linear model, so it suits short references and sensors tied by non-linear relations. Its
+``knn_anomaly`` standardizes each metric on the reference, whitens (rotates onto the
+reference's principal axes, each scaled to unit variance — the Mahalanobis metric; without
+it a broken correlation between sensors is lost in the distances along the main axes) and
+scores a row by its mean Euclidean distance to the ``n_neighbors`` nearest reference rows —
+no distributional model, so it suits short references and sensors tied by non-linear
+relations. Its
 limit is the split-conformal quantile of distances scored out of contiguous reference folds:
 an in-control row exceeds it with probability at most ``alpha`` when rows are exchangeable,
 and blocking keeps autocorrelated neighbours from making the reference look tighter than
@@ -18,7 +21,9 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from pydantic import Field
+from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from meshinsights.model import Window
@@ -34,16 +39,44 @@ from meshinsights.steps.multivariate import (
 )
 from meshinsights.steps.registry import step
 
-__all__ = ["knn_anomaly", "vote_anomaly", "knn_distance"]
+__all__ = ["knn_anomaly", "vote_anomaly", "knn_distance", "fit_scaler"]
+
+#: Principal axes with less than this share of the variance are dropped before whitening
+#: (a duplicated or constant sensor would otherwise divide by zero).
+MIN_AXIS_SHARE = 1e-6
 
 Unit = Annotated[float, Field(gt=0, lt=1)]
 
 
 def knn_distance(ref: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean distance of each row of ``x`` to its ``k`` nearest rows of ``ref``, and their mean."""
+    """Mean distance of each row of ``x`` to its ``k`` nearest rows of ``ref``, and their rows."""
     nn = NearestNeighbors(n_neighbors=min(k, len(ref))).fit(ref)
     dist, idx = nn.kneighbors(x)
-    return dist.mean(axis=1), ref[idx].mean(axis=1)
+    return dist.mean(axis=1), idx
+
+
+def fit_scaler(ref: np.ndarray, *, whiten: bool) -> Pipeline:
+    """Standardize on ``ref``; with ``whiten`` also rotate to its axes at unit variance."""
+    if not whiten:
+        return make_pipeline(StandardScaler()).fit(ref)
+    share = PCA().fit(StandardScaler().fit_transform(ref)).explained_variance_ratio_
+    keep = max(1, int(np.sum(share > MIN_AXIS_SHARE)))
+    return make_pipeline(StandardScaler(), PCA(n_components=keep, whiten=True)).fit(ref)
+
+
+def _contributions(scaler: Pipeline, ref: np.ndarray, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Each metric's term of the squared distance from a row to its neighbours' mean.
+
+    On standardized values u = x − mean(neighbours), the whitened squared distance is
+    uᵀ Σ⁻¹ u; metric j's term is u_j (Σ⁻¹ u)_j (the terms sum to it). Unwhitened: u_j².
+    """
+    standard = scaler[0]
+    u = standard.transform(np.nan_to_num(x)) - standard.transform(ref)[idx].mean(axis=1)
+    if len(scaler) == 1:
+        return u**2
+    pca = scaler[1]
+    inv_u = ((u @ pca.components_.T) / pca.explained_variance_) @ pca.components_
+    return u * inv_u
 
 
 @step(inputs=["clean"], output="anomalies_knn", schema=MV_ANOMALY_SCHEMA)
@@ -57,6 +90,7 @@ def knn_anomaly(
     reference_duration: str | None = None,
     require_reference: bool = False,
     n_neighbors: Annotated[int, Field(ge=1)] = 5,
+    whiten: bool = True,
     alpha: Unit = 0.01,
     smoothing: Annotated[float, Field(gt=0, le=1)] | None = None,
     persist_k: Annotated[int, Field(ge=1)] = 1,
@@ -69,6 +103,7 @@ def knn_anomaly(
 
     Reference, ``smoothing`` (EWMA λ of the distance) and ``persist_k`` of ``persist_n`` work as
     in ``pca_anomaly``; the limit is calibrated on the smoothed out-of-fold distances.
+    ``whiten: false`` measures distances on the standardized metrics instead.
     """
     if clean.empty:
         return empty_frame(MV_ANOMALY_SCHEMA)
@@ -87,7 +122,7 @@ def knn_anomaly(
     if len(ref.rows) < max(2, calibration_folds):
         return empty_frame(MV_ANOMALY_SCHEMA)
     rule = AlarmRule(smoothing, persist_k, persist_n)
-    scaler = StandardScaler().fit(ref.rows.to_numpy(dtype="float64"))
+    scaler = fit_scaler(ref.rows.to_numpy(dtype="float64"), whiten=whiten)
     ref_z = scaler.transform(ref.rows.to_numpy(dtype="float64"))
     oof = []
     for block in contiguous_folds(len(ref_z), calibration_folds):
@@ -98,7 +133,7 @@ def knn_anomaly(
     x_all = wide.to_numpy(dtype="float64")
     ok_all = ~np.isnan(x_all).any(axis=1)
     z_all = scaler.transform(np.nan_to_num(x_all))
-    dist, estimate = knn_distance(ref_z, z_all, n_neighbors)
+    dist, idx = knn_distance(ref_z, z_all, n_neighbors)
     dist = np.where(ok_all, dist, np.nan)
     score = rule.smooth(dist) / limit
     breach, flagged = rule.flag(score, ok_all)
@@ -106,7 +141,7 @@ def knn_anomaly(
         in_window(pd.DataFrame({"ts": wide.index, "i": np.arange(len(wide))}), window)["i"],
         dtype=int,
     )
-    resid = (z_all[keep] - estimate[keep]) ** 2
+    resid = _contributions(scaler, ref.rows.to_numpy(dtype="float64"), x_all[keep], idx[keep])
     top = np.argmax(resid, axis=1) if len(keep) else np.array([], dtype=int)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.take_along_axis(resid, top[:, None], axis=1)[:, 0] / resid.sum(axis=1)

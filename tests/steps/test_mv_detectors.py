@@ -164,3 +164,30 @@ def test_vote(min_votes: int, flagged: list[bool], score: list[float]) -> None:
     assert result["top_metric"].tolist() == ["pca", "knn", "pca", "pca"]
     assert result["detector"].unique().tolist() == ["vote"]
     assert result["t2_limit"].tolist() == [3.0] * 4
+
+
+def test_knn_whitening_catches_a_small_break_that_plain_distance_misses() -> None:
+    clean = sensors(600, seed=9)
+    # b = 2a + noise(0.2): moving b by 0.8 is 4 noise sd off the relation, 0.4 sd of b itself
+    clean.loc[(clean["metric"] == "b") & (clean["ts"] >= at(450)[0]), "value"] += 0.8
+    params = {"reference_rows": 300, "smoothing": 0.2, "persist_k": 3, "persist_n": 5,
+              "window": win(0, 600)}
+    whitened = knn_anomaly(clean, **params)
+    plain = knn_anomaly(clean, whiten=False, **params)
+    assert whitened.loc[470:, "flagged"].mean() > 0.8
+    assert plain.loc[470:, "flagged"].mean() < 0.3
+    assert whitened.loc[300:449, "flagged"].mean() < 0.05
+
+
+def test_knn_contributions_sum_to_the_whitened_distance() -> None:
+    from meshinsights.steps.nonparametric import _contributions, fit_scaler, knn_distance
+
+    x = wide_of(sensors(300, seed=10))
+    x = np.column_stack([x, x[:, 0]])  # a duplicated sensor: its null axis is dropped
+    scaler = fit_scaler(x[:200], whiten=True)
+    assert scaler[1].n_components_ == 3
+    _, idx = knn_distance(scaler.transform(x[:200]), scaler.transform(x[200:]), 5)
+    terms = _contributions(scaler, x[:200], x[200:], idx)
+    centre = scaler.transform(x[:200])[idx].mean(axis=1)
+    expected = np.sum((scaler.transform(x[200:]) - centre) ** 2, axis=1)
+    np.testing.assert_allclose(terms.sum(axis=1), expected, rtol=1e-8)
