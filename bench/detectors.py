@@ -14,7 +14,8 @@ Input: a folder of CSVs, one experiment per file, with
 - a 0/1 label column (``anomaly`` unless ``--label`` says otherwise);
 - numeric sensor columns (all other numeric columns; ``changepoint`` is ignored).
 
-The separator (``,`` or ``;``) is detected. Run on any folder:
+The separator (``,`` or ``;``) is detected. Files without the label column or with no more
+than 400 rows are skipped and listed; a non-0/1 label is an error. Run on any folder:
 ``python -m bench.detectors FOLDER [--label anomaly]``; ``python -m bench.run --only detectors``
 runs the synthetic testbed and the NAB files.
 
@@ -72,6 +73,10 @@ RULE: dict[str, Any] = {
 }
 
 
+class MissingLabel(ValueError):
+    """A CSV without the label column (e.g. an anomaly-free recording beside the runs)."""
+
+
 @dataclass
 class Experiment:
     """One labelled run: long ``clean`` rows (ts, metric, value) and the label per row."""
@@ -97,7 +102,7 @@ def read_experiment(path: Path, *, label: str = "anomaly") -> Experiment:
     """One CSV as an :class:`Experiment`; a missing or non-0/1 label is a clear error."""
     frame = pd.read_csv(path, sep=None, engine="python")
     if label not in frame.columns:
-        raise ValueError(
+        raise MissingLabel(
             f"{path}: no label column {label!r} (columns: {list(frame.columns)}); "
             "name the 0/1 column with --label"
         )
@@ -113,17 +118,24 @@ def read_experiment(path: Path, *, label: str = "anomaly") -> Experiment:
 
 
 def read_folder(folder: Path, *, label: str = "anomaly") -> tuple[list[Experiment], list[str]]:
-    """Every ``*.csv`` under ``folder`` (sorted); too-short files are skipped and listed."""
+    """Every ``*.csv`` under ``folder`` (sorted); unlabelled or too-short files are skipped and
+    listed (an anomaly-free recording often sits beside the runs); none usable is an error."""
     paths = sorted(folder.rglob("*.csv"))
     if not paths:
         raise ValueError(f"{folder}: no .csv files found")
     experiments, skipped = [], []
     for path in paths:
-        exp = read_experiment(path, label=label)
+        try:
+            exp = read_experiment(path, label=label)
+        except MissingLabel:
+            skipped.append(f"{path.name}: no label column {label!r}")
+            continue
         if len(exp.labels) <= REFERENCE_ROWS:
             skipped.append(f"{path.name}: {len(exp.labels)} rows, not more than {REFERENCE_ROWS}")
             continue
         experiments.append(exp)
+    if not experiments:
+        raise ValueError(f"{folder}: no usable labelled CSV ({'; '.join(skipped)})")
     return experiments, skipped
 
 

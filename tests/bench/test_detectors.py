@@ -80,7 +80,7 @@ def test_any_csv_folder_comma_or_semicolon_with_duplicate_stamps(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("a,b\n1,2\n", "no label column 'anomaly'"), ("a,anomaly\n1,2\n", "only 0 and 1"),
+    [("a,b\n1,2\n", "no usable labelled CSV"), ("a,anomaly\n1,2\n", "only 0 and 1"),
      ("name,anomaly\nx,0\n", "no numeric sensor columns")],
     ids=["no-label", "label-not-binary", "no-sensors"],
 )
@@ -88,16 +88,27 @@ def test_bad_csv_is_one_clear_error(tmp_path: Path, content: str, message: str,
                                     capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "bad.csv").write_text(content)
     with pytest.raises(ValueError, match=message):
-        read_experiment(tmp_path / "bad.csv")
+        read_folder(tmp_path)
     assert main([str(tmp_path)]) == 2
     assert message in capsys.readouterr().out
 
 
-def test_short_files_are_skipped_visibly(tmp_path: Path) -> None:
+def test_unlabelled_and_short_files_are_skipped_visibly(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
     pd.DataFrame({"x": range(REFERENCE_ROWS), "anomaly": 0}).to_csv(tmp_path / "short.csv",
                                                                     index=False)
+    pd.DataFrame({"x": range(500)}).to_csv(tmp_path / "anomaly-free.csv", index=False)
+    with pytest.raises(ValueError, match="no usable labelled CSV"):
+        read_folder(tmp_path)
+    pd.DataFrame({"x": np.arange(500.0), "y": np.sin(np.arange(500.0)),
+                  "anomaly": [0] * 450 + [1] * 50}).to_csv(tmp_path / "run.csv", index=False)
     experiments, skipped = read_folder(tmp_path)
-    assert experiments == [] and skipped == ["short.csv: 400 rows, not more than 400"]
+    assert [e.name for e in experiments] == ["run"]
+    assert skipped == ["anomaly-free.csv: no label column 'anomaly'",
+                       "short.csv: 400 rows, not more than 400"]
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped anomaly-free.csv" in out and "| flag everything |" in out
 
 
 @pytest.mark.skipif(not (NAB / "combined_windows.json").exists(), reason="NAB files absent")
