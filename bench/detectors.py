@@ -224,13 +224,20 @@ def _ts(exp: Experiment) -> pd.DatetimeIndex:
     return T0 + pd.to_timedelta(np.arange(len(exp.labels)), unit="s")
 
 
-def _flags(exp: Experiment, rows: pd.DataFrame) -> np.ndarray:
-    """Flags per row of the experiment; a row the detector did not return counts as unflagged."""
+def _flags(exp: Experiment, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Flags per row of the experiment and which rows were scored at all.
+
+    A row the detector did not return, or returned without a score (a missing sensor value),
+    counts as unflagged — and is counted as unscored, so the loss shows.
+    """
     n = len(exp.labels)
     pos = ((pd.to_datetime(rows["ts"], utc=True) - T0) / pd.Timedelta(seconds=1)).to_numpy()
-    flags = np.zeros(n, dtype=bool)
-    flags[pos.astype(int)] = rows["flagged"].to_numpy(dtype=bool)
-    return flags
+    pos = pos.astype(int)
+    flags, scored = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    flags[pos] = rows["flagged"].to_numpy(dtype=bool)
+    has_score = rows["score"].notna().to_numpy() if "score" in rows else np.ones(len(rows), bool)
+    scored[pos] = has_score
+    return flags, scored
 
 
 def pooled(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
@@ -248,15 +255,18 @@ def evaluate(
     """Pooled F1/FAR/MAR (and the confusion counts) per detector over rows after the reference."""
     out = {}
     for name, detect in detectors.items():
-        tp = fp = fn = tn = 0
+        tp = fp = fn = tn = unscored = 0
         for exp in experiments:
             y = exp.labels[REFERENCE_ROWS:].astype(bool)
-            f = _flags(exp, detect(exp))[REFERENCE_ROWS:]
+            flags, scored = _flags(exp, detect(exp))
+            f = flags[REFERENCE_ROWS:]
             tp += int(np.sum(f & y))
             fp += int(np.sum(f & ~y))
             fn += int(np.sum(~f & y))
             tn += int(np.sum(~f & ~y))
-        out[name] = {**pooled(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+            unscored += int(np.sum(~scored[REFERENCE_ROWS:]))
+        out[name] = {**pooled(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+                     "unscored": unscored}
     return out
 
 
@@ -275,10 +285,13 @@ def by_group(
 
 
 def markdown(results: dict[str, dict[str, float]]) -> str:
-    """The results as a markdown table (F1, FAR, MAR in percent of rows)."""
-    lines = ["| detector | F1 | FAR | MAR |", "|---|---:|---:|---:|"]
+    """The results as a markdown table (FAR and MAR in percent of rows; unscored rows count
+    as not flagged)."""
+    lines = ["| detector | F1 | FAR | MAR | unscored rows |", "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['f1']:.3f} | {r['far']:.1%} | {r['mar']:.1%} |")
+        lines.append(
+            f"| {name} | {r['f1']:.3f} | {r['far']:.1%} | {r['mar']:.1%} | {r['unscored']} |"
+        )
     return "\n".join(lines)
 
 
@@ -324,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="folder of labelled CSVs (searched recursively)")
     parser.add_argument("--label", default="anomaly", help="name of the 0/1 label column")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     try:
@@ -334,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     for s in skipped:
         print(f"skipped {s}")
     print(f"{len(experiments)} experiments, rule {RULE}")
-    print(markdown(evaluate(experiments, DETECTORS)))
+    results = evaluate(experiments, DETECTORS)
+    print(markdown(results))
+    if args.json is not None:
+        report = {"rule": RULE, "experiments": len(experiments), "skipped": skipped,
+                  "results": results}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

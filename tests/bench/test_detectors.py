@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def test_evaluate_counts_every_scored_row_and_flag_everything_is_exact(testbed: 
     for r in result.values():
         assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == scored
         assert r["tp"] + r["fn"] == positives
+        assert r["unscored"] == 0
     p = positives / scored
     everything = result["flag everything"]
     assert everything["f1"] == pytest.approx(2 * p / (1 + p))
@@ -106,9 +108,12 @@ def test_unlabelled_and_short_files_are_skipped_visibly(tmp_path: Path,
     assert [e.name for e in experiments] == ["run"]
     assert skipped == ["anomaly-free.csv: no label column 'anomaly'",
                        "short.csv: 400 rows, not more than 400"]
-    assert main([str(tmp_path)]) == 0
+    assert main([str(tmp_path), "--json", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr().out
     assert "skipped anomaly-free.csv" in out and "| flag everything |" in out
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["experiments"] == 1 and len(report["skipped"]) == 2
+    assert report["results"]["flag everything"]["tp"] == 50
 
 
 @pytest.mark.skipif(not (NAB / "combined_windows.json").exists(), reason="NAB files absent")
@@ -118,3 +123,16 @@ def test_nab_labels_follow_the_combined_windows() -> None:
     assert machine.clean["metric"].unique().tolist() == ["value"]
     assert 0.05 < machine.labels.mean() < 0.15  # NAB's windows cover ~10 % of each file
     assert machine.labels[:REFERENCE_ROWS].sum() == 0
+
+
+def test_rows_with_a_missing_sensor_are_counted_unscored(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=600)
+    frame = pd.DataFrame({"a": a, "b": 2 * a + rng.normal(0, 0.1, 600), "anomaly": 0})
+    frame.loc[[450, 451, 452], "b"] = np.nan
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    experiments, _ = read_folder(tmp_path)
+    result = run_eval(experiments, {"pca": DETECTORS["PCA crossval + EWMA + 3 of 5"],
+                                    "all": DETECTORS["flag everything"]})
+    assert result["pca"]["unscored"] == 3 and result["all"]["unscored"] == 0
+    assert result["pca"]["tn"] + result["pca"]["fp"] == 200
