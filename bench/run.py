@@ -75,6 +75,12 @@ def _maintenance(workdir: Path, quick: bool) -> Bench:
     return bench_maintenance(workdir, quick=quick)
 
 
+def _detectors(workdir: Path, quick: bool) -> Bench:
+    from bench.detectors import bench_detectors
+
+    return bench_detectors(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -85,6 +91,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "orchestration": _orchestration,
     "scheduler": _scheduler,
     "maintenance": _maintenance,
+    "detectors": _detectors,
 }
 
 

@@ -4,20 +4,33 @@
 period (causal: a value never dilutes its own baseline) and flags |z| > ``z_max``; with
 z = 0.6745·(x − median)/MAD this is Iglewicz & Hoaglin's modified z-score, whose customary
 cut-off is 3.5. ``pca_anomaly`` fits PCA on a reference period and scores every row with
-Hotelling's T² (distance inside the model) and Q (squared prediction error, distance from it).
+Hotelling's T² (distance inside the model) and Q (squared prediction error, distance from it),
+against limits from their distributions (:mod:`~meshinsights.steps.limits`), from
+cross-validation on the reference, or (the historical default) its in-sample quantiles.
 Both expect the regular grid of :func:`~meshinsights.steps.resample.resample`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
 from meshinsights.model import TS, Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window, infer_step
+from meshinsights.steps.limits import conformal_limit, q_limit, t2_limit
+from meshinsights.steps.multivariate import (
+    MV_ANOMALY_SCHEMA,
+    AlarmRule,
+    contiguous_folds,
+    mv_frame,
+    observed_wide,
+    select_reference,
+)
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -43,21 +56,6 @@ ANOMALY_SCHEMA = pa.schema(
         ("baseline", pa.float64()),  # median of the preceding baseline period
         ("mad", pa.float64()),
         ("score", pa.float64()),  # modified z-score; null when it cannot be computed
-        ("flagged", pa.bool_()),
-    ]
-)
-
-MV_ANOMALY_SCHEMA = pa.schema(
-    [
-        ("machine_id", pa.string()),
-        ("ts", TS),
-        ("t2", pa.float64()),
-        ("q", pa.float64()),
-        ("t2_limit", pa.float64()),
-        ("q_limit", pa.float64()),
-        ("n_components", pa.int64()),
-        ("reference", pa.string()),  # history | window | fixed
-        ("top_metric", pa.string()),  # largest contribution to Q
         ("flagged", pa.bool_()),
     ]
 )
@@ -163,8 +161,14 @@ def robust_zscore(
     return out.sort_values(["ts", "metric"], kind="stable").reset_index(drop=True)
 
 
-def fit_pca(ref: np.ndarray, variance_kept: float) -> dict[str, np.ndarray]:
-    """Standardize ``ref`` and keep the components explaining ``variance_kept`` of variance."""
+def fit_pca(
+    ref: np.ndarray, variance_kept: float, n_components: int | None = None
+) -> dict[str, np.ndarray]:
+    """Standardize ``ref`` and keep the components explaining ``variance_kept`` of variance.
+
+    ``n_components`` fixes the count instead (cross-validation folds use the full model's).
+    ``resid_eig`` holds the discarded eigenvalues, which set the Q limit.
+    """
     mean = ref.mean(axis=0)
     std = ref.std(axis=0, ddof=1)
     std = np.where(std > 0, std, 1.0)
@@ -172,9 +176,17 @@ def fit_pca(ref: np.ndarray, variance_kept: float) -> dict[str, np.ndarray]:
     _, s, vt = np.linalg.svd(z, full_matrices=False)
     eig = s**2 / max(len(ref) - 1, 1)
     share = np.cumsum(eig) / eig.sum() if eig.sum() > 0 else np.ones_like(eig)
-    k = int(np.searchsorted(share, variance_kept) + 1)
+    k = int(np.searchsorted(share, variance_kept) + 1) if n_components is None else n_components
     k = min(k, len(eig))
-    return {"mean": mean, "std": std, "P": vt[:k].T, "eig": np.maximum(eig[:k], 1e-12)}
+    # the covariance has ref.shape[1] eigenvalues; the SVD of a short reference may return fewer
+    resid = np.concatenate([eig[k:], np.zeros(max(0, ref.shape[1] - len(eig)))])
+    return {
+        "mean": mean,
+        "std": std,
+        "P": vt[:k].T,
+        "eig": np.maximum(eig[:k], 1e-12),
+        "resid_eig": resid,
+    }
 
 
 def pca_scores(
@@ -188,40 +200,49 @@ def pca_scores(
     return t2, np.sum(resid**2, axis=1), resid**2
 
 
-def _reference(
-    wide: pd.DataFrame, window: Window | None, start: str | None, end: str | None, min_rows: int
-) -> tuple[pd.DataFrame, str]:
-    complete = wide.dropna()
-    if start or end:
-        lo = pd.Timestamp(start or complete.index.min())
-        hi = pd.Timestamp(end or complete.index.max() + pd.Timedelta(microseconds=1))
-        lo = lo.tz_localize("UTC") if lo.tzinfo is None else lo
-        hi = hi.tz_localize("UTC") if hi.tzinfo is None else hi
-        ref = complete[(complete.index >= lo) & (complete.index < hi)]
-        if len(ref) < min_rows:
-            raise ValueError(
-                f"reference period [{lo}, {hi}) has {len(ref)} complete rows, "
-                f"fewer than min_reference_rows={min_rows}; widen it or lower the "
-                "minimum"
-            )
-        return ref, "fixed"
-    if window is not None:
-        history = complete[complete.index < pd.Timestamp(window.start)]
-        if len(history) >= min_rows:
-            return history, "history"
-    return complete, "window"
+def t2_contributions(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Each feature's term of T² (``z_j · Σ_a p_ja t_a / λ_a``); a row's terms sum to its T²."""
+    z = (x - model["mean"]) / model["std"]
+    t = z @ model["P"]
+    return z * ((t / model["eig"]) @ model["P"].T)
 
 
-def _observed_wide(clean: pd.DataFrame, metrics: list[str] | None) -> pd.DataFrame:
-    """One column per metric, filled cells null (they are estimates, not observations)."""
-    rows = clean if metrics is None else clean[clean["metric"].isin(metrics)]
-    value = rows["value"].where(~rows["filled"].astype(bool)) if "filled" in rows else rows["value"]
-    wide = (
-        rows.assign(value=value)
-        .pivot_table(index="ts", columns="metric", values="value", aggfunc="mean", dropna=False)
-        .sort_index()
+def _limits(
+    ref: np.ndarray,
+    model: dict[str, np.ndarray],
+    *,
+    method: str,
+    alpha_t2: float,
+    alpha_q: float,
+    q_method: str,
+    rule: AlarmRule,
+    folds: int,
+) -> tuple[float, float]:
+    """T² and Q limits for the (smoothed) statistics; see :func:`pca_anomaly`."""
+    k = int(model["P"].shape[1])
+    if method == "statistical":
+        return t2_limit(len(ref), k, alpha_t2), q_limit(
+            model["resid_eig"], alpha_q, method=q_method
+        )
+    if method == "quantile":
+        t2, q, _ = pca_scores(model, ref)
+        t2, q = rule.smooth(t2), rule.smooth(q)
+        return float(np.quantile(t2, 1 - alpha_t2)), float(np.quantile(q, 1 - alpha_q))
+    # crossval: each contiguous block scored by a model fitted without it, so the limit sees
+    # what new data from the same regime looks like rather than the model's own fit
+    oof_t2, oof_q = [], []
+    for block in contiguous_folds(len(ref), folds):
+        rest = np.delete(ref, block, axis=0)
+        t2, q, _ = pca_scores(fit_pca(rest, 1.0, n_components=k), ref[block])
+        oof_t2.append(rule.smooth(t2))
+        oof_q.append(rule.smooth(q))
+    return (
+        conformal_limit(np.concatenate(oof_t2), alpha_t2),
+        conformal_limit(np.concatenate(oof_q), alpha_q),
     )
-    return wide.reindex(columns=metrics) if metrics else wide
+
+
+Unit = Annotated[float, Field(gt=0, lt=1)]
 
 
 @step(inputs=["clean"], output="anomalies_mv", schema=MV_ANOMALY_SCHEMA)
@@ -231,50 +252,100 @@ def pca_anomaly(
     metrics: list[str] | None = None,
     reference_start: str | None = None,
     reference_end: str | None = None,
-    variance_kept: float = 0.9,
-    alpha: float = 0.01,
-    min_reference_rows: int = 120,
+    reference_rows: Annotated[int, Field(ge=2)] | None = None,
+    reference_duration: str | None = None,
+    require_reference: bool = False,
+    variance_kept: Annotated[float, Field(gt=0, le=1)] = 0.9,
+    alpha: Unit = 0.01,
+    alpha_t2: Unit | None = None,
+    alpha_q: Unit | None = None,
+    limits: Literal["quantile", "statistical", "crossval"] = "quantile",
+    q_method: Literal["jackson_mudholkar", "box"] = "jackson_mudholkar",
+    smoothing: Annotated[float, Field(gt=0, le=1)] | None = None,
+    persist_k: Annotated[int, Field(ge=1)] = 1,
+    persist_n: Annotated[int, Field(ge=1)] = 1,
+    calibration_folds: Annotated[int, Field(ge=2)] = 5,
+    min_reference_rows: Annotated[int, Field(ge=2)] = 120,
     window: Window | None = None,
 ) -> pd.DataFrame:
     """PCA fitted on a reference period; every row scored with T² and Q, flagged over limits.
 
-    The reference is ``[reference_start, reference_end)`` if given, else the input before the
-    run window (the step's ``lookback``), else — with too little history — the window itself.
-    Limits are the reference's own (1 − ``alpha``) quantiles. Rows with a missing or filled
-    metric are not scored (null T²/Q, not flagged).
+    Reference: see :mod:`~meshinsights.steps.multivariate` (fixed period, first
+    ``reference_rows`` / ``reference_duration`` of the window, history before it, or — logged
+    and recorded — the window itself). ``limits``: ``statistical`` puts T² on its F-distribution
+    limit and Q on Jackson–Mudholkar's (``q_method: box`` for Box's χ²), each at its own level
+    (``alpha_t2``, ``alpha_q``, default ``alpha``); ``crossval`` takes the conformal quantile of
+    statistics scored out of contiguous reference folds; ``quantile`` (the historical default)
+    the reference's own in-sample quantiles. ``smoothing`` is the EWMA weight λ applied to T²
+    and Q (the statistical limits are kept: an average of in-control statistics exceeds them
+    less often, so they stay conservative); a row is flagged when ``persist_k`` of the last
+    ``persist_n`` rows breached. Rows with a missing or filled metric are not scored.
     """
     if clean.empty:
         return empty_frame(MV_ANOMALY_SCHEMA)
-    wide = _observed_wide(clean, metrics)
-    ref, source = _reference(wide, window, reference_start, reference_end, min_reference_rows)
-    if len(ref) < 2:
+    wide = observed_wide(clean, metrics)
+    ref = select_reference(
+        wide,
+        window,
+        step="pca_anomaly",
+        start=reference_start,
+        end=reference_end,
+        rows=reference_rows,
+        duration=reference_duration,
+        min_rows=min_reference_rows,
+        require=require_reference,
+    )
+    if len(ref.rows) < 2:
         return empty_frame(MV_ANOMALY_SCHEMA)
-    model = fit_pca(ref.to_numpy(dtype="float64"), variance_kept)
-    ref_t2, ref_q, _ = pca_scores(model, ref.to_numpy(dtype="float64"))
-    t2_limit = float(np.quantile(ref_t2, 1 - alpha))
-    q_limit = max(float(np.quantile(ref_q, 1 - alpha)), 1e-9)
-    scored = in_window(wide.reset_index(), window).set_index("ts")
-    x = scored.to_numpy(dtype="float64")
-    t2, q, contrib = pca_scores(model, np.nan_to_num(x))
-    ok = ~np.isnan(x).any(axis=1)
-    t2, q = np.where(ok, t2, np.nan), np.where(ok, q, np.nan)
-    top: np.ndarray = (
-        np.asarray(scored.columns, dtype=object)[np.argmax(contrib, axis=1)]
-        if len(x)
-        else np.array([], dtype=object)
+    rule = AlarmRule(smoothing, persist_k, persist_n)
+    ref_x = ref.rows.to_numpy(dtype="float64")
+    model = fit_pca(ref_x, variance_kept)
+    lim_t2, lim_q = _limits(
+        ref_x,
+        model,
+        method=limits,
+        alpha_t2=alpha_t2 or alpha,
+        alpha_q=alpha_q or alpha,
+        q_method=q_method,
+        rule=rule,
+        folds=calibration_folds,
     )
-    out = pd.DataFrame(
-        {
-            "ts": scored.index,
-            "t2": t2,
-            "q": q,
-            "t2_limit": t2_limit,
-            "q_limit": q_limit,
-            "n_components": int(model["P"].shape[1]),
-            "reference": source,
-            "top_metric": pd.Series(top, dtype=object).where(ok, None).to_numpy(),
-            "flagged": ok & ((np.nan_to_num(t2) > t2_limit) | (np.nan_to_num(q) > q_limit)),
-        }
+    lim_q = max(lim_q, 1e-9)
+    # smoothing runs over all the input (history warms it up), then the window is cut out
+    x_all = wide.to_numpy(dtype="float64")
+    ok_all = ~np.isnan(x_all).any(axis=1)
+    t2_all, q_all, _ = pca_scores(model, np.nan_to_num(x_all))
+    t2_all, q_all = np.where(ok_all, t2_all, np.nan), np.where(ok_all, q_all, np.nan)
+    ratio = np.fmax(rule.smooth(t2_all) / lim_t2, rule.smooth(q_all) / lim_q)
+    breach_all, flagged_all = rule.flag(ratio, ok_all)
+    keep = np.asarray(
+        in_window(pd.DataFrame({"ts": wide.index, "i": np.arange(len(wide))}), window)["i"],
+        dtype=int,
     )
-    out["ts"] = out["ts"].astype(UTC_US)
-    return out.reset_index(drop=True)
+    x, ok = np.nan_to_num(x_all[keep]), ok_all[keep]
+    t2, q = t2_all[keep], q_all[keep]
+    _, _, q_terms = pca_scores(model, x)
+    t2_terms = t2_contributions(model, x)
+    by_t2 = np.nan_to_num(t2 / lim_t2) >= np.nan_to_num(q / lim_q)
+    terms = np.where(by_t2[:, None], t2_terms, q_terms)
+    names = np.asarray(wide.columns, dtype=object)
+    top = np.argmax(terms, axis=1) if len(x) else np.array([], dtype=int)
+    total = np.where(by_t2, t2, q)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.take_along_axis(terms, top[:, None], axis=1)[:, 0] / total
+    return mv_frame(
+        wide.index[keep],
+        detector="pca",
+        reference=ref,
+        score=ratio[keep],
+        breach=breach_all[keep],
+        flagged=flagged_all[keep],
+        top_metric=names[top],
+        top_share=share,
+        ok=ok,
+        t2=t2,
+        q=q,
+        t2_limit=lim_t2,
+        q_limit=lim_q,
+        n_components=int(model["P"].shape[1]),
+    )

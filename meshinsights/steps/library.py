@@ -11,6 +11,7 @@ from meshinsights.steps import (  # noqa: F401
     events,
     forecast,
     issues,
+    nonparametric,
     power,
     resample,
 )

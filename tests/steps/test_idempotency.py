@@ -35,6 +35,8 @@ STEPS: dict[str, tuple[dict, str | None]] = {
     "detect_issues": ({"missing_warn": 0.0, "drift_min_days": 1}, "14D"),
     "robust_zscore": ({"metrics": ["temperature", "humidity"]}, "1D"),
     "pca_anomaly": ({}, "1D"),
+    "knn_anomaly": ({"smoothing": 0.1, "persist_k": 3, "persist_n": 5}, "1D"),
+    "vote_anomaly": ({"min_votes": 1}, None),
     "event_counts": ({}, "1h"),
     "alarm_floods": ({"max_alarms": 5, "minutes": 10}, "1h"),
     "forecast": ({"origin_every": "2h"}, "1D"),
@@ -53,7 +55,7 @@ def _events() -> pd.DataFrame:
 
 def _tables(telemetry: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every table a step may read, for one machine over both days, from the real steps."""
-    from meshinsights.steps import cycles, forecast, power, resample
+    from meshinsights.steps import anomaly, cycles, forecast, nonparametric, power, resample
 
     clean = resample.resample(telemetry, window=BOTH)
     cyc = cycles.detect_cycles(clean, window=BOTH)
@@ -68,6 +70,11 @@ def _tables(telemetry: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "variance": pd.concat([v for _, v in per_day.values()], ignore_index=True),
         "forecasts": pd.concat([forecast.forecast(clean, window=d) for d in (DAY1, DAY2)],
                                ignore_index=True),
+        "anomalies_mv": pd.concat([anomaly.pca_anomaly(clean, reference_duration="6h", window=d)
+                                   for d in (DAY1, DAY2)], ignore_index=True),
+        "anomalies_knn": pd.concat([nonparametric.knn_anomaly(clean, reference_duration="6h",
+                                                              window=d) for d in (DAY1, DAY2)],
+                                   ignore_index=True),
     }
 
 
