@@ -1,0 +1,5 @@
+"""Shard 14 of the MeshInsights machine DAGs for Airflow (`meshinsights dag-shards`)."""
+
+from meshinsights.orchestration.shards import register_shard
+
+register_shard(globals(), __file__)
