@@ -1,4 +1,4 @@
-"""Shard 0 of the MeshInsights machine DAGs for Airflow (`meshinsights dag-shards`)."""
+"""Shard 0 of the MeshInsights DAGs for Airflow; see `meshinsights dag-shards`."""
 
 from meshinsights.orchestration.shards import register_shard
 

@@ -10,13 +10,15 @@ from meshinsights.cli.app import app, out
 
 __all__: list[str] = []
 
+_DAGS_FOLDER = typer.Option(
+    None, "--dags-folder", help="Airflow's DAG folder (default: dags/ of this checkout)"
+)
+
 
 @app.command("dag-shards")
 def dag_shards(
     count: int = typer.Argument(..., min=1, help="number of shard files (DAG files) to keep"),
-    dags_folder: Path = typer.Option(
-        None, "--dags-folder", help="Airflow's DAG folder (default: dags/ of this checkout)"
-    ),
+    dags_folder: Path | None = _DAGS_FOLDER,
 ) -> None:
     """Write meshinsights_shard_<k>.py for k < COUNT and remove the others.
 

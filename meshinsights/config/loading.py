@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import reprlib
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -38,7 +38,7 @@ SHARD_ENV = "MESHINSIGHTS_DAG_SHARDS"
 _NAME = re.compile(r"^meshinsights_shard_(\d+)\.py$")
 
 # Airflow's safe mode parses only files mentioning both "airflow" and "dag": the docstring does.
-_STUB = '''"""Shard {index} of the MeshInsights machine DAGs for Airflow (`meshinsights dag-shards`)."""
+_STUB = '''"""Shard {index} of the MeshInsights DAGs for Airflow; see `meshinsights dag-shards`."""
 
 from meshinsights.orchestration.shards import register_shard
 
@@ -87,7 +87,12 @@ def register_shard(namespace: dict[str, Any], file: str) -> None:
     if index >= count:  # a stub left over from a larger shard count: nothing hashes here
         logger.warning(
             "%s is shard %d but %s=%d: it builds no DAG; remove it with "
-            "`meshinsights dag-shards %d`", Path(file).name, index, SHARD_ENV, count, count
+            "`meshinsights dag-shards %d`",
+            Path(file).name,
+            index,
+            SHARD_ENV,
+            count,
+            count,
         )
         return
     dags, errors = build_dags(shard=(index, count), dag_id=get_parsing_context().dag_id)
