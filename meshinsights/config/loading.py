@@ -294,6 +294,11 @@ def load_configs(
             f"{root}: config folder not found; set MESHINSIGHTS_CONFIGS or --configs"
         )
         return out
+    declared = scan_machine_files(root, max_bytes=MAX_CONFIG_BYTES)
+    if only is not None:
+        declared = {p: d for p, d in declared.items() if d is None or only(d)}
+        if not declared:  # none of the wanted machines: spare validating the pipelines
+            return out
     for path in sorted((root / "pipelines").glob("*.yaml")):
         try:
             pipeline = load_pipeline(path)
@@ -311,9 +316,7 @@ def load_configs(
             out.errors[str(defaults_path)] = str(exc)
     by_id: dict[str, list[Path]] = {}
     loaded: dict[Path, MachineConfig] = {}
-    for path, declared in scan_machine_files(root, max_bytes=MAX_CONFIG_BYTES).items():
-        if only is not None and declared is not None and not only(declared):
-            continue
+    for path in declared:
         try:
             machine = load_machine(path, defaults, root=root)
             if only is not None and not only(machine.machine_id):

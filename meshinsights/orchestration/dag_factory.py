@@ -119,12 +119,6 @@ def _build_one(
         },
         tags=["meshinsights", pipeline.name, *machine.tags],
         doc_md=_doc(machine, pipeline, steps),
-        params={
-            "start": Param(
-                None, type=["null", "string"], description="window start (ISO), on demand"
-            ),
-            "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
-        },
         render_template_as_native_obj=False,
     )
     tasks: dict[str, Any] = {}
@@ -159,6 +153,13 @@ def _build_one(
             else:
                 for u in sorted(upstream):
                     tasks[u] >> tasks[s.id]
+    # Set after the tasks: each operator deep-copies the DAG's params once per class of its
+    # hierarchy, most of a DAG's build cost. A task's run still sees them (Airflow merges the
+    # DAG's params under the task's), and the trigger form is the DAG's.
+    dag.params = {
+        "start": Param(None, type=["null", "string"], description="window start (ISO), on demand"),
+        "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
+    }
     return dag
 
 
