@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Each module adds its commands to ``app`` when imported.
 from meshinsights.cli import core as _core  # noqa: E402,F401
+from meshinsights.cli import dags as _dags  # noqa: E402,F401
 from meshinsights.cli import dashboard as _dashboard  # noqa: E402,F401
 from meshinsights.cli import export as _export  # noqa: E402,F401
 from meshinsights.cli import lifecycle as _lifecycle  # noqa: E402,F401

@@ -9,7 +9,14 @@ one bad file never hides the others.
 
 from __future__ import annotations
 
-from meshinsights.config.loading import LoadedConfigs, load_configs, load_machine, load_pipeline
+from meshinsights.config.loading import (
+    LoadedConfigs,
+    load_configs,
+    load_machine,
+    load_machine_configs,
+    load_pipeline,
+    machine_of_dag,
+)
 from meshinsights.config.machines import ADXSource, FileSource, MachineConfig, SQLSource
 from meshinsights.config.pipelines import (
     Condition,
@@ -35,6 +42,8 @@ __all__ = [
     "MachineConfig",
     "LoadedConfigs",
     "load_configs",
+    "load_machine_configs",
+    "machine_of_dag",
     "load_pipeline",
     "load_machine",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,20 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from meshinsights.config.fleet import fleet_key, scan_machine_files
 from meshinsights.config.machines import SHAPE_KEYS, FileSource, MachineConfig
 from meshinsights.config.pipelines import PipelineConfig
 from meshinsights.errors import ConfigError
 from meshinsights.model import RESERVED_TABLES, SOURCE_TABLES
 
-__all__ = ["LoadedConfigs", "load_configs", "load_pipeline", "load_machine"]
+__all__ = [
+    "LoadedConfigs",
+    "load_configs",
+    "load_machine_configs",
+    "machine_of_dag",
+    "load_pipeline",
+    "load_machine",
+]
 
 
 @dataclass
@@ -27,6 +36,8 @@ class LoadedConfigs:
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     machines: dict[str, MachineConfig] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: The file each valid machine came from.
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def machine(self, machine_id: str) -> MachineConfig:
         if machine_id in self.machines:
@@ -66,6 +77,31 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _parse_yaml(path: Path, text: str) -> Any:
+    # libyaml's safe loader is several times faster, which matters at thousands of machine
+    # files; a text without '*' has no aliases to count. Errors are re-read by the Python
+    # loader so that the message is the same whichever parser ran first.
+    if _CLoader is not None and "*" not in text:
+        fast = _CLoader(text)  # libyaml's SafeLoader: plain data only
+        try:
+            return fast.get_single_data()
+        except yaml.YAMLError:
+            pass
+        finally:
+            fast.dispose()
+    try:
+        loader = _Loader(text)  # a SafeLoader: plain data only, no Python objects
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc)[:300]}); fix the syntax") from None
+
+
+_CLoader = getattr(yaml, "CSafeLoader", None)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -85,14 +121,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: cannot be read ({exc.strerror or exc}); fix or remove the file "
             "(a broken symlink?)"
         ) from None
-    try:
-        loader = _Loader(text)  # a SafeLoader: plain data only, no Python objects
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc)[:300]}); fix the syntax") from None
+    data = _parse_yaml(path, text)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -248,8 +277,16 @@ def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
         produced.add(output)
 
 
-def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs:
-    """Load every pipeline and machine under ``root``; collect one error per bad file."""
+def load_configs(
+    root: Path | str, *, check_steps: bool = True, only: Callable[[str], bool] | None = None
+) -> LoadedConfigs:
+    """Load every pipeline and machine under ``root``; collect one error per bad file.
+
+    ``only(machine_id)`` keeps a subset of the fleet (one shard of the DAG files, one task's
+    machine): files whose text names another machine are not parsed at all (see
+    :mod:`.fleet`). Give a predicate that keeps machines sharing a
+    :func:`~meshinsights.config.fleet.fleet_key` together, so id clashes are still refused.
+    """
     root = Path(root)
     out = LoadedConfigs(root=root)
     if not root.is_dir():
@@ -257,6 +294,11 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
             f"{root}: config folder not found; set MESHINSIGHTS_CONFIGS or --configs"
         )
         return out
+    declared = scan_machine_files(root, max_bytes=MAX_CONFIG_BYTES)
+    if only is not None:
+        declared = {p: d for p, d in declared.items() if d is None or only(d)}
+        if not declared:  # none of the wanted machines: spare validating the pipelines
+            return out
     for path in sorted((root / "pipelines").glob("*.yaml")):
         try:
             pipeline = load_pipeline(path)
@@ -274,11 +316,11 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
             out.errors[str(defaults_path)] = str(exc)
     by_id: dict[str, list[Path]] = {}
     loaded: dict[Path, MachineConfig] = {}
-    for path in sorted((root / "machines").glob("*.yaml")):
-        if path.name.startswith("_"):
-            continue
+    for path in declared:
         try:
             machine = load_machine(path, defaults, root=root)
+            if only is not None and not only(machine.machine_id):
+                continue
             if machine.pipeline not in out.pipelines:
                 close = difflib.get_close_matches(machine.pipeline, out.pipelines, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -294,6 +336,22 @@ def load_configs(root: Path | str, *, check_steps: bool = True) -> LoadedConfigs
             out.errors[str(path)] = str(exc)
     _refuse_clashes(loaded, by_id, out)
     return out
+
+
+def load_machine_configs(root: Path | str, machine_id: str) -> LoadedConfigs:
+    """The pipelines and this one machine, parsing no other machine's file (see :mod:`.fleet`).
+
+    Machines whose ids could clash with it are loaded too, so a clash is refused as in a full
+    load; ``.machine(machine_id)`` raises the same errors.
+    """
+    key = fleet_key(machine_id)
+    return load_configs(root, only=lambda other: fleet_key(other) == key)
+
+
+def machine_of_dag(root: Path | str, dag_id: str) -> MachineConfig | None:
+    """The valid machine whose DAG is ``dag_id``, parsing no other machine's file; else None."""
+    loaded = load_configs(root, only=lambda other: dag_id.endswith("__" + fleet_key(other)))
+    return next((m for m in loaded.machines.values() if m.dag_id == dag_id), None)
 
 
 def _refuse_clashes(
@@ -321,3 +379,4 @@ def _refuse_clashes(
             )
         else:
             out.machines[machine.machine_id] = machine
+            out.paths[machine.machine_id] = path

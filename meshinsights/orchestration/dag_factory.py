@@ -9,12 +9,14 @@ libraries only when a task runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from meshinsights import schedules
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
+from meshinsights.config.fleet import fleet_key, shard_of
 from meshinsights.orchestration.callbacks import failure_callback
 from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
 from meshinsights.settings import get_settings
@@ -117,12 +119,6 @@ def _build_one(
         },
         tags=["meshinsights", pipeline.name, *machine.tags],
         doc_md=_doc(machine, pipeline, steps),
-        params={
-            "start": Param(
-                None, type=["null", "string"], description="window start (ISO), on demand"
-            ),
-            "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
-        },
         render_template_as_native_obj=False,
     )
     tasks: dict[str, Any] = {}
@@ -131,8 +127,11 @@ def _build_one(
         if getattr(machine.source, "events_query", None):
             source_tables.append("events")
 
+        # multiple_outputs is what Airflow would infer from the dict return annotation; given,
+        # it skips a get_type_hints per task at parse time.
         @task(
             task_id="ingest",
+            multiple_outputs=True,
             outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables],
         )
         def ingest() -> dict[str, Any]:
@@ -154,6 +153,13 @@ def _build_one(
             else:
                 for u in sorted(upstream):
                     tasks[u] >> tasks[s.id]
+    # Set after the tasks: each operator deep-copies the DAG's params once per class of its
+    # hierarchy, most of a DAG's build cost. A task's run still sees them (Airflow merges the
+    # DAG's params under the task's), and the trigger form is the DAG's.
+    dag.params = {
+        "start": Param(None, type=["null", "string"], description="window start (ISO), on demand"),
+        "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
+    }
     return dag
 
 
@@ -168,6 +174,7 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
     # A step downstream of a branch must still run when that branch was skipped.
     @task(
         task_id=s.id,
+        multiple_outputs=True,
         outlets=[outlet],
         trigger_rule="none_failed_min_one_success",
         doc_md=s.spec.description,
@@ -183,7 +190,9 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
 def _branch_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str) -> Any:
     from airflow.sdk import get_current_context, task
 
-    @task.branch(task_id=f"check_{s.id}", trigger_rule="none_failed_min_one_success")
+    @task.branch(
+        task_id=f"check_{s.id}", multiple_outputs=False, trigger_rule="none_failed_min_one_success"
+    )
     def check() -> str | None:
         from meshinsights.orchestration.tasks import branch_task
 
@@ -193,14 +202,25 @@ def _branch_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str) -> 
 
 
 def build_dags(
-    config_dir: Path | str | None = None, *, store_uri: str | None = None
+    config_dir: Path | str | None = None,
+    *,
+    store_uri: str | None = None,
+    shard: tuple[int, int] | None = None,
+    dag_id: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Every valid machine config as a DAG, plus ``{file: error}`` for every invalid one."""
+    """Every valid machine config as a DAG, plus ``{file: error}`` for every invalid one.
+
+    ``shard=(index, count)`` builds only the machines of that shard
+    (:func:`~meshinsights.config.fleet.shard_of`); ``dag_id`` only that DAG, which is what a
+    task process needs (Airflow's parsing context): the other machines' files are not parsed.
+    """
     settings = get_settings(configs=str(config_dir) if config_dir else None, store=store_uri)
-    configs: LoadedConfigs = load_configs(settings.configs_dir)
+    configs: LoadedConfigs = load_configs(settings.configs_dir, only=_selector(shard, dag_id))
     dags: dict[str, Any] = {}
     errors = dict(configs.errors)
     for mid, machine in sorted(configs.machines.items()):
+        if dag_id is not None and machine.dag_id != dag_id:
+            continue
         try:
             dags[machine.dag_id] = _build_one(
                 machine, configs.pipeline_of(machine), str(settings.configs_dir), settings.store_uri
@@ -209,3 +229,21 @@ def build_dags(
             errors[f"machine {mid}"] = f"machine {mid}: cannot build its DAG: {exc}"
             logger.exception("building the DAG of %s failed", mid)
     return dags, errors
+
+
+def _selector(shard: tuple[int, int] | None, dag_id: str | None) -> Callable[[str], bool] | None:
+    """Which machine ids to load: those of the shard and/or the one whose DAG id is given.
+
+    A DAG id is ``<pipeline>__<fleet key>``; matching its suffix keeps every machine whose id
+    could clash with it, so a clash is refused here exactly as in a full parse.
+    """
+    if shard is None and dag_id is None:
+        return None
+    index, count = shard if shard is not None else (0, 1)
+
+    def keep(machine_id: str) -> bool:
+        if dag_id is not None and not dag_id.endswith("__" + fleet_key(machine_id)):
+            return False
+        return shard_of(machine_id, count) == index
+
+    return keep

@@ -178,12 +178,13 @@ def write_run(store: Any, record: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------- Airflow hooks
 
 
-@lru_cache(maxsize=1)
-def _machines_by_dag(configs_dir: str) -> dict[str, tuple[str, str]]:
-    from meshinsights.config import load_configs
+@lru_cache(maxsize=8)
+def _machine_of_dag(configs_dir: str, dag_id: str) -> tuple[str, str] | None:
+    # A task process records one DAG's runs: parse that machine's file, not the fleet's.
+    from meshinsights.config import machine_of_dag
 
-    configs = load_configs(configs_dir)
-    return {m.dag_id: (m.machine_id, m.pipeline) for m in configs.machines.values()}
+    machine = machine_of_dag(configs_dir, dag_id)
+    return None if machine is None else (machine.machine_id, machine.pipeline)
 
 
 def _window(ti: Any, summary: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
@@ -207,7 +208,7 @@ def _record(ti: Any, state: str, error: Any = None) -> None:
     from meshinsights.settings import get_settings
 
     settings = get_settings()
-    found = _machines_by_dag(str(settings.configs_dir)).get(ti.dag_id)
+    found = _machine_of_dag(str(settings.configs_dir), ti.dag_id)
     if found is None:  # not a machine DAG (maintenance, user DAGs)
         return
     machine_id, pipeline = found

@@ -40,10 +40,11 @@ def window_from_context(context: dict[str, Any]) -> Window:
 
 
 @lru_cache(maxsize=4)
-def _configs(configs_dir: str) -> Any:
-    from meshinsights.config import load_configs
+def _configs(configs_dir: str, machine_id: str) -> Any:
+    # Only this machine's file is parsed: a task's start cost does not grow with the fleet.
+    from meshinsights.config import load_machine_configs
 
-    return load_configs(configs_dir)
+    return load_machine_configs(configs_dir, machine_id)
 
 
 def _resolve(conn_id: str) -> str:
@@ -60,7 +61,7 @@ def _setup(configs_dir: str, store_uri: str, machine_id: str) -> tuple[Any, Any,
     from meshinsights.settings import storage_options_from_env
     from meshinsights.store import DeltaStore
 
-    configs = _configs(configs_dir)
+    configs = _configs(configs_dir, machine_id)
     machine = configs.machine(machine_id)
     # The URI is the DAG's; credentials and endpoints come from the worker's environment.
     store = DeltaStore(store_uri, storage_options=storage_options_from_env())
