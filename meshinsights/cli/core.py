@@ -107,11 +107,18 @@ def run(
             s["step"],
             s.get("table", ""),
             str(s.get("rows_in", "")),
-            "skipped" if s.get("skipped") else str(s.get("rows_out", "")),
+            _rows_out_cell(s),
             str(s.get("rows_quarantined", "")),
             str(s.get("seconds", "")),
         )
     out.print(table)
+
+
+def _rows_out_cell(summary: dict[str, Any]) -> str:
+    if summary.get("skipped"):
+        return "skipped (no input rows)" if summary.get("skip_reason") else "skipped (rule)"
+    rows = str(summary.get("rows_out", ""))
+    return f"{rows} ({summary['skipped_empty']} empty)" if "skipped_empty" in summary else rows
 
 
 @app.command()
