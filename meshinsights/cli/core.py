@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -13,9 +12,6 @@ from rich.table import Table
 
 from meshinsights.cli.app import app, console, demo_app, out, state
 from meshinsights.errors import ConfigError
-
-if TYPE_CHECKING:
-    from meshinsights.settings import Settings
 
 __all__: list[str] = []
 
@@ -202,22 +198,6 @@ def validate_configs(
         raise typer.Exit(1)
 
 
-def demo_source_url(settings: Settings) -> str:
-    """Where the pipelines read the demo: the demo connection if set, else the settings' file."""
-    from meshinsights.connectors.credentials import (
-        DEMO_CONN_ID,
-        dotenv_value,
-        env_resolver,
-        env_var_name,
-    )
-
-    name = env_var_name(DEMO_CONN_ID)
-    if os.environ.get(name) or dotenv_value(name):
-        return env_resolver(DEMO_CONN_ID)
-    settings.demo_source.parent.mkdir(parents=True, exist_ok=True)
-    return settings.demo_source_url
-
-
 @demo_app.command("seed")
 def demo_seed(
     machines: int = typer.Option(10, "--machines", min=1, help="number of HVAC units"),
@@ -229,6 +209,8 @@ def demo_seed(
     from meshinsights.demo import seed as do_seed
 
     if url is None:
+        from meshinsights.connectors.credentials import demo_source_url
+
         url = demo_source_url(state.settings)
     fleet = do_seed(url, machines=machines, days=days, seed=seed)
     out.print(
