@@ -4,6 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run` opens the live demo (configs/live: hourly, over a source that ends at now) unless
+# MESHINSIGHTS_CONFIGS names another folder; every other target uses configs/.
+ifeq ($(origin MESHINSIGHTS_CONFIGS),undefined)
+RUN_CONFIGS := $(CURDIR)/configs/live
+else
+RUN_CONFIGS := $(MESHINSIGHTS_CONFIGS)
+endif
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
@@ -11,6 +18,10 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export MESHINSIGHTS_CONFIGS ?= $(CURDIR)/configs
 export MESHINSIGHTS_STORE ?= $(CURDIR)/data/artifacts
 
+
+# How tests/chromium.py finds the browser tests' Chromium; `make test` ends with this without it.
+NO_CHROMIUM := NOTE: the browser tests were skipped (Chromium is not installed). Enable them \
+with: sudo apt-get install -y chromium chromium-driver
 
 .PHONY: venv test test-unit test-integration lint demo run stop clean lock bench soak
 
@@ -33,6 +44,7 @@ lock:
 # Celery worker on Redis + PostgreSQL, Delta on moto S3 and Azurite). Each half alone:
 # `make test-unit` (the quick loop) and `make test-integration`.
 test: test-unit test-integration
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || echo "$(NO_CHROMIUM)"
 
 test-unit: venv
 	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
@@ -50,9 +62,10 @@ lint: venv
 demo: venv
 	scripts/run.sh demo
 
-# Airflow standalone + dashboard; prints URLs and login. Ctrl-C or `make stop` ends it.
+# The live demo source + its feeder, Airflow standalone, the dashboard; the last day runs
+# through Airflow, then it prints URLs and login. Ctrl-C or `make stop` ends it all.
 run: venv
-	scripts/run.sh run
+	MESHINSIGHTS_CONFIGS="$(RUN_CONFIGS)" scripts/run.sh run
 
 stop:
 	@test -x $(BIN)/python && scripts/run.sh stop || true

@@ -30,6 +30,11 @@ __all__ = [
     "EVENT_CODES",
     "DEMO_START",
     "METRICS",
+    "live_start",
+    "timestamps",
+    "arrived",
+    "rows_of",
+    "event_rows_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,7 +267,7 @@ def _events(
     return events.sort_values("minute", kind="stable").reset_index(drop=True)
 
 
-def _rows(mid: str, data: MachineData, ts_text: np.ndarray) -> Iterator[tuple]:
+def rows_of(mid: str, data: MachineData, ts_text: np.ndarray) -> Iterator[tuple]:
     names = np.array([name for name, _ in METRICS], dtype=object)
     units = np.array([unit for _, unit in METRICS], dtype=object)
     return zip(
@@ -276,7 +281,7 @@ def _rows(mid: str, data: MachineData, ts_text: np.ndarray) -> Iterator[tuple]:
     )
 
 
-def _event_rows(mid: str, events: pd.DataFrame, ts_text: np.ndarray) -> list[tuple]:
+def event_rows_of(mid: str, events: pd.DataFrame, ts_text: np.ndarray) -> list[tuple]:
     minute = events["minute"].to_numpy()
     return list(
         zip(
@@ -292,28 +297,81 @@ def _event_rows(mid: str, events: pd.DataFrame, ts_text: np.ndarray) -> list[tup
     )
 
 
-def seed(
-    url: str, *, machines: int = 10, days: int = 7, seed: int = 7, start: datetime = DEMO_START
-) -> DemoFleet:
-    """(Re)write the demo ``telemetry`` and ``events`` tables at ``url``; returns what it wrote."""
-    started = time.perf_counter()
-    ids = machine_ids(machines)
+def live_start(now: datetime, *, days_back: int = 2) -> datetime:
+    """The start of a live demo timeline: midnight UTC ``days_back`` days before ``now``.
+
+    Midnight keeps the faults at the clock times they are designed for (the alarm flood at
+    14:00 on day 2, the stuck sensor from 02:00 on day 3): with the default, "today" is day 3.
+    """
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=days_back)
+
+
+def timestamps(start: datetime, days: int) -> np.ndarray:
     base = pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
     # One shared array of timestamp strings (rows reuse the same str objects: cheap to bind);
     # long enough for rows that arrive two days late.
-    ts_text = np.array(
+    return np.array(
         pd.date_range(base, periods=(days + 3) * 1440, freq="1min")
         .strftime("%Y-%m-%d %H:%M:%S")
         .tolist(),
         dtype=object,
     )
+
+
+def _minute_of(start: datetime, moment: datetime | None) -> float:
+    """``moment`` as minutes after ``start`` (infinite when there is no cut-off)."""
+    if moment is None:
+        return float("inf")
+    return (moment - start).total_seconds() / 60
+
+
+def arrived(data: MachineData, *, after: float, upto: float) -> MachineData:
+    """The unit's rows that reached the source in ``(after, upto]`` minutes after the start.
+
+    A row arrives at its ``ingested_at`` (late rows two days after their time, re-sent
+    duplicates with the original), an event one minute after it happens.
+    """
+    came = (data.ingest_minute > after) & (data.ingest_minute <= upto)
+    event_arrival = data.events["minute"].to_numpy() + 1
+    events = data.events[(event_arrival > after) & (event_arrival <= upto)]
+    return MachineData(
+        data.minute[came],
+        data.metric[came],
+        data.value[came],
+        data.ingest_minute[came],
+        events.reset_index(drop=True),
+    )
+
+
+def seed(
+    url: str,
+    *,
+    machines: int = 10,
+    days: int = 7,
+    seed: int = 7,
+    start: datetime = DEMO_START,
+    until: datetime | None = None,
+) -> DemoFleet:
+    """(Re)write the demo ``telemetry`` and ``events`` tables at ``url``; returns what it wrote.
+
+    ``until`` (a live demo's *now*) keeps only the rows that had arrived by then; the rest of
+    the ``days`` timeline is what :mod:`meshinsights.demo_feed` appends as time passes. The
+    rows depend only on ``seed``, ``start`` and ``days``, so two seeds agree row for row.
+    """
+    started = time.perf_counter()
+    ids = machine_ids(machines)
+    ts_text = timestamps(start, days)
+    upto = _minute_of(start, until)
     writer = SQLWriter(url)
     rows = n_events = 0
     try:
         for number, mid in enumerate(ids, start=1):
             data = generate_machine(number, start, days, seed)
-            writer.insert("telemetry", _rows(mid, data, ts_text))
-            writer.insert("events", _event_rows(mid, data.events, ts_text))
+            if until is not None:
+                data = arrived(data, after=-1, upto=upto)
+            writer.insert("telemetry", rows_of(mid, data, ts_text))
+            writer.insert("events", event_rows_of(mid, data.events, ts_text))
             rows += len(data.minute)
             n_events += len(data.events)
             if number % 50 == 0:
@@ -331,4 +389,7 @@ def seed(
         machines,
         seconds,
     )
-    return DemoFleet(ids, start, start + timedelta(days=days), rows, url, n_events, seconds)
+    end = start + timedelta(days=days)
+    if until is not None:
+        end = min(end, until)
+    return DemoFleet(ids, start, end, rows, url, n_events, seconds)

@@ -6,7 +6,7 @@ SQLite and MySQL take ``executemany``; PostgreSQL takes ``COPY ... FROM STDIN``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -46,7 +46,7 @@ _INDEXES = [
 class SQLWriter:
     """Bulk inserts through the raw DB-API connection of SQLite, MySQL or PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, mode: Literal["create", "append"] = "create") -> None:
         from sqlalchemy import create_engine
 
         from meshinsights.connectors.credentials import normalize_url
@@ -57,6 +57,8 @@ class SQLWriter:
         self.engine = create_engine(normalize_url(url))
         self.conn = self.engine.raw_connection()
         self.mark = "?" if self.dialect == "sqlite" else "%s"
+        if mode == "append":  # the live feeder: small commits next to readers, journal on
+            return
         cur = self.conn.cursor()
         if self.dialect == "sqlite":  # a demo seed is rewritten whole: skip the journal
             for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-200000"):
@@ -86,6 +88,9 @@ class SQLWriter:
         cur = self.conn.cursor()
         for stmt in _INDEXES:
             cur.execute(stmt)
+        self.close()
+
+    def close(self) -> None:
         self.conn.commit()
         self.conn.close()
         self.engine.dispose()

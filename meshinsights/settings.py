@@ -23,6 +23,8 @@ class Settings:
     configs_dir: Path
     store_uri: str
     demo_source: Path
+    #: The alert-threshold sink's SQLite file when the meshinsights_alerts connection is unset.
+    alerts_db: Path
     #: deltalake/object_store options for the store (endpoint, credentials, locking); never logged.
     storage_options: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
 
@@ -73,10 +75,16 @@ def get_settings(*, configs: str | None = None, store: str | None = None) -> Set
     env = os.environ.get
     configs_dir = configs or env("MESHINSIGHTS_CONFIGS") or PROJECT_ROOT / "configs"
     store_uri = store or env("MESHINSIGHTS_STORE") or str(PROJECT_ROOT / "data" / "artifacts")
-    demo = env("MESHINSIGHTS_DEMO_SOURCE") or PROJECT_ROOT / "data" / "demo_source.db"
+    store_uri = _abs_uri(store_uri)
+    # The demo's SQLite files sit next to a local store (data/ by default), so redirecting the
+    # store redirects them too; a remote store keeps them in the checkout's data/.
+    data_dir = Path(store_uri).parent if "://" not in store_uri else PROJECT_ROOT / "data"
+    demo = Path(env("MESHINSIGHTS_DEMO_SOURCE") or data_dir / "demo_source.db").resolve()
+    alerts = env("MESHINSIGHTS_ALERTS_DB") or demo.parent / "alerts.db"
     return Settings(
         configs_dir=Path(configs_dir).resolve(),
-        store_uri=_abs_uri(store_uri),
-        demo_source=Path(demo).resolve(),
+        store_uri=store_uri,
+        demo_source=demo,
+        alerts_db=Path(alerts).resolve(),
         storage_options=storage_options_from_env(),
     )

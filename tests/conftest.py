@@ -79,3 +79,19 @@ def airflow_db() -> Path:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                        capture_output=True, env=os.environ.copy())
     return home
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End a session that skipped browser tests for want of Chromium by saying so plainly."""
+    from tests.chromium import ENABLE, SKIP_REASON
+
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", [])
+        if SKIP_REASON in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep("=", "browser tests skipped", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} browser test(s) did not run: Chromium is not installed. "
+            f"Enable them with:  {ENABLE}"
+        )

@@ -107,11 +107,18 @@ def run(
             s["step"],
             s.get("table", ""),
             str(s.get("rows_in", "")),
-            "skipped" if s.get("skipped") else str(s.get("rows_out", "")),
+            _rows_out_cell(s),
             str(s.get("rows_quarantined", "")),
             str(s.get("seconds", "")),
         )
     out.print(table)
+
+
+def _rows_out_cell(summary: dict[str, Any]) -> str:
+    if summary.get("skipped"):
+        return "skipped (no input rows)" if summary.get("skip_reason") else "skipped (rule)"
+    rows = str(summary.get("rows_out", ""))
+    return f"{rows} ({summary['skipped_empty']} empty)" if "skipped_empty" in summary else rows
 
 
 @app.command()
@@ -209,10 +216,10 @@ def demo_seed(
     """Write the demo source and print the machines and time range it covers."""
     from meshinsights.demo import seed as do_seed
 
-    settings = state.settings
     if url is None:
-        settings.demo_source.parent.mkdir(parents=True, exist_ok=True)
-        url = settings.demo_source_url
+        from meshinsights.connectors.credentials import demo_source_url
+
+        url = demo_source_url(state.settings)
     fleet = do_seed(url, machines=machines, days=days, seed=seed)
     out.print(
         f"seeded {fleet.rows:,} telemetry rows for {len(fleet.machines)} machine(s): "

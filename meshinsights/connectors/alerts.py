@@ -16,7 +16,6 @@ Both writes happen in one transaction. Times are stored as naive UTC.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -69,10 +68,10 @@ _VALUES = (
 
 
 def default_alerts_path() -> Path:
-    """``MESHINSIGHTS_ALERTS_DB`` or ``data/alerts.db`` next to the demo source."""
-    from meshinsights.settings import PROJECT_ROOT
+    """``MESHINSIGHTS_ALERTS_DB`` or ``alerts.db`` next to the demo source (see settings)."""
+    from meshinsights.settings import get_settings
 
-    return Path(os.environ.get("MESHINSIGHTS_ALERTS_DB") or PROJECT_ROOT / "data" / "alerts.db")
+    return get_settings().alerts_db
 
 
 def alerts_url(conn_id: str = ALERTS_CONN_ID, resolver: Callable[[str], str] | None = None) -> str:

@@ -14,9 +14,13 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from meshinsights.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from meshinsights.settings import Settings
 
 __all__ = [
     "ConnectionResolver",
@@ -26,6 +30,7 @@ __all__ = [
     "remember_secrets",
     "env_var_name",
     "dotenv_value",
+    "demo_source_url",
     "adx_url",
 ]
 
@@ -152,6 +157,16 @@ def env_resolver(conn_id: str) -> str:
                 f"{name} holds invalid JSON; use a URL or Airflow's JSON form"
             ) from exc
     return raw
+
+
+def demo_source_url(settings: Settings) -> str:
+    """Where the pipelines read the demo (so where a seed writes): the demo connection if
+    set, else the settings' SQLite file (its folder created)."""
+    name = env_var_name(DEMO_CONN_ID)
+    if os.environ.get(name) or dotenv_value(name):
+        return env_resolver(DEMO_CONN_ID)
+    settings.demo_source.parent.mkdir(parents=True, exist_ok=True)
+    return settings.demo_source_url
 
 
 def airflow_resolver(conn_id: str) -> str:

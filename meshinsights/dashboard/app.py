@@ -49,6 +49,12 @@ def _frame(
     return _store(root).read(ns, table, machine, Window(start, end))
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _extents(root: str, ns: str, table: str, version: int) -> dict[str, Any]:
+    # From the Delta log's file statistics (no data file read); ``version`` keys the cache.
+    return _store(root).extents(ns, table)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _history(
     root: str,
@@ -70,9 +76,27 @@ class View:
     ns: str
     machine: str
     window: Window
+    #: The date picker's widget key (the "show the days with data" button resets it).
+    days_key: str = ""
 
     def has(self, table: str) -> bool:
         return self.catalog.has(self.ns, table)
+
+    def empty(self, table: str, box: Any = None) -> None:
+        """Say that ``table`` has no rows for the selection, and offer the days that have some."""
+        box = box or st
+        version = self.catalog.tables[self.ns][table]
+        extent = _extents(self.root, self.ns, table, version).get(self.machine)
+        note, days = data.empty_note(table, self.machine, self.window, extent)
+        box.info(note)
+        if days is not None:
+            last = (days.end - timedelta(days=1)).date()
+            box.button(
+                f"Show {days.start.date()} → {last}",
+                key=f"show_{table}",
+                on_click=_show_days,
+                args=(self.days_key, days.start.date(), last),
+            )
 
     def load(self, table: str) -> pd.DataFrame:
         """This machine's rows of ``table`` in the window; empty when the table is absent."""
@@ -92,6 +116,12 @@ class View:
 
 
 # ---------------------------------------------------------------------- selection
+
+
+def _show_days(key: str, first: date, last: date) -> None:
+    # The picker takes its value from the link when its own state is gone.
+    st.query_params.update({"start": first.isoformat(), "end": last.isoformat()})
+    st.session_state.pop(key, None)
 
 
 def _param(name: str) -> str | None:
@@ -153,7 +183,7 @@ def _telemetry_section(view: View) -> None:
     st.subheader("Telemetry")
     telemetry = view.load("telemetry")
     if telemetry.empty:
-        st.info("No telemetry for this machine in the selected days.")
+        view.empty("telemetry")
         return
     fig = charts.telemetry_figure(
         telemetry,
@@ -184,7 +214,7 @@ def _analysis_section(view: View) -> None:
         return
     found = data.analyses(view.load("genai_analysis"))
     if not found:
-        box.info("No analysis for this machine in the selected days.")
+        view.empty("genai_analysis", box)
         return
     for i, a in enumerate(found[:7]):
         _analysis_card(box.container(border=True), a, expanded=i == 0)
@@ -231,6 +261,20 @@ def _badge(severity: str) -> str:
 # ---------------------------------------------------------------------- page
 
 
+def _no_data_note(catalog: data.Catalog, root: str) -> str:
+    """No machine has rows yet: say whether the tables are missing or only empty, and why."""
+    start = "`make run` (or `meshinsights demo seed`, then `meshinsights run hvac-001 --start "
+    start += "2024-01-01 --end 2024-01-03`), then press Refresh"
+    if not catalog.tables:
+        return f"No artifacts in {root} yet. Run {start}."
+    listed = "; ".join(f"{ns}: {', '.join(sorted(t))}" for ns, t in sorted(catalog.tables.items()))
+    return (
+        f"The store {root} has tables ({listed}) but no rows in them yet: the runs so far found "
+        f"no source rows in their windows (a schedule past the end of the source's data does "
+        f"that). Run a window the source has data for — {start}."
+    )
+
+
 def main() -> None:
     """Render the page."""
     started = time.perf_counter()
@@ -242,16 +286,14 @@ def main() -> None:
     catalog = _catalog(root)
     if not catalog.pipelines():
         st.title("MeshInsights")
-        st.info(
-            f"No artifacts in {root} yet. Run `meshinsights demo seed` and "
-            "`meshinsights run hvac-001 --start 2024-01-01 --end 2024-01-03`."
-        )
+        st.info(_no_data_note(catalog, root))
         return
     ns = _pick_pipeline(catalog)
     machine = _pick_machine(catalog, ns)
-    window = _pick_window(catalog.machines[ns].get(machine), key=f"days_{ns}_{machine}")
+    days_key = f"days_{ns}_{machine}"
+    window = _pick_window(catalog.machines[ns].get(machine), key=days_key)
     st.query_params.update({"pipeline": ns, "machine": machine})
-    view = View(root, catalog, ns, machine, window)
+    view = View(root, catalog, ns, machine, window, days_key)
     end_day = (window.end - timedelta(days=1)).date()
     st.title(f"{machine}")
     st.caption(f"pipeline {ns} · {window.start.date()} → {end_day} (UTC) · store {root}")

@@ -33,6 +33,7 @@ __all__ = [
     "curated_tables",
     "default_window",
     "downsample",
+    "empty_note",
     "ingest_quality",
     "load_catalog",
     "md_escape",
@@ -159,6 +160,32 @@ def default_window(extent: MachineExtent | None, days: int = 7) -> Window:
     if extent and extent.min_ts:
         start = max(start, pd.Timestamp(extent.min_ts).tz_convert("UTC").normalize())
     return Window(start.to_pydatetime(), end.to_pydatetime())
+
+
+def empty_note(
+    table: str, machine_id: str, window: Window, extent: MachineExtent | None
+) -> tuple[str, Window | None]:
+    """What to say when ``table`` has no rows for the selection, and the days that have some.
+
+    A table can exist and hold nothing for a machine (a run over a window the source had no
+    rows for writes none), or hold rows outside the chosen days: either is said plainly.
+    """
+    if extent is None or not extent.rows or extent.min_ts is None or extent.max_ts is None:
+        return (
+            f"{table} holds no rows for {machine_id} yet: the runs so far found no source rows "
+            "in their windows (or have not reached this step).",
+            None,
+        )
+    last = (window.end - timedelta(days=1)).date()
+    lo = pd.Timestamp(extent.min_ts).tz_convert("UTC")
+    hi = pd.Timestamp(extent.max_ts).tz_convert("UTC")
+    first, after = lo.normalize(), hi.normalize() + timedelta(days=1)
+    days = Window(first.to_pydatetime(), after.to_pydatetime())
+    return (
+        f"{table}: no rows for {machine_id} in {window.start.date()} → {last}. It holds "
+        f"{extent.rows:,} rows from {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M} UTC.",
+        days,
+    )
 
 
 def read_window(

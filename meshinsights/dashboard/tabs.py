@@ -6,7 +6,7 @@ Each tab renders one selection (pipeline, machine, window) through its checked, 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import streamlit as st
@@ -40,6 +40,8 @@ class Selection(Protocol):
     def has(self, table: str) -> bool: ...
 
     def load(self, table: str) -> pd.DataFrame: ...
+
+    def empty(self, table: str, box: Any = None) -> None: ...
 
 
 def issues_tab(view: Selection) -> None:
@@ -162,7 +164,7 @@ def curated_tab(view: Selection) -> None:
     table = st.selectbox("Table", ordered, key=f"curated_{view.ns}")
     df = view.load(table)
     if df.empty:
-        st.info(f"{table}: no rows for this machine in the selected days.")
+        view.empty(table)
         return
     frame, columns, group = data.plot_spec(table, df)
     if columns and "ts" in frame.columns:

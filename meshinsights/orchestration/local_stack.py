@@ -1,4 +1,5 @@
-"""The local stack behind ``make run`` / ``make stop``: Airflow standalone plus the dashboard.
+"""The local stack behind ``make run`` / ``make stop``: Airflow standalone, the dashboard and
+the live demo source's feeder, opened on data (see ``live_demo.py``).
 
 Every process is started in its own session with a pid file under ``$AIRFLOW_HOME/run/``, so
 Ctrl-C in the ``make run`` terminal or ``make stop`` from another shell stops exactly the
@@ -21,8 +22,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from meshinsights.errors import MeshInsightsError
+from meshinsights.orchestration.airflow_api import AirflowAPI
+from meshinsights.orchestration.live_demo import (
+    BACKGROUND_MACHINES,
+    FEED_INTERVAL,
+    WARM_MACHINES,
+    WarmRun,
+    dag_ids_of,
+    feeder_component,
+    live_demo,
+    start_runs,
+    warm_up,
+    warm_window,
+)
 from meshinsights.orchestration.processes import (
     Component,
     alive,
@@ -129,15 +146,26 @@ def _has_dashboard() -> bool:
     return importlib.util.find_spec("meshinsights.cli.dashboard") is not None
 
 
-def _seed_demo(env: Mapping[str, str]) -> None:
-    exe = str(Path(sys.executable).parent / "meshinsights")
-    subprocess.run([exe, "demo", "seed"], env=dict(env), check=True)
+def _seed_live(env: Mapping[str, str], now: datetime) -> Any:
+    """Write the live demo source up to ``now``; returns its timeline (for the feeder)."""
+    from meshinsights.connectors.credentials import demo_source_url
+    from meshinsights.demo_feed import seed_live
+
+    demo = live_demo(demo_source_url(get_settings()), now)
+    fleet = seed_live(demo, now)
+    _say(
+        f"seeded the live demo source: {fleet.rows:,} rows for {len(fleet.machines)} units "
+        f"from {demo.start:%Y-%m-%d %H:%M} to now ({fleet.seconds:.1f}s); a feeder adds "
+        "what arrives as time passes"
+    )
+    return demo
 
 
 def _start(
-    env: Mapping[str, str], directory: Path, dashboard_port: int
+    env: Mapping[str, str], directory: Path, dashboard_port: int, feeder: Component
 ) -> dict[str, subprocess.Popen[bytes]]:
     procs = {"airflow": spawn(Component("airflow", ["airflow", "standalone"]), env, directory)}
+    procs["feeder"] = spawn(feeder, env, directory)
     if _has_dashboard():
         exe = str(Path(sys.executable).parent / "meshinsights")
         argv = [exe, "dashboard", "--port", str(dashboard_port)]
@@ -179,27 +207,37 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
         return 1
     stop_all(directory)  # leftovers of a run that was killed hard
     started = time.monotonic()
+    # The live demo's configs (hourly, over a source that ends at now) unless told otherwise.
+    os.environ.setdefault("MESHINSIGHTS_CONFIGS", str(PROJECT_ROOT / "configs" / "live"))
     dashboard_url = f"http://localhost:{dashboard_port}"
     env = airflow_env(home, api_port=api_port, dashboard_url=dashboard_url)
-    _seed_demo(env)
+    now = datetime.now(UTC)
+    demo = _seed_live(env, now)
     password = ensure_password(home)
     (directory / "stack.pid").write_text(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        procs = _start(env, directory, dashboard_port)
+        interval = float(os.environ.get("MESHINSIGHTS_FEED_INTERVAL") or FEED_INTERVAL)
+        procs = _start(
+            env, directory, dashboard_port, feeder_component(demo, now, interval=interval)
+        )
         _say(f"starting Airflow on port {api_port} (logs: {directory}/*.log) …")
         if not _ready(procs, directory, api_port, dashboard_port, timeout):
             return 1
+        warm = _warm_up(api_port, password, env, now, timeout=timeout)
         _banner(
             api_port,
             dashboard_url if "dashboard" in procs else None,
             password,
             home,
             time.monotonic() - started,
+            warm,
         )
-        while all(p.poll() is None for p in procs.values()):
+        # The feeder ends with its timeline (days from now): the stack stays up without it.
+        watched = {n: p for n, p in procs.items() if n != "feeder"}
+        while all(p.poll() is None for p in watched.values()):
             time.sleep(1)
-        dead = [n for n, p in procs.items() if p.poll() is not None]
+        dead = [n for n, p in watched.items() if p.poll() is not None]
         _say(f"{', '.join(dead)} exited; stopping the stack")
         return 1
     except KeyboardInterrupt:
@@ -214,8 +252,45 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
         _say("stopped")
 
 
+def _warm_up(
+    api_port: int, password: str, env: Mapping[str, str], now: datetime, *, timeout: float
+) -> list[WarmRun]:
+    """The warm machines' last day through Airflow (REST API), printed as each run ends; then
+    the background machines' last day is triggered (not waited for)."""
+    configs = env["MESHINSIGHTS_CONFIGS"]
+    dag_ids = dag_ids_of(configs, WARM_MACHINES)
+    later = dag_ids_of(configs, BACKGROUND_MACHINES)
+    window = warm_window(now)
+    api = AirflowAPI(f"http://127.0.0.1:{api_port}", "admin", password)
+
+    def done(run: WarmRun) -> None:
+        rows = f", {run.telemetry_rows:,} telemetry rows" if run.telemetry_rows is not None else ""
+        _say(f"  {run.dag_id}: {run.state}{rows} ({run.seconds:.0f}s)")
+
+    try:
+        runs: list[WarmRun] = []
+        if dag_ids:
+            _say(
+                f"running {', '.join(dag_ids)} through Airflow for the last day "
+                f"[{window[0]:%Y-%m-%d %H:%M}, {window[1]:%Y-%m-%d %H:%M}) UTC …"
+            )
+            runs = warm_up(api, dag_ids, window, timeout=timeout, on_done=done)
+        if later:
+            start_runs(api, later, window, timeout=60)
+            _say(f"  started the same window for {', '.join(later)} (see its grid)")
+        return runs
+    except MeshInsightsError as exc:  # the stack still comes up; say what did not happen
+        _say(f"the warm-up runs could not be started: {exc}")
+        return []
+
+
 def _banner(
-    api_port: int, dashboard_url: str | None, password: str, home: Path, seconds: float
+    api_port: int,
+    dashboard_url: str | None,
+    password: str,
+    home: Path,
+    seconds: float,
+    warm: list[WarmRun],
 ) -> None:
     lines = [
         "",
@@ -225,10 +300,16 @@ def _banner(
     ]
     if dashboard_url:
         lines.append(f"  Dashboard  : {dashboard_url}")
+    ok = [r.dag_id for r in warm if r.state == "success"]
+    failed = [f"{r.dag_id} ({r.state})" for r in warm if r.state != "success"]
+    if ok:
+        lines.append(f"  Ran the last day through Airflow: {', '.join(ok)} (now hourly)")
+    if failed:
+        lines.append(f"  Did not finish: {', '.join(failed)}; see {home / 'run'}/airflow.log")
     lines += [
-        "  DAGs start paused: unpause one in the UI, or trigger a window on demand:",
-        '    airflow dags trigger minimal__hvac-001 --conf \'{"start": "2024-01-01", '
-        '"end": "2024-01-02"}\'',
+        "  The source grows every minute (faults included). The other DAGs start paused:",
+        "  unpause one in the UI and its next hourly run ingests what arrived; or run any window:",
+        '    airflow dags trigger minimal__hvac-001 --conf \'{"start": "…", "end": "…"}\'',
         "  Stop with Ctrl-C here, or `make stop` from another shell.",
         "",
     ]

@@ -125,6 +125,7 @@ def run_step(
     rows_in = sum(len(f) for frames in reads for f in frames.values())
     t_func = time.perf_counter()
     outputs: list[tuple[Window, pd.DataFrame]] = []
+    skipped: list[tuple[Window, str]] = []
     for group, frames_by_table in zip(groups, reads, strict=True):
         for w in group:
             for m in machines:
@@ -140,11 +141,22 @@ def run_step(
                         )
                         for arg, f in per_machine.items()
                     }
+                if not has_input_rows(planned, per_machine):
+                    # Nothing to work on: no call (no analysis of nothing, no API bill) and no
+                    # rows; the window is still overwritten, so an earlier run's rows go.
+                    skipped.append((w, m))
+                    outputs.append((w, _no_rows(planned.spec, m)))
+                    continue
                 outputs.append((w, _call(planned.spec, per_machine, planned.params, m, w)))
     func_seconds = time.perf_counter() - t_func
     # Empty outputs are left out: their untyped columns would turn a typed column to object.
     frames = [out for _, out in outputs if len(out)] or [outputs[0][1]]
     result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    windows = [w for group in groups for w in group]
+    span = Window(windows[0].start, windows[-1].end)
+    if len(skipped) == len(outputs) and not result.columns.size:
+        # Every window empty, a step without a schema and no table yet: nothing to write.
+        return _skipped_summary(planned, machines, span, windows, skipped, run_id, started)
     meta = {
         "meshinsights.run_id": run_id,
         "meshinsights.step": planned.id,
@@ -153,7 +165,6 @@ def run_step(
         "meshinsights.inputs": versions,
         **({"meshinsights.evolve": True} if planned.evolve else {}),
     }
-    windows = [w for group in groups for w in group]
     write = store.overwrite(
         namespace,
         planned.output,
@@ -164,7 +175,6 @@ def run_step(
         metadata=meta,
         evolve=planned.evolve,
     )
-    span = Window(windows[0].start, windows[-1].end)
     summary: dict[str, Any] = {
         "step": planned.id,
         "table": planned.output,
@@ -179,6 +189,8 @@ def run_step(
     }
     if len(windows) > 1:
         summary["windows"] = [w.as_dict() for w in windows]
+    if skipped:
+        summary.update(_skip_fields(planned, skipped, len(outputs)))
     if planned.sink is not None:
         summary["sink"] = sink_by_window(planned, outputs, run_id, resolver)
     logger.info(
@@ -190,6 +202,63 @@ def run_step(
         write.rows,
         summary["seconds"],
     )
+    return summary
+
+
+def has_input_rows(planned: PlannedStep, frames: dict[str, pd.DataFrame]) -> bool:
+    """Whether any input table (the step's own output, read as a cache, aside) has rows."""
+    others = [f for arg, f in frames.items() if planned.inputs[arg] != planned.output]
+    return not others or any(len(f) for f in others)
+
+
+def _no_rows(spec: StepSpec, machine_id: str) -> pd.DataFrame:
+    """The output of a window without input rows: no rows, typed by the step's schema."""
+    if spec.schema is None:
+        return pd.DataFrame()
+    return spec.schema.empty_table().to_pandas().assign(machine_id=machine_id)
+
+
+def _skip_fields(
+    planned: PlannedStep, skipped: list[tuple[Window, str]], n_calls: int
+) -> dict[str, Any]:
+    tables = sorted({t for t in planned.inputs.values() if t != planned.output})
+    reason = (
+        f"no input rows in {', '.join(tables)} for {len(skipped)} of {n_calls} "
+        "machine-window(s): the step was not called and wrote no rows there"
+    )
+    logger.info("step %s skipped: %s", planned.id, reason)
+    return {
+        "skipped_empty": len(skipped),
+        # XCom stays small: the first few skipped machine-windows, the count above.
+        "skipped_examples": [{"window": w.as_dict(), "machine": m} for w, m in skipped[:10]],
+        "skip_reason": reason,
+        **({"skipped": True} if len(skipped) == n_calls else {}),
+    }
+
+
+def _skipped_summary(
+    planned: PlannedStep,
+    machines: list[str],
+    span: Window,
+    windows: list[Window],
+    skipped: list[tuple[Window, str]],
+    run_id: str,
+    started: float,
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "step": planned.id,
+        "table": planned.output,
+        "machines": machines if len(machines) <= 5 else len(machines),
+        "window": span.as_dict(),
+        "rows_in": 0,
+        "rows_out": 0,
+        "version": None,
+        "seconds": round(time.perf_counter() - started, 4),
+        "run_id": run_id,
+        **_skip_fields(planned, skipped, len(skipped)),
+    }
+    if len(windows) > 1:
+        summary["windows"] = [w.as_dict() for w in windows]
     return summary
 
 

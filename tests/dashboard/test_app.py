@@ -6,6 +6,7 @@ import base64
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,43 @@ def test_empty_store_says_what_to_run(monkeypatch, tmp_path: Path):
     at = run_app(monkeypatch, tmp_path / "nothing-here")
     assert not at.exception
     assert any("No artifacts in" in i and "meshinsights run" in i for i in texts(at, "info"))
+
+
+def test_days_without_rows_say_so_and_offer_the_days_with_data(monkeypatch, minimal_store: Path):
+    """The machine has data on 2024-01-01..02; a link to February shows none, honestly."""
+    at = run_app(monkeypatch, minimal_store, machine="hvac-001", start="2024-02-01",
+                 end="2024-02-03")
+    assert not at.exception and charts(at) == []
+    telemetry = DeltaStore(str(minimal_store)).read("minimal", "telemetry", "hvac-001", WINDOW)
+    first, last = telemetry["ts"].min(), telemetry["ts"].max()
+    expected = (f"telemetry: no rows for hvac-001 in 2024-02-01 → 2024-02-03. It holds "
+                f"{len(telemetry):,} rows from {first:%Y-%m-%d %H:%M} to "
+                f"{last:%Y-%m-%d %H:%M} UTC.")
+    assert expected in texts(at, "info")
+    assert any(t.startswith("genai_analysis: no rows for hvac-001 in 2024-02-01")
+               for t in texts(at, "info"))
+    at.button(key="show_telemetry").click().run()
+    assert not at.exception
+    assert at.date_input(key="days_minimal_hvac-001").value == (date(2024, 1, 1), date(2024, 1, 2))
+    [spec, *_] = charts(at)
+    assert sum(_length(t["x"]) for t in spec["data"]) > 0
+
+
+def test_tables_without_rows_are_named_and_new_data_appears_on_refresh(
+        monkeypatch, tmp_path: Path, minimal_store: Path):
+    root = tmp_path / "artifacts"
+    store = DeltaStore(str(root))
+    empty = GENAI_SCHEMA.empty_table().to_pandas()
+    store.overwrite("minimal", "genai_analysis", empty, machine_ids="hvac-001",
+                    window=Window.parse("2026-12-05", "2026-12-06"), schema=GENAI_SCHEMA)
+    at = run_app(monkeypatch, root)
+    assert not at.exception
+    [note] = texts(at, "info")
+    assert f"The store {root} has tables (minimal: genai_analysis) but no rows in them yet" in note
+    # Rows arrive (here: a copy of a run's tables); Refresh shows them without a restart.
+    shutil.rmtree(root)
+    shutil.copytree(minimal_store, root)
+    at.sidebar.button[0].click().run()
+    assert not at.exception
+    assert at.selectbox(key="machine_minimal").options == list(MINIMAL_MACHINES)
+    assert charts(at)

@@ -1,13 +1,13 @@
 """End to end: the dashboard served on loopback, opened in headless Chromium (Debian's).
 
-Needs ``apt-get install -y chromium chromium-driver``; skipped with a reason when they are absent
-and CI is not set (in CI the test fails instead). A screenshot lands in ``test-artifacts/``.
+Needs ``apt-get install -y chromium chromium-driver`` (``tests/chromium.py``); skipped with a
+reason when they are absent and CI is not set (in CI the test fails instead), and the session's
+summary then names the command. A screenshot lands in ``test-artifacts/``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from meshinsights.cli.dashboard import APP_PATH, streamlit_command
+from tests.chromium import chromium
 from tests.conftest import REPO
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = pytest.mark.browser
@@ -97,37 +96,8 @@ def server(minimal_store: Path) -> Iterator[int]:
 @pytest.fixture
 def browser() -> Iterator[object]:
     """Headless Debian Chromium through chromedriver, with a fresh profile."""
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{CHROMIUM} / {CHROMEDRIVER} missing: apt-get install -y chromium chromium-driver"
-            )
-        pytest.skip("Chromium is not installed (apt-get install -y chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"mi-chromium-{os.getpid()}-{time.time_ns()}"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,2200",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_dashboard_in_chromium_shows_chart_and_analysis(server: int, browser) -> None:

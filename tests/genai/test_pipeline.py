@@ -94,3 +94,30 @@ def test_minimal_dag_runs_the_genai_step(demo_env, airflow_db):
     assert row["ts"] == pd.Timestamp("2024-01-02", tz="UTC")
     assert (row["status"], row["provider"]) == ("ok", "offline")
     assert "Machine: hvac-001" in row["user_prompt"]
+
+
+def test_an_empty_window_gets_no_model_request_and_no_analysis_row(
+        demo_env, fake, tmp_path, monkeypatch):
+    """The demo source holds 2024-01-01 → 01-04: February has no rows, so nothing to analyse."""
+    monkeypatch.setenv("TEST_GENAI_KEY", "sk-pipeline-test")
+    configs = load_configs(_configs_with_genai_overrides(tmp_path, {
+        "provider": "compatible", "base_url": fake.base_url, "api_key_env": "TEST_GENAI_KEY"}))
+    store = DeltaStore(demo_env["MESHINSIGHTS_STORE"])
+    empty = Window.parse("2024-02-01", "2024-02-02")
+    summaries = {s["step"]: s for s in run_pipeline(configs, "hvac-001", empty, store)}
+    assert summaries["ingest"]["rows_in"] == 0
+    assert fake.requests == []
+    assert store.read_all("minimal", "genai_analysis").empty
+    genai = summaries["genai"]
+    assert (genai["skipped"], genai["skipped_empty"], genai["rows_out"]) == (True, 1, 0)
+    assert genai["skip_reason"].startswith("no input rows in ") and "summary" in genai[
+        "skip_reason"]
+    # The same for the steps before it: nothing in, no call, no rows, said so.
+    for step_id in ("average_temperature", "summary", "after_genai"):
+        assert summaries[step_id]["skipped"] and summaries[step_id]["rows_out"] == 0, step_id
+    # A window with data next to it: exactly one request, one analysis row, for that day only.
+    day = Window.parse("2024-01-01", "2024-01-02")
+    run_pipeline(configs, "hvac-001", day, store)
+    rows = store.read_all("minimal", "genai_analysis")
+    assert len(fake.requests) == 1 and rows["ts"].tolist() == [pd.Timestamp("2024-01-01", tz="UTC")]
+    assert (rows["status"].tolist(), rows["provider"].tolist()) == (["ok"], ["compatible"])
