@@ -91,10 +91,16 @@ def create_app(
     secured = [Depends(require_key)]
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        detail = exc.detail
+        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+            detail = (
+                f"no endpoint {request.method} {request.url.path}; the API is read-only and "
+                "its endpoints are listed at /docs"
+            )
         return JSONResponse(
-            {"detail": _one_line(exc.detail)}, status_code=exc.status_code, headers=headers
+            {"detail": _one_line(detail)}, status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
