@@ -203,7 +203,7 @@ def create_app(
             "telemetry",
             machine,
             window,
-            metrics=metric or None,
+            where={"metric": metric} if metric else None,
             limit=limit,
             token=page_token,
             wide=wide,
@@ -244,6 +244,33 @@ def create_app(
         """Telemetry wide: one row per ``ts``, one column per metric."""
         return _telemetry(
             request, machine, start, end, metric, pipeline, limit, page_token, fmt, True
+        )
+
+    @app.get("/v1/machines/{machine}/forecasts", dependencies=secured, tags=["data"])
+    def forecasts(
+        request: Request,
+        machine: str,
+        start: Start,
+        end: End,
+        horizon: Annotated[
+            list[int] | None, Query(description="steps ahead (1 = next); repeat for several")
+        ] = None,
+        method: Annotated[list[str] | None, Query(description="forecast method(s)")] = None,
+        pipeline: PipelineOpt = None,
+        limit: Limit = None,
+        page_token: Token = None,
+        fmt: Fmt = None,
+    ) -> Response:
+        """Forecasts made in ``[start, end)`` (by origin ``ts``), optionally by horizon/method."""
+        chosen = choose_format(fmt, request.headers.get("accept"))
+        window = source.window(start, end)
+        ns = source.machine(machine, pipeline)
+        where = {k: v for k, v in (("horizon", horizon), ("method", method)) if v}
+        result = source.rows(
+            ns, "forecasts", machine, window, where=where, limit=limit, token=page_token
+        )
+        return tabular_response(
+            result.page.rows, chosen, meta=result.meta, next_token=result.page.next_token
         )
 
     @app.get("/v1/machines/{machine}/quarantine", dependencies=secured, tags=["data"])

@@ -232,7 +232,7 @@ class DataSource:
         window: Window,
         *,
         columns: list[str] | None = None,
-        metrics: list[str] | None = None,
+        where: dict[str, list[Any]] | None = None,
         limit: int | None = None,
         token: str | None = None,
         wide: bool = False,
@@ -243,10 +243,8 @@ class DataSource:
         size = self.page_size(limit)
         schema = self.ro.schema(ns, table)
         wanted = self._columns(schema, columns, ns, table)
-        metric_list = sorted(set(metrics)) if metrics else None
-        query = query_fingerprint(
-            ns, table, machine_id, window.as_dict(), wanted, metric_list, wide
-        )
+        filters = {c: sorted(set(v)) for c, v in sorted((where or {}).items()) if v}
+        query = query_fingerprint(ns, table, machine_id, window.as_dict(), wanted, filters, wide)
         if token:
             cursor = decode_token(token, query)
             version, skip, since = cursor.version, cursor.skip, cursor.ts_us
@@ -257,8 +255,8 @@ class DataSource:
             skip, since, read_window = 0, None, window
         data = self.ro.read_arrow(ns, table, machine_id, read_window, version=version)
         data = data.drop_columns([c for c in data.column_names if c not in wanted])
-        if metric_list is not None:
-            data = self._metrics(data, metric_list, machine_id, token is None)
+        for column, values in filters.items():
+            data = _keep(data, column, values, machine_id, first_page=token is None)
         if wide:
             data = _wide(data)
         page = cut_page(
@@ -288,22 +286,6 @@ class DataSource:
         # ts and machine_id always come along: pages are cut on ts.
         return [c for c in names if c in {*columns, "ts", "machine_id"}]
 
-    def _metrics(
-        self, data: pa.Table, metrics: list[str], machine_id: str, first_page: bool
-    ) -> pa.Table:
-        if "metric" not in data.column_names:
-            raise BadRequest("this table has no metric column; drop ?metric=")
-        kept = data.filter(pc.is_in(data.column("metric"), pa.array(metrics)))
-        if first_page:
-            present = set(pc.unique(data.column("metric")).to_pylist())
-            absent = [m for m in metrics if m not in present]
-            if absent:
-                raise NotFound(
-                    f"machine {machine_id!r} has no metric {absent} in this range; it has "
-                    f"{sorted(m for m in present if m is not None) or '(no rows)'}"
-                )
-        return kept
-
     def quarantine_reasons(self, machine_id: str, window: Window, pipeline: str | None) -> pa.Table:
         ns = self.machine(machine_id, pipeline)
         self.table(ns, "quarantine")
@@ -316,6 +298,26 @@ class DataSource:
             self.ro, self.snapshot().catalog, ns, machine_id, window, limit=HISTORY_LIMIT
         )
         return ns, _strings(pa.Table.from_pandas(df, preserve_index=False))
+
+
+def _keep(
+    data: pa.Table, column: str, values: list[Any], machine_id: str, *, first_page: bool
+) -> pa.Table:
+    """Rows whose ``column`` is one of ``values``; on the first page, 404 for absent values."""
+    if column not in data.column_names:
+        raise BadRequest(f"this table has no {column} column; drop ?{column}=")
+    col = data.column(column)
+    kept = data.filter(pc.is_in(col, pa.array(values, col.type)))
+    if first_page:
+        present = set(pc.unique(col).to_pylist())
+        absent = [v for v in values if v not in present]
+        if absent:
+            have = sorted(v for v in present if v is not None)
+            raise NotFound(
+                f"machine {machine_id!r} has no {column} {absent} in this range; it has "
+                f"{have or '(no rows)'}"
+            )
+    return kept
 
 
 def _days(span: timedelta) -> str:
