@@ -141,3 +141,26 @@ def test_serve_command(minimal_store: Path, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_api_package_has_no_write_path() -> None:
+    """The API reaches the store only through ReadOnlyStore; no module calls a write."""
+    import inspect
+    import pkgutil
+
+    import meshinsights.api as api
+
+    for info in pkgutil.iter_modules(api.__path__):
+        source = inspect.getsource(__import__(f"meshinsights.api.{info.name}", fromlist=["_"]))
+        for forbidden in (
+            "overwrite(",
+            "read_all(",
+            ".dataset(",
+            "vacuum(",
+            "compact(",
+            ".delete(",
+            "DeltaStore(",
+            "write_deltalake",
+            "import deltalake",
+        ):
+            assert forbidden not in source, (info.name, forbidden)
