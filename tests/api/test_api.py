@@ -449,3 +449,29 @@ def test_requests_leave_every_table_version_unchanged(api: Served, minimal_store
         assert resp.status_code == 405, (method, resp.text)
     assert table_versions(minimal_store) == before
     assert json.dumps(before)  # versions are plain ints: comparable across processes
+
+
+def test_metrics_equal_the_dashboards_data_quality_numbers(
+    api: Served, minimal_store: Path
+) -> None:
+    """/metrics and the dashboard's data-quality section count the same commits alike."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from meshinsights.dashboard import data
+    from meshinsights.model import Window
+
+    text = api.client.get("/metrics").text
+    samples = {
+        (s.name, s.labels["machine"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("meshinsights_ingest_") and s.labels.get("pipeline") == "minimal"
+    }
+    ro = data.ReadOnlyStore(str(minimal_store))
+    catalog = data.load_catalog(ro)
+    for machine in ("hvac-001", "hvac-006"):
+        history = data.run_history(ro, catalog, "minimal", machine, Window.parse(**BOTH))
+        shown = data.ingest_quality(history)
+        assert shown["rows_in"] > 0
+        for key, value in shown.items():
+            assert samples[(f"meshinsights_ingest_{key}", machine)] == value, (machine, key)
