@@ -10,7 +10,14 @@ one bad file never hides the others.
 from __future__ import annotations
 
 from meshinsights.config.loading import LoadedConfigs, load_configs, load_machine, load_pipeline
-from meshinsights.config.machines import ADXSource, FileSource, MachineConfig, SQLSource
+from meshinsights.config.machines import (
+    ADXSource,
+    FileSource,
+    MachineConfig,
+    SourceOptions,
+    SQLSource,
+    source_model,
+)
 from meshinsights.config.pipelines import (
     Condition,
     EventRules,
@@ -32,6 +39,8 @@ __all__ = [
     "SQLSource",
     "ADXSource",
     "FileSource",
+    "SourceOptions",
+    "source_model",
     "MachineConfig",
     "LoadedConfigs",
     "load_configs",
