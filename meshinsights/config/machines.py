@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from datetime import date
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -52,6 +52,10 @@ def _zone(value: str) -> str:
 
 class _SourceShape(_Model):
     """Options every source shares: layout, timestamps, device ids, units, late data, limits."""
+
+    #: Options holding a file or folder path: a relative one is made absolute against the
+    #: config folder when configs load, so every reader resolves it the same way.
+    path_fields: ClassVar[tuple[str, ...]] = ()
 
     type: str = Field(description="the connector: sql, adx, file or a plugin's name")
     layout: Literal["long", "wide", "tsdb"] = Field(
@@ -197,6 +201,8 @@ class ADXSource(_SourceShape):
 
 class FileSource(_SourceShape):
     """CSV or Parquet files (a file or a folder)."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
 
     type: Literal["file"]
     path: str = Field(description="file or folder; relative paths are relative to the config dir")
