@@ -81,6 +81,12 @@ def _detectors(workdir: Path, quick: bool) -> Bench:
     return bench_detectors(workdir, quick=quick)
 
 
+def _api(workdir: Path, quick: bool) -> Bench:
+    from bench.api import bench_api
+
+    return bench_api(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -92,6 +98,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "scheduler": _scheduler,
     "maintenance": _maintenance,
     "detectors": _detectors,
+    "api": _api,
 }
 
 

@@ -144,3 +144,25 @@ def test_validate_configs_reads_file_sources_and_names_what_is_wrong(tmp_path: P
     assert "machine auto: wide file without metrics: would ingest" in text
     assert "'anomaly'" in text  # numeric labels would be ingested: the note says so
     assert "2 problem(s)" in text
+
+
+def test_validate_configs_lists_installed_plugins_with_versions(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Built-ins and a third-party distribution's entry points, each with its version."""
+    from meshinsights import __version__
+
+    dist = tmp_path / "site" / "acme_jsonl-1.2.3.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-jsonl\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[meshinsights.connectors]\njsonl = acme_jsonl.connector:JSONLinesConnector\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    result = runner.invoke(app, ["--configs", str(CONFIGS), "validate-configs", "--no-sources"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    sql = "connector sql: meshinsights.connectors.sql:SQLConnector"
+    assert f"{sql} (meshinsights {__version__})" in text
+    assert f"steps builtin: meshinsights.steps.library (meshinsights {__version__})" in text
+    assert "connector jsonl: acme_jsonl.connector:JSONLinesConnector (acme-jsonl 1.2.3)" in text

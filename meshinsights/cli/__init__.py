@@ -9,6 +9,7 @@ from meshinsights.cli import dashboard as _dashboard  # noqa: E402,F401
 from meshinsights.cli import export as _export  # noqa: E402,F401
 from meshinsights.cli import lifecycle as _lifecycle  # noqa: E402,F401
 from meshinsights.cli import maintenance as _maintenance  # noqa: E402,F401
+from meshinsights.cli import serve as _serve  # noqa: E402,F401
 from meshinsights.cli import sql as _sql  # noqa: E402,F401
 from meshinsights.cli import status as _status  # noqa: E402,F401
 from meshinsights.cli.app import app, main

@@ -180,7 +180,8 @@ def validate_configs(
         help="also read the first rows of every file source and check them against its config",
     ),
 ) -> None:
-    """Check every pipeline and machine config; list every problem; exit 1 if any."""
+    """Check every pipeline and machine config; list every problem; exit 1 if any. Lists the
+    installed connector and step plugins (entry points) with their distributions' versions."""
     from meshinsights.connectors.probe import probe
 
     configs = _configs()
@@ -194,6 +195,15 @@ def validate_configs(
             for i, problem in enumerate(found.problems):
                 problems[f"{mid}#{i}"] = f"machine {mid}: {problem}"
             notes += [f"machine {mid}: {note}" for note in found.notes]
+    from meshinsights.plugins import installed_plugins
+
+    for plugin in installed_plugins():
+        out.print(
+            f"{plugin.kind} {plugin.name}: {plugin.target} "
+            f"({plugin.distribution} {plugin.version})",
+            highlight=False,
+            soft_wrap=True,
+        )
     for _key, msg in sorted(problems.items()):
         console.print(f"[red]✗[/] {escape(msg)}", highlight=False, soft_wrap=True)
     for note in notes:

@@ -17,7 +17,14 @@ from meshinsights.config.loading import (
     load_pipeline,
     machine_of_dag,
 )
-from meshinsights.config.machines import ADXSource, FileSource, MachineConfig, SQLSource
+from meshinsights.config.machines import (
+    ADXSource,
+    FileSource,
+    MachineConfig,
+    SourceOptions,
+    SQLSource,
+    source_model,
+)
 from meshinsights.config.pipelines import (
     Condition,
     EventRules,
@@ -39,6 +46,8 @@ __all__ = [
     "SQLSource",
     "ADXSource",
     "FileSource",
+    "SourceOptions",
+    "source_model",
     "MachineConfig",
     "LoadedConfigs",
     "load_configs",

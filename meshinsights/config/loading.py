@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from meshinsights.config.fleet import fleet_key, scan_machine_files
-from meshinsights.config.machines import SHAPE_KEYS, FileSource, MachineConfig
+from meshinsights.config.machines import SHAPE_KEYS, MachineConfig
 from meshinsights.config.pipelines import PipelineConfig
 from meshinsights.errors import ConfigError
 from meshinsights.model import RESERVED_TABLES, SOURCE_TABLES
@@ -200,8 +200,9 @@ def load_machine(
 ) -> MachineConfig:
     """Parse one machine file (merged over ``_defaults.yaml``); raises ConfigError.
 
-    A relative file-source path is made absolute against ``root`` (the config folder given to
-    the CLI, the DAGs or the loader), so every reader resolves it the same way.
+    A relative path option of the source (its ``path_fields``: a file source's ``path``) is
+    made absolute against ``root`` (the config folder given to the CLI, the DAGs or the
+    loader), so every reader resolves it the same way.
     """
     raw = _merge_defaults(defaults or {}, _read_yaml(path))
     try:
@@ -209,9 +210,15 @@ def load_machine(
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
     source = machine.source
-    if root is not None and isinstance(source, FileSource) and not Path(source.path).is_absolute():
-        resolved = source.model_copy(update={"path": str((root / source.path).resolve())})
-        machine = machine.model_copy(update={"source": resolved})
+    relative = {
+        name: str((root / value).resolve())
+        for name in source.path_fields
+        if root is not None
+        and isinstance(value := getattr(source, name), str)
+        and not Path(value).is_absolute()
+    }
+    if relative:
+        machine = machine.model_copy(update={"source": source.model_copy(update=relative)})
     return machine
 
 

@@ -1,16 +1,40 @@
-"""One machine's config: its pipeline, its source (SQL, ADX, files) and its schedule."""
+"""One machine's config: its pipeline, its source (any connector, by name) and its schedule.
+
+A source is ``{type: <name>, ...options}``. ``<name>`` is a built-in (``sql``, ``adx``,
+``file``) or any entry point in the ``meshinsights.connectors`` group; the connector class
+declares its options as a pydantic model (``options = MySource``, a :class:`SourceOptions`
+subclass), and the machine file is validated against it when configs load — an error names
+file, field, value and fix exactly as for the built-ins.
+"""
 
 from __future__ import annotations
 
+import difflib
 from datetime import date
-from typing import Annotated, Any, Literal
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from meshinsights.config.pipelines import StepConfig, _Model, _valid, check_span
 from meshinsights.model import check_machine_id
 
-__all__ = ["SQLSource", "ADXSource", "FileSource", "MachineConfig", "SOURCE_TYPES", "SHAPE_KEYS"]
+__all__ = [
+    "SQLSource",
+    "ADXSource",
+    "FileSource",
+    "MachineConfig",
+    "SourceOptions",
+    "SOURCE_TYPES",
+    "SHAPE_KEYS",
+    "source_model",
+]
 
 
 def _zone(value: str) -> str:
@@ -29,6 +53,11 @@ def _zone(value: str) -> str:
 class _SourceShape(_Model):
     """Options every source shares: layout, timestamps, device ids, units, late data, limits."""
 
+    #: Options holding a file or folder path: a relative one is made absolute against the
+    #: config folder when configs load, so every reader resolves it the same way.
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+    type: str = Field(description="the connector: sql, adx, file or a plugin's name")
     layout: Literal["long", "wide", "tsdb"] = Field(
         "long",
         description="long (ts, metric, value), wide (a column per metric) or tsdb "
@@ -176,6 +205,8 @@ class ADXSource(_SourceShape):
 class FileSource(_SourceShape):
     """CSV or Parquet files (a file or a folder)."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+
     type: Literal["file"]
     path: str = Field(description="file or folder; relative paths are relative to the config dir")
     format: Literal["csv", "parquet"] = "csv"
@@ -192,15 +223,57 @@ class FileSource(_SourceShape):
     )
 
 
-Source = Annotated[SQLSource | ADXSource | FileSource, Field(discriminator="type")]
-#: Source models by their ``type``.
+#: The base of every source's options model: a plugin's model subclasses it (and declares
+#: ``type``), so layout, timestamps, devices, units and limits work for every connector.
+SourceOptions = _SourceShape
+
+#: The built-in source models by ``type``. They are the options of the built-in connectors
+#: (``SQLConnector.options`` is ``SQLSource`` ...) kept here so that loading configs — which
+#: Airflow does on every DAG parse — never imports pandas, SQLAlchemy or the Kusto client.
 SOURCE_TYPES: dict[str, type[_SourceShape]] = {
     "sql": SQLSource,
     "adx": ADXSource,
     "file": FileSource,
 }
 #: Options every source type has (a ``_defaults.yaml`` of another type may set these).
-SHAPE_KEYS = frozenset(_SourceShape.model_fields)
+SHAPE_KEYS = frozenset(_SourceShape.model_fields) - {"type"}
+_CONNECTORS = "meshinsights.connectors"
+
+
+def _plugin_types() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=_CONNECTORS)}
+
+
+def source_model(kind: Any) -> type[_SourceShape]:
+    """The options model of source type ``kind``: a built-in, else the ``options`` of the
+    connector an entry point of that name registers. ValueError names the fix."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("source needs a type: one of " + ", ".join(sorted(SOURCE_TYPES)))
+    if kind in SOURCE_TYPES:
+        return SOURCE_TYPES[kind]
+    plugins = _plugin_types()
+    if kind not in plugins:
+        known = sorted({*SOURCE_TYPES, *plugins})
+        close = difflib.get_close_matches(kind, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown source type {kind!r}; {hint}installed: {', '.join(known)} — install the "
+            f"package whose entry point ({_CONNECTORS}) provides it"
+        )
+    try:
+        connector = plugins[kind].load()
+    except Exception as exc:  # a broken plugin is this machine's error, not everyone's
+        raise ValueError(
+            f"source type {kind!r}: its connector {plugins[kind].value} cannot be imported "
+            f"({type(exc).__name__}: {exc}); reinstall or fix that package"
+        ) from None
+    model = getattr(connector, "options", None)
+    if not (isinstance(model, type) and issubclass(model, _SourceShape)):
+        raise ValueError(
+            f"source type {kind!r}: connector {plugins[kind].value} declares no options model; "
+            "set `options = <a SourceOptions subclass>` on the class"
+        )
+    return model
 
 
 class MachineConfig(_Model):
@@ -208,7 +281,9 @@ class MachineConfig(_Model):
 
     machine_id: str = Field(description="unique id; becomes part of the DAG id")
     pipeline: str = Field(description="name of a template in configs/pipelines/")
-    source: Source
+    source: SerializeAsAny[SourceOptions] = Field(
+        description="where the data comes from: {type: <connector>, ...its options}"
+    )
     schedule: str | None = Field(
         "@daily", description="cron or preset; the data interval is the window"
     )
@@ -227,6 +302,17 @@ class MachineConfig(_Model):
     @classmethod
     def _mid(cls, v: str) -> str:
         return _valid(check_machine_id, v)
+
+    @field_validator("source", mode="wrap")
+    @classmethod
+    def _source_by_type(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # The options model is chosen by name, so a plugin's type is as selectable as the
+        # built-ins; its field errors keep their location (source.<field>).
+        if isinstance(v, dict):
+            return source_model(v.get("type")).model_validate(v)
+        if isinstance(v, _SourceShape):
+            return v
+        return handler(v)
 
     @field_validator("timezone")
     @classmethod

@@ -21,15 +21,19 @@ import logging
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
 
+from meshinsights.config.machines import ADXSource, SourceOptions
 from meshinsights.connectors.base import DBConnector
 from meshinsights.connectors.credentials import redact
 from meshinsights.errors import ConnectorError, TransientConnectorError
+
+if TYPE_CHECKING:
+    from meshinsights.connectors.sources import SourceAccess
 
 __all__ = ["ADXConnector", "kql_literal", "frame_from_table"]
 
@@ -115,6 +119,14 @@ class ADXConnector(DBConnector):
     """KQL into a DataFrame. Config: ``url`` (cluster + auth, see module doc), ``database``."""
 
     conn_type = "adx"
+    options = ADXSource
+
+    @classmethod
+    def config_from_source(
+        cls, source: SourceOptions, *, machine_id: str, access: SourceAccess
+    ) -> dict[str, Any]:
+        assert isinstance(source, ADXSource)
+        return {"url": access.resolver(source.conn_id), "database": source.database}
 
     def __init__(
         self, *, url: str, database: str | None = None, timeout_s: int = 240, **options: Any

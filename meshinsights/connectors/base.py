@@ -22,6 +22,9 @@ from meshinsights.errors import ConnectorError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from meshinsights.config.machines import SourceOptions
+    from meshinsights.connectors.sources import SourceAccess
+
 __all__ = ["DBConnector", "PluginManager", "ENTRY_POINT_GROUP", "default_manager"]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,31 @@ class DBConnector(ABC):
     """
 
     conn_type: ClassVar[str] = ""
+    #: The options a machine's ``source: {type: <conn_type>, ...}`` may set: a pydantic model
+    #: subclassing :class:`meshinsights.config.SourceOptions`, validated when configs load.
+    options: ClassVar[type[SourceOptions] | None] = None
+    #: Options passed to :meth:`query` per run rather than to the constructor.
+    QUERY_OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"query", "events_query", "late_query", "params"}
+    )
+
+    @classmethod
+    def config_from_source(
+        cls, source: SourceOptions, *, machine_id: str, access: SourceAccess
+    ) -> dict[str, Any]:
+        """This connector's constructor arguments for one machine's source.
+
+        Default: the source's own options (not the shared layout/time options, not the
+        queries), with ``conn_id`` resolved to ``url`` through the Connection/env resolver —
+        credentials never come from YAML.
+        """
+        from meshinsights.config.machines import SHAPE_KEYS
+
+        own = source.model_dump(exclude={"type", *SHAPE_KEYS, *cls.QUERY_OPTIONS})
+        conn_id = own.pop("conn_id", None)
+        if conn_id is not None:
+            own["url"] = access.resolver(conn_id)
+        return own
 
     def __init__(self, **config: Any) -> None:
         self.config = dict(config)

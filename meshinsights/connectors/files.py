@@ -19,22 +19,56 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from meshinsights.config.machines import FileSource, SourceOptions
 from meshinsights.connectors.base import DBConnector
 from meshinsights.errors import ConfigError, ConnectorError, DataQualityError
+
+if TYPE_CHECKING:
+    from meshinsights.connectors.sources import SourceAccess
 
 __all__ = ["FileConnector"]
 
 logger = logging.getLogger(__name__)
+
+_FILE_OPTIONS = {"format", "separator", "decimal", "header", "names", "na_values", "encoding"}
 
 
 class FileConnector(DBConnector):
     """CSV/Parquet rows of one window. Config: ``path`` plus the reading options below."""
 
     conn_type = "file"
+    options = FileSource
+
+    @classmethod
+    def config_from_source(
+        cls, source: SourceOptions, *, machine_id: str, access: SourceAccess
+    ) -> dict[str, Any]:
+        """The file (``{machine_id}`` filled in, relative to the config folder) and how to
+        read it; machines reading one file share the connector (same options): one read."""
+        from meshinsights.connectors.sources import shape_of, times_of
+
+        assert isinstance(source, FileSource)
+        path = Path(source.path.replace("{machine_id}", machine_id))
+        if not path.is_absolute():
+            from meshinsights.settings import get_settings
+
+            path = (access.base_dir or get_settings().configs_dir) / path
+        shape, times = shape_of(source), times_of(source)
+        return {
+            "path": str(path),
+            **source.model_dump(include=_FILE_OPTIONS),
+            "ts_column": shape.ts_column,
+            "ts_columns": list(shape.ts_columns) or None,
+            "ts_format": times.format,
+            "ts_unit": times.unit,
+            "ts_dayfirst": times.dayfirst,
+            "timezone": times.timezone,
+            "machine_column": source.machine_column,
+        }
 
     def __init__(
         self,

@@ -18,12 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from meshinsights.config import ADXSource, FileSource, MachineConfig, SQLSource
+from meshinsights.config import ADXSource, FileSource, MachineConfig, SourceOptions
 from meshinsights.connectors.base import DBConnector, PluginManager, default_manager
 from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.files import FileConnector
 from meshinsights.connectors.retry import with_retry
-from meshinsights.errors import ConfigError
 from meshinsights.model import Window
 from meshinsights.normalize import to_utc
 from meshinsights.normalize.layout import DeviceMap, LongRows, Shape, to_long
@@ -35,10 +34,9 @@ logger = logging.getLogger(__name__)
 
 Resolver = Callable[[str], str]
 _NO_TIMES = pd.Series([], dtype="datetime64[us, UTC]")
-_FILE_OPTIONS = {"format", "separator", "decimal", "header", "names", "na_values", "encoding"}
 
 
-def shape_of(source: SQLSource | ADXSource | FileSource) -> Shape:
+def shape_of(source: SourceOptions) -> Shape:
     """How the source lays out its rows, from its config."""
     return Shape(
         layout=source.layout,
@@ -54,17 +52,17 @@ def shape_of(source: SQLSource | ADXSource | FileSource) -> Shape:
     )
 
 
-def times_of(source: SQLSource | ADXSource | FileSource) -> TimeFormat:
+def times_of(source: SourceOptions) -> TimeFormat:
     """How the source writes its timestamps, from its config."""
     return TimeFormat(source.timezone, source.ts_format, source.ts_unit, source.ts_dayfirst)
 
 
-def devices_of(source: SQLSource | ADXSource | FileSource) -> DeviceMap:
+def devices_of(source: SourceOptions) -> DeviceMap:
     """How the source's device values map to machine ids, from its config."""
     return DeviceMap(tuple(source.device or ()), source.device_template)
 
 
-def _has_devices(source: SQLSource | ADXSource | FileSource) -> bool:
+def _has_devices(source: SourceOptions) -> bool:
     return bool(source.machine_column or source.device or source.device_template)
 
 
@@ -77,36 +75,12 @@ class SourceAccess:
     base_dir: Path | None = None  # relative file paths start here (default: the config dir)
 
     def connector(self, machine: MachineConfig) -> DBConnector:
-        """The pooled connector of this machine's source (credentials resolved by conn id)."""
+        """The pooled connector of this machine's source, chosen by its ``type`` (a built-in
+        or a plugin: the same path), built from the source options by the connector class."""
         manager, source = self.manager or default_manager(), machine.source
-        if isinstance(source, SQLSource):
-            return manager.get("sql", url=self.resolver(source.conn_id))
-        if isinstance(source, ADXSource):
-            return manager.get("adx", url=self.resolver(source.conn_id), database=source.database)
-        if isinstance(source, FileSource):
-            shape, times = shape_of(source), times_of(source)
-            # Machines reading one file share this connector (same options): one read for all.
-            return manager.get(
-                "file",
-                path=str(self._file_path(source, machine.machine_id)),
-                **source.model_dump(include=_FILE_OPTIONS),
-                ts_column=shape.ts_column,
-                ts_columns=list(shape.ts_columns) or None,
-                ts_format=times.format,
-                ts_unit=times.unit,
-                ts_dayfirst=times.dayfirst,
-                timezone=times.timezone,
-                machine_column=source.machine_column,
-            )
-        raise ConfigError(f"source type {source.type!r} is not supported")
-
-    def _file_path(self, source: FileSource, machine_id: str) -> Path:
-        path = Path(source.path.replace("{machine_id}", machine_id))
-        if not path.is_absolute():
-            from meshinsights.settings import get_settings
-
-            path = (self.base_dir or get_settings().configs_dir) / path
-        return path
+        cls = manager.connector_class(source.type)
+        config = cls.config_from_source(source, machine_id=machine.machine_id, access=self)
+        return manager.get(source.type, **config)
 
     def _run(
         self, machine: MachineConfig, query: str, params: dict[str, Any], what: str
@@ -123,7 +97,7 @@ class SourceAccess:
     def telemetry(self, machine: MachineConfig, window: Window) -> LongRows:
         """Raw telemetry rows of one machine-window, made long (see ``normalize.layout``)."""
         source = machine.source
-        query = "" if isinstance(source, FileSource) else source.query
+        query = getattr(source, "query", "")  # a file source has none
         raw = self._run(machine, query, params(machine, window), "source query")
         rows = to_long(raw, shape_of(source))
         if _has_devices(source) and "machine_id" in rows.frame.columns:
@@ -152,7 +126,8 @@ class SourceAccess:
             frame, anchor = conn.rows(_devices_param(machine))
             ingested = to_utc(frame[source.ingested_column], "UTC")
             return anchor[ingested > watermark].reset_index(drop=True)
-        if not source.late_query:
+        late_query = getattr(source, "late_query", None)
+        if not late_query:
             return _NO_TIMES
         bound = params(
             machine,
@@ -160,7 +135,7 @@ class SourceAccess:
             since=since.replace(tzinfo=None),
             watermark=watermark.tz_convert("UTC").tz_localize(None).to_pydatetime(),
         )
-        found = self._run(machine, source.late_query, bound, "late-data query")
+        found = self._run(machine, late_query, bound, "late-data query")
         if found.empty:
             return _NO_TIMES
         column = found["ts"] if "ts" in found.columns else found.iloc[:, 0]

@@ -6,13 +6,17 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from meshinsights.config.machines import SourceOptions, SQLSource
 from meshinsights.connectors.base import DBConnector
 from meshinsights.connectors.credentials import normalize_url, redact, remember_secrets
 from meshinsights.errors import ConnectorError, TransientConnectorError
+
+if TYPE_CHECKING:
+    from meshinsights.connectors.sources import SourceAccess
 
 __all__ = ["SQLConnector"]
 
@@ -51,6 +55,14 @@ class SQLConnector(DBConnector):
     """Parameterized SQL into a DataFrame. Config: ``url`` (any SQLAlchemy URL)."""
 
     conn_type = "sql"
+    options = SQLSource
+
+    @classmethod
+    def config_from_source(
+        cls, source: SourceOptions, *, machine_id: str, access: SourceAccess
+    ) -> dict[str, Any]:
+        assert isinstance(source, SQLSource)
+        return {"url": access.resolver(source.conn_id)}
 
     def __init__(self, *, url: str, connect_timeout: int = 10, **options: Any) -> None:
         super().__init__(url=url, connect_timeout=connect_timeout, **options)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from meshinsights.errors import StoreError
 from meshinsights.model import Window
@@ -88,6 +89,9 @@ class ReadOnlyStore:
     def version(self, namespace: str, table: str) -> int | None:
         return self.__store.version(namespace, table)
 
+    def schema(self, namespace: str, table: str) -> pa.Schema:
+        return self.__store.schema(namespace, table)
+
     def extents(self, namespace: str, table: str) -> dict[str, MachineExtent]:
         return table_extents(self.__store, namespace, table)
 
@@ -104,6 +108,21 @@ class ReadOnlyStore:
     ) -> pd.DataFrame:
         """One machine's rows in ``window`` (partition-pruned); never a whole table."""
         return self.__store.read(namespace, table, machine_id, window, columns=columns)
+
+    def read_arrow(
+        self,
+        namespace: str,
+        table: str,
+        machine_id: str,
+        window: Window,
+        *,
+        columns: list[str] | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Like :meth:`read`, as Arrow and unsorted, optionally at an earlier ``version``."""
+        return self.__store.read_arrow(
+            namespace, table, machine_id, window, columns=columns, version=version
+        )
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,7 @@ def run_ingest(
     telemetry_meta: dict[str, Any] = {"meshinsights.watermark": _text(watermark)}
     if pending is not None:
         telemetry_meta["meshinsights.pending"] = [w.as_dict() for w in pending]
+    meta["meshinsights.seconds"] = round(time.perf_counter() - started, 4)  # fetch + normalize
     versions = _write(store, ns, mid, window, result, events, meta, telemetry_meta)
     summary: dict[str, Any] = {
         "step": "ingest",

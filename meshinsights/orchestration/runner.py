@@ -163,6 +163,9 @@ def run_step(
         "meshinsights.rows_in": rows_in,
         "meshinsights.fingerprint": planned.fingerprint,
         "meshinsights.inputs": versions,
+        # Work done before the commit (reads + the function): with the commit times, a run's
+        # duration (the data API's /metrics).
+        "meshinsights.seconds": round(time.perf_counter() - started, 4),
         **({"meshinsights.evolve": True} if planned.evolve else {}),
     }
     write = store.overwrite(

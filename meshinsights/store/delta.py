@@ -408,6 +408,13 @@ class DeltaStore:
         dt = self._open(namespace, table)
         return None if dt is None else int(dt.version())
 
+    def schema(self, namespace: str, table: str) -> pa.Schema:
+        """The current version's Arrow schema, from the log (no data file is read)."""
+        dt = self._open(namespace, table)
+        if dt is None:
+            raise StoreError(f"table {namespace}/{table} does not exist in {self.root}")
+        return pa.schema(dt.schema().to_arrow())
+
     def namespaces(self) -> list[str]:
         """The pipelines (folders) under the root that hold tables."""
         return list_namespaces(self.root, self.storage_options)

@@ -173,6 +173,8 @@ _HISTORY_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),
         ("inputs", pa.string()),
         ("pending", pa.string()),
+        # Seconds of work before the commit (reads, function or fetch); None on older commits.
+        ("seconds", pa.float64()),
     ]
 )
 
@@ -180,6 +182,13 @@ _HISTORY_SCHEMA = pa.schema(
 def _int(value: Any) -> int | None:
     try:
         return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         return None
 
@@ -228,6 +237,7 @@ def history_record(namespace: str, table: str, commit: dict[str, Any]) -> dict[s
         "fingerprint": None if meta.get("fingerprint") is None else str(meta["fingerprint"]),
         "inputs": json.dumps(meta["inputs"]) if isinstance(meta.get("inputs"), dict) else None,
         "pending": json.dumps(meta["pending"]) if isinstance(meta.get("pending"), list) else None,
+        "seconds": _float(meta.get("seconds")),
     }
 
 
