@@ -103,7 +103,10 @@ def run_step(
     machine and window with exactly the rows a run of that window alone would read, and all
     outputs are written in one commit. A step with a ``sink`` also writes its output rows
     there after the Delta commit (so a sink never holds rows the table does not), window by
-    window. Returns a small summary fit for XCom.
+    window. A machine-window whose input tables (its own output, read as a cache, aside) hold
+    no rows is not passed to the function: nothing to analyse is no analysis (no GenAI call),
+    the window is cleared like any empty result, and the summary counts it as
+    ``skipped_empty`` with the reason. Returns a small summary fit for XCom.
     """
     started = time.perf_counter()
     if isinstance(spec, PlannedStep):

@@ -97,10 +97,12 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> st
 
 
 def _live_configs(root: Path) -> Path:
-    """configs/live, plus a paused minimal unit on a 3-minute schedule (the test's "unpause")."""
+    """configs/live, plus a paused minimal unit on a 3-minute schedule (the test's "unpause");
+    its averages per minute, as an hourly bucket would not fit in a 3-minute window."""
     shutil.copytree(REPO / "configs" / "live", root, symlinks=False)
     (root / "machines" / "hvac-002.yaml").write_text(
-        'machine_id: hvac-002\npipeline: minimal\nschedule: "*/3 * * * *"\ntags: [itest]\n')
+        'machine_id: hvac-002\npipeline: minimal\nschedule: "*/3 * * * *"\ntags: [itest]\n'
+        "overrides:\n  average_temperature: {freq: 1min}\n")
     return root
 
 
@@ -224,5 +226,6 @@ def test_make_run_opens_on_data_that_came_through_airflow(tmp_path: Path):
     assert len(store.read("minimal", "genai_analysis", "hvac-001", w)) >= 1
     live = Window.parse(run["data_interval_start"], run["data_interval_end"])
     fed = store.read("minimal", "telemetry", "hvac-002", live)
-    assert len(fed) == live_rows and fed["ingested_at"].min() > pd.Timestamp(started_at)
+    # (a minute that arrived after the run is a late row: a later run may have added it)
+    assert len(fed) >= live_rows and fed["ingested_at"].min() > pd.Timestamp(started_at)
     assert (tmp_path / "data" / "demo_source.db").exists()
