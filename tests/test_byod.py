@@ -8,6 +8,7 @@ and that an output equals an independent pandas computation over the raw file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,11 @@ def test_air_quality_csv_date_and_time_columns_decimal_comma_and_missing_markers
     assert len(result) == 71  # 72 hours, one with T = -200
 
 
-def test_room_climate_headerless_multi_node_files_with_epoch_ms(store: DeltaStore) -> None:
+def test_room_climate_headerless_multi_node_files_with_epoch_ms(store: DeltaStore, caplog) -> None:
+    from meshinsights.connectors import files
+
+    files._READS.clear()  # a fresh process: nothing read yet
+    caplog.set_level(logging.INFO, logger="meshinsights.connectors.files")
     configs = load_configs(BYOD / "room_climate")
     assert configs.errors == {}
     folder = BYOD / "room_climate" / "data" / "location_A"
@@ -107,6 +112,10 @@ def test_room_climate_headerless_multi_node_files_with_epoch_ms(store: DeltaStor
         pd.testing.assert_series_equal(
             _stored_hourly(store, "byod", machine), expected, check_names=False, check_freq=False
         )
+    # The folder feeds three machines and was parsed once for all of them in this process.
+    reads = [r.getMessage() for r in caplog.records if "rows from" in r.getMessage()]
+    files_in = len(list(folder.glob("*.csv")))
+    assert len(reads) == 1 and f"read {len(raw)} rows from {files_in} file(s)" in reads[0], reads
 
 
 def test_wide_multivariate_file_ingests_listed_sensors_not_labels(store: DeltaStore) -> None:

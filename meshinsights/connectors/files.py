@@ -16,7 +16,9 @@ rows of its device values, and the file is read once per process for all of them
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +37,17 @@ __all__ = ["FileConnector"]
 logger = logging.getLogger(__name__)
 
 _FILE_OPTIONS = {"format", "separator", "decimal", "header", "names", "na_values", "encoding"}
+
+
+#: Parsed files kept per process, keyed by read options and each file's (path, mtime, size):
+#: a multi-device file is read once for all the machines it feeds in a process (a fleet run,
+#: a grouped task), and again only when it changes. Bounded: the frames are whole files.
+_KEPT_READS = 2
+_READS: OrderedDict[tuple[Any, ...], tuple[pd.DataFrame, pd.Series, pd.Series | None]] = (
+    OrderedDict()
+)
+#: Config keys that pick rows after the read (not how the file is read).
+_NOT_READ_OPTIONS = frozenset({"device", "device_template", "machine_id", "late_lookback"})
 
 
 class FileConnector(DBConnector):
@@ -110,7 +123,6 @@ class FileConnector(DBConnector):
         )
         self.path = Path(path)
         # (file key, rows, anchor times, device values or None)
-        self._cache: tuple[tuple[Any, ...], pd.DataFrame, pd.Series, pd.Series | None] | None = None
 
     def describe(self) -> str:
         return f"file {self.path}"
@@ -139,7 +151,6 @@ class FileConnector(DBConnector):
         return self.files()
 
     def close(self) -> None:
-        self._cache = None
         super().close()
 
     def sample(self, rows: int = 200) -> pd.DataFrame:
@@ -201,9 +212,18 @@ class FileConnector(DBConnector):
 
     def _read(self) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
         files = self.files()
-        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2], self._cache[3]
+        # The read options are part of the key: two machines reading one file alike share it.
+        options = json.dumps(
+            {k: v for k, v in self.config.items() if k not in _NOT_READ_OPTIONS},
+            sort_keys=True,
+            default=str,
+        )
+        key = (options, *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+        cached = _READS.get(key)
+        if cached is not None:
+            _READS.move_to_end(key)
+            logger.info("%s: %d rows already read in this process", self.describe(), len(cached[0]))
+            return cached
         frames = [self._read_one(p) for p in files]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         c = self.config
@@ -242,7 +262,9 @@ class FileConnector(DBConnector):
                     f"{list(frame.columns)[:12]} — fix machine_column (or names)"
                 )
             device = device_text(frame[c["machine_column"]])
-        self._cache = (key, frame, anchor, device)
+        _READS[key] = (frame, anchor, device)
+        while len(_READS) > _KEPT_READS:
+            _READS.popitem(last=False)
         logger.info("%s: read %d rows from %d file(s)", self.describe(), len(frame), len(files))
         return frame, anchor, device
 
