@@ -125,6 +125,11 @@ def test_bad_params_are_refused_when_the_config_loads() -> None:
         get_step("pca_anomaly").bind_params({"limits": "magic"})
     with pytest.raises(StepError, match="alpha_q"):
         get_step("pca_anomaly").bind_params({"alpha_q": 1.5})
+    with pytest.raises(StepError, match="reference_duration.*not a duration"):
+        get_step("knn_anomaly").bind_params({"reference_duration": "ten minutes"})
+    with pytest.raises(ValueError, match="persist_k=4 must be between 1 and persist_n=3"):
+        pca_anomaly(sensors(200, seed=1), reference_rows=150, persist_k=4, persist_n=3,
+                    window=win(0, 200))
 
 
 def test_knn_flags_a_correlation_break_and_names_the_broken_pair() -> None:
