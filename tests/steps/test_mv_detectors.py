@@ -196,3 +196,33 @@ def test_knn_contributions_sum_to_the_whitened_distance() -> None:
     centre = scaler.transform(x[:200])[idx].mean(axis=1)
     expected = np.sum((scaler.transform(x[200:]) - centre) ** 2, axis=1)
     np.testing.assert_allclose(terms.sum(axis=1), expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [({"reference_rows": 400, "limits": "crossval", "smoothing": 0.1}, None),
+     ({"reference_rows": 400, "limits": "magic"}, "parameter limits = 'magic'")],
+    ids=["valid", "bad-limits"],
+)
+def test_reference_and_limits_are_set_per_machine(tmp_path, override: dict,
+                                                  error: str | None) -> None:
+    import shutil
+
+    import yaml
+
+    from meshinsights.config import load_configs
+    from tests.conftest import CONFIGS
+
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIGS, root)
+    path = root / "machines" / "rig-1.yaml"
+    path.write_text(yaml.safe_dump({"machine_id": "rig-1", "pipeline": "hvac_power",
+                                    "overrides": {"anomalies_mv": override}}))
+    loaded = load_configs(root)
+    if error:
+        assert error in loaded.errors[str(path)]
+        return
+    assert loaded.errors == {}
+    step = next(s for s in loaded.pipelines["hvac_power"].steps if s.id == "anomalies_mv")
+    params = loaded.machines["rig-1"].params_for(step)
+    assert {k: params[k] for k in override} == override
