@@ -31,6 +31,7 @@ from meshinsights.steps.multivariate import (
     observed_wide,
     select_reference,
 )
+from meshinsights.steps.params import Duration, Fraction, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = [
@@ -242,9 +243,6 @@ def _limits(
     )
 
 
-Unit = Annotated[float, Field(gt=0, lt=1)]
-
-
 @step(inputs=["clean"], output="anomalies_mv", schema=MV_ANOMALY_SCHEMA)
 def pca_anomaly(
     clean: pd.DataFrame,
@@ -253,17 +251,17 @@ def pca_anomaly(
     reference_start: str | None = None,
     reference_end: str | None = None,
     reference_rows: Annotated[int, Field(ge=2)] | None = None,
-    reference_duration: str | None = None,
+    reference_duration: Duration | None = None,
     require_reference: bool = False,
     variance_kept: Annotated[float, Field(gt=0, le=1)] = 0.9,
-    alpha: Unit = 0.01,
-    alpha_t2: Unit | None = None,
-    alpha_q: Unit | None = None,
+    alpha: Fraction = 0.01,
+    alpha_t2: Fraction | None = None,
+    alpha_q: Fraction | None = None,
     limits: Literal["quantile", "statistical", "crossval"] = "quantile",
     q_method: Literal["jackson_mudholkar", "box"] = "jackson_mudholkar",
     smoothing: Annotated[float, Field(gt=0, le=1)] | None = None,
-    persist_k: Annotated[int, Field(ge=1)] = 1,
-    persist_n: Annotated[int, Field(ge=1)] = 1,
+    persist_k: PositiveInt = 1,
+    persist_n: PositiveInt = 1,
     calibration_folds: Annotated[int, Field(ge=2)] = 5,
     min_reference_rows: Annotated[int, Field(ge=2)] = 120,
     window: Window | None = None,
@@ -277,9 +275,10 @@ def pca_anomaly(
     (``alpha_t2``, ``alpha_q``, default ``alpha``); ``crossval`` takes the conformal quantile of
     statistics scored out of contiguous reference folds; ``quantile`` (the historical default)
     the reference's own in-sample quantiles. ``smoothing`` is the EWMA weight λ applied to T²
-    and Q (the statistical limits are kept: an average of in-control statistics exceeds them
-    less often, so they stay conservative); a row is flagged when ``persist_k`` of the last
-    ``persist_n`` rows breached. Rows with a missing or filled metric are not scored.
+    and Q (the statistical limits are kept: for independent in-control rows an average of the
+    statistics exceeds them less often than one does, so they stay conservative); a row is
+    flagged when ``persist_k`` of the last ``persist_n`` rows breached. Rows with a missing or
+    filled metric are not scored.
     """
     if clean.empty:
         return empty_frame(MV_ANOMALY_SCHEMA)

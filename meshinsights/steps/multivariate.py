@@ -72,6 +72,12 @@ class AlarmRule:
     persist_k: int = 1
     persist_n: int = 1
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.persist_k <= self.persist_n:
+            raise ValueError(
+                f"persist_k={self.persist_k} must be between 1 and persist_n={self.persist_n}"
+            )
+
     def smooth(self, x: np.ndarray) -> np.ndarray:
         return ewma(x, self.smoothing)
 

@@ -37,6 +37,7 @@ from meshinsights.steps.multivariate import (
     observed_wide,
     select_reference,
 )
+from meshinsights.steps.params import Duration, Fraction, PositiveInt
 from meshinsights.steps.registry import step
 
 __all__ = ["knn_anomaly", "vote_anomaly", "knn_distance", "fit_scaler"]
@@ -44,8 +45,6 @@ __all__ = ["knn_anomaly", "vote_anomaly", "knn_distance", "fit_scaler"]
 #: Principal axes with less than this share of the variance are dropped before whitening
 #: (a duplicated or constant sensor would otherwise divide by zero).
 MIN_AXIS_SHARE = 1e-6
-
-Unit = Annotated[float, Field(gt=0, lt=1)]
 
 
 def knn_distance(ref: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,14 +86,14 @@ def knn_anomaly(
     reference_start: str | None = None,
     reference_end: str | None = None,
     reference_rows: Annotated[int, Field(ge=2)] | None = None,
-    reference_duration: str | None = None,
+    reference_duration: Duration | None = None,
     require_reference: bool = False,
-    n_neighbors: Annotated[int, Field(ge=1)] = 5,
+    n_neighbors: PositiveInt = 5,
     whiten: bool = True,
-    alpha: Unit = 0.01,
+    alpha: Fraction = 0.01,
     smoothing: Annotated[float, Field(gt=0, le=1)] | None = None,
-    persist_k: Annotated[int, Field(ge=1)] = 1,
-    persist_n: Annotated[int, Field(ge=1)] = 1,
+    persist_k: PositiveInt = 1,
+    persist_n: PositiveInt = 1,
     calibration_folds: Annotated[int, Field(ge=2)] = 5,
     min_reference_rows: Annotated[int, Field(ge=2)] = 120,
     window: Window | None = None,

@@ -125,6 +125,11 @@ def test_bad_params_are_refused_when_the_config_loads() -> None:
         get_step("pca_anomaly").bind_params({"limits": "magic"})
     with pytest.raises(StepError, match="alpha_q"):
         get_step("pca_anomaly").bind_params({"alpha_q": 1.5})
+    with pytest.raises(StepError, match="reference_duration.*not a duration"):
+        get_step("knn_anomaly").bind_params({"reference_duration": "ten minutes"})
+    with pytest.raises(ValueError, match="persist_k=4 must be between 1 and persist_n=3"):
+        pca_anomaly(sensors(200, seed=1), reference_rows=150, persist_k=4, persist_n=3,
+                    window=win(0, 200))
 
 
 def test_knn_flags_a_correlation_break_and_names_the_broken_pair() -> None:
@@ -191,3 +196,33 @@ def test_knn_contributions_sum_to_the_whitened_distance() -> None:
     centre = scaler.transform(x[:200])[idx].mean(axis=1)
     expected = np.sum((scaler.transform(x[200:]) - centre) ** 2, axis=1)
     np.testing.assert_allclose(terms.sum(axis=1), expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [({"reference_rows": 400, "limits": "crossval", "smoothing": 0.1}, None),
+     ({"reference_rows": 400, "limits": "magic"}, "parameter limits = 'magic'")],
+    ids=["valid", "bad-limits"],
+)
+def test_reference_and_limits_are_set_per_machine(tmp_path, override: dict,
+                                                  error: str | None) -> None:
+    import shutil
+
+    import yaml
+
+    from meshinsights.config import load_configs
+    from tests.conftest import CONFIGS
+
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIGS, root)
+    path = root / "machines" / "rig-1.yaml"
+    path.write_text(yaml.safe_dump({"machine_id": "rig-1", "pipeline": "hvac_power",
+                                    "overrides": {"anomalies_mv": override}}))
+    loaded = load_configs(root)
+    if error:
+        assert error in loaded.errors[str(path)]
+        return
+    assert loaded.errors == {}
+    step = next(s for s in loaded.pipelines["hvac_power"].steps if s.id == "anomalies_mv")
+    params = loaded.machines["rig-1"].params_for(step)
+    assert {k: params[k] for k in override} == override
