@@ -13,7 +13,13 @@ from typing import Any
 from meshinsights.errors import ConfigError, ConnectorError
 from meshinsights.model import Window
 
-__all__ = ["window_from_context", "ingest_task", "step_task", "branch_task"]
+__all__ = [
+    "window_from_context",
+    "overrides_from_context",
+    "ingest_task",
+    "step_task",
+    "branch_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +63,61 @@ def _resolve(conn_id: str) -> str:
         return airflow_resolver(conn_id)
 
 
-def _setup(configs_dir: str, store_uri: str, machine_id: str) -> tuple[Any, Any, Any, Any]:
+def overrides_from_context(context: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``conf.overrides`` (``{step_id: {param: value}}``): this run's params, over the machine's.
+
+    How one run (a backfill of one window, a rerun with another reference period) uses other
+    params without editing the machine file; the commits' fingerprints record what was used,
+    so `meshinsights status` later shows those windows as made by another definition.
+    """
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    overrides = conf.get("overrides") or {}
+    if not isinstance(overrides, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in overrides.items()
+    ):
+        raise ConfigError(
+            "run conf 'overrides' must map step ids to params, e.g. "
+            '{"overrides": {"average_temperature": {"freq": "30min"}}}'
+        )
+    return overrides
+
+
+def _with_run_overrides(machine: Any, pipeline: Any, context: dict[str, Any]) -> Any:
+    overrides = overrides_from_context(context)
+    if not overrides:
+        return machine
+    known = {s.id for s in pipeline.steps}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        import difflib
+
+        hints = [difflib.get_close_matches(u, known, n=1) for u in unknown]
+        raise ConfigError(
+            f"run conf overrides name no step of pipeline {pipeline.name}: "
+            + ", ".join(
+                f"{u}" + (f" (did you mean {h[0]}?)" if h else "")
+                for u, h in zip(unknown, hints, strict=True)
+            )
+            + f"; its steps: {', '.join(sorted(known))}"
+        )
+    merged = {**machine.overrides}
+    for step_id, params in overrides.items():
+        merged[step_id] = {**merged.get(step_id, {}), **params}
+    logger.info("machine %s: this run's conf overrides %s", machine.machine_id, overrides)
+    return machine.model_copy(update={"overrides": merged})
+
+
+def _setup(
+    configs_dir: str, store_uri: str, machine_id: str, context: dict[str, Any] | None = None
+) -> tuple[Any, Any, Any, Any]:
     from meshinsights.settings import storage_options_from_env
     from meshinsights.store import DeltaStore
 
     configs = _configs(configs_dir, machine_id)
     machine = configs.machine(machine_id)
+    if context is not None:
+        machine = _with_run_overrides(machine, configs.pipeline_of(machine), context)
     # The URI is the DAG's; credentials and endpoints come from the worker's environment.
     store = DeltaStore(store_uri, storage_options=storage_options_from_env())
     return configs, machine, configs.pipeline_of(machine), store
@@ -86,7 +141,7 @@ def ingest_task(
     from meshinsights.orchestration.plan import plan
     from meshinsights.orchestration.runner import late_windows_of, pending_of, run_steps
 
-    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     run_id = _run_id(context)
     ingested = run_incremental(
         machine,
@@ -115,7 +170,7 @@ def step_task(
 ) -> dict[str, Any]:
     from meshinsights.orchestration.runner import plan, run_step
 
-    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
     return run_step(
         planned,
@@ -134,7 +189,7 @@ def branch_task(
     """The step's task id when its rule holds, else None (Airflow then skips it)."""
     from meshinsights.orchestration.runner import evaluate_when, plan
 
-    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id)
+    _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
     holds = evaluate_when(
         planned.when, store, pipeline.name, machine_id, window_from_context(context)
