@@ -240,8 +240,15 @@ SHAPE_KEYS = frozenset(_SourceShape.model_fields) - {"type"}
 _CONNECTORS = "meshinsights.connectors"
 
 
-def _plugin_types() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=_CONNECTORS)}
+_plugins: dict[str, Any] | None = None
+
+
+def _plugin_types(*, refresh: bool = False) -> dict[str, Any]:
+    """Connector entry points by name, read once per process (a fleet's configs load fast)."""
+    global _plugins
+    if _plugins is None or refresh:
+        _plugins = {ep.name: ep for ep in entry_points(group=_CONNECTORS)}
+    return _plugins
 
 
 def source_model(kind: Any) -> type[_SourceShape]:
@@ -252,6 +259,8 @@ def source_model(kind: Any) -> type[_SourceShape]:
     if kind in SOURCE_TYPES:
         return SOURCE_TYPES[kind]
     plugins = _plugin_types()
+    if kind not in plugins:
+        plugins = _plugin_types(refresh=True)  # installed since the first look?
     if kind not in plugins:
         known = sorted({*SOURCE_TYPES, *plugins})
         close = difflib.get_close_matches(kind, known, n=1)
