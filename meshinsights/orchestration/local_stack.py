@@ -172,6 +172,10 @@ def _start(
         procs["dashboard"] = spawn(Component("dashboard", argv), env, directory)
     else:
         _say("(the dashboard command is not available in this build; starting Airflow only)")
+    if env.get("MESHINSIGHTS_API_KEYS"):
+        exe = str(Path(sys.executable).parent / "meshinsights")
+        argv = [exe, "serve", "--port", env["MESHINSIGHTS_DATA_API_PORT"]]
+        procs["data-api"] = spawn(Component("data-api", argv), env, directory)
     return procs
 
 
@@ -214,6 +218,14 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
     now = datetime.now(UTC)
     demo = _seed_live(env, now)
     password = ensure_password(home)
+    # The data API gets a key made for this run (env only, printed once in the banner).
+    data_api_port = os.environ.get("DATA_API_PORT", "8000")
+    env = {
+        **env,
+        "MESHINSIGHTS_API_KEYS": os.environ.get("MESHINSIGHTS_API_KEYS")
+        or secrets.token_urlsafe(24),
+        "MESHINSIGHTS_DATA_API_PORT": data_api_port,
+    }
     (directory / "stack.pid").write_text(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -225,6 +237,12 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
         if not _ready(procs, directory, api_port, dashboard_port, timeout):
             return 1
         warm = _warm_up(api_port, password, env, now, timeout=timeout)
+        data_api = f"http://localhost:{data_api_port}"
+        if not wait_http(
+            f"http://127.0.0.1:{data_api_port}/health", timeout=60, procs=[procs["data-api"]]
+        ):
+            _say(f"the data API did not come up:\n{tail(directory / 'data-api.log')}")
+            data_api = ""
         _banner(
             api_port,
             dashboard_url if "dashboard" in procs else None,
@@ -232,6 +250,8 @@ def run_stack(*, api_port: int, dashboard_port: int, timeout: float = 600.0) -> 
             home,
             time.monotonic() - started,
             warm,
+            data_api=data_api,
+            data_api_key=env["MESHINSIGHTS_API_KEYS"].split(",")[0],
         )
         # The feeder ends with its timeline (days from now): the stack stays up without it.
         watched = {n: p for n, p in procs.items() if n != "feeder"}
@@ -291,6 +311,9 @@ def _banner(
     home: Path,
     seconds: float,
     warm: list[WarmRun],
+    *,
+    data_api: str = "",
+    data_api_key: str = "",
 ) -> None:
     lines = [
         "",
@@ -300,6 +323,8 @@ def _banner(
     ]
     if dashboard_url:
         lines.append(f"  Dashboard  : {dashboard_url}")
+    if data_api:
+        lines.append(f"  Data API   : {data_api}/docs   key (header X-API-Key): {data_api_key}")
     ok = [r.dag_id for r in warm if r.state == "success"]
     failed = [f"{r.dag_id} ({r.state})" for r in warm if r.state != "success"]
     if ok:

@@ -140,7 +140,9 @@ def test_make_run_opens_on_data_that_came_through_airflow(tmp_path: Path):
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
                 "MESHINSIGHTS_DEMO_SOURCE", "AIRFLOW_CONN_MESHINSIGHTS_DEMO"):
         env.pop(key, None)
-    port, dash = free_port(), free_port()
+    port, dash, data_api = free_port(), free_port(), free_port()
+    env["DATA_API_PORT"] = str(data_api)
+    env.pop("MESHINSIGHTS_API_KEYS", None)
     cmd = [sys.executable, "-m", "meshinsights.orchestration.local_stack"]
     started_at = datetime.now(UTC)
     proc = subprocess.Popen([*cmd, "run", "--api-port", str(port), "--dashboard-port", str(dash)],
@@ -162,6 +164,16 @@ def test_make_run_opens_on_data_that_came_through_airflow(tmp_path: Path):
         window = (warm["conf"]["start"], warm["conf"]["end"])
         warm_rows = api.result("minimal__hvac-001", warm["dag_run_id"], "ingest")["rows_out"]
         assert warm_rows > 0 and f"minimal__hvac-001: success, {warm_rows:,} telemetry rows" in out
+
+        # The data API, with the key made for this run: the warm-up machine is listed.
+        import httpx
+
+        key = re.search(r"key \(header X-API-Key\): (\S+)", out).group(1)
+        listed = httpx.get(f"http://127.0.0.1:{data_api}/v1/machines",
+                           headers={"X-API-Key": key}, timeout=30)
+        assert listed.status_code == 200, listed.text
+        assert "hvac-001" in listed.text
+        assert httpx.get(f"http://127.0.0.1:{data_api}/v1/machines", timeout=30).status_code == 401
 
         # The dashboard, right after start-up, in headless Chromium: a chart with points.
         from selenium.webdriver.common.by import By
@@ -207,7 +219,7 @@ def test_make_run_opens_on_data_that_came_through_airflow(tmp_path: Path):
         assert "fed " in (home / "run" / "feeder.log").read_text()
 
         pids = {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
-        assert {"stack", "airflow", "dashboard", "feeder"} <= set(pids)
+        assert {"stack", "airflow", "dashboard", "feeder", "data-api"} <= set(pids)
         stop = subprocess.run([*cmd, "stop"], env=env, capture_output=True, text=True,
                               timeout=120)
         assert stop.returncode == 0, stop.stdout + stop.stderr
