@@ -30,6 +30,7 @@ __all__ = [
     "check_table_name",
     "check_machine_id",
     "month_of",
+    "parse_instant",
 ]
 
 TS = pa.timestamp("us", tz="UTC")
@@ -124,6 +125,11 @@ def _as_utc(value: datetime | str, field: str) -> datetime:
 #: limits that a lookback or a schedule tick from its edge cannot overflow.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def parse_instant(value: datetime | str, field: str = "time") -> datetime:
+    """One ISO date/time (naive = UTC) as an aware UTC datetime; ConfigError naming ``field``."""
+    return _as_utc(value, field)
 
 
 @dataclass(frozen=True, order=True)

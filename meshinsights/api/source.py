@@ -28,7 +28,7 @@ from meshinsights.dashboard.data import (
     quarantine_counts,
     run_history,
 )
-from meshinsights.model import Window, check_machine_id, check_table_name
+from meshinsights.model import Window, check_machine_id, check_table_name, parse_instant
 from meshinsights.store.sql import history_record
 
 __all__ = ["DataSource", "Limits", "Result"]
@@ -198,7 +198,7 @@ class DataSource:
 
     def window(self, start: str, end: str) -> Window:
         """``[start, end)`` from ISO times (naive = UTC), at most ``limits.max_range`` long."""
-        lo, hi = Window.parse(start, "9999-12-31").start, Window.parse("0001-01-01", end).end
+        lo, hi = parse_instant(start, "start"), parse_instant(end, "end")
         if hi <= lo:
             raise BadRequest(
                 f"end {hi.isoformat()} is not after start {lo.isoformat()}; pass an end later "
