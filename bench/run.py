@@ -75,6 +75,12 @@ def _maintenance(workdir: Path, quick: bool) -> Bench:
     return bench_maintenance(workdir, quick=quick)
 
 
+def _parsing(workdir: Path, quick: bool) -> Bench:
+    from bench.parsing import bench_parsing
+
+    return bench_parsing(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -85,6 +91,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "orchestration": _orchestration,
     "scheduler": _scheduler,
     "maintenance": _maintenance,
+    "parsing": _parsing,
 }
 
 
