@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Shards when MESHINSIGHTS_DAG_SHARDS is unset: at 10,000 hvac_power machines each file
 #: stays within a sixth of Airflow's 30 s import timeout on a 2-core box (BENCHMARKS.md §8).
-DEFAULT_SHARDS = 32
+DEFAULT_SHARDS = 64
 SHARD_ENV = "MESHINSIGHTS_DAG_SHARDS"
 _NAME = re.compile(r"^meshinsights_shard_(\d+)\.py$")
 
