@@ -87,6 +87,12 @@ def _api(workdir: Path, quick: bool) -> Bench:
     return bench_api(workdir, quick=quick)
 
 
+def _parsing(workdir: Path, quick: bool) -> Bench:
+    from bench.parsing import bench_parsing
+
+    return bench_parsing(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -99,6 +105,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "maintenance": _maintenance,
     "detectors": _detectors,
     "api": _api,
+    "parsing": _parsing,
 }
 
 

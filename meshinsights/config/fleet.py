@@ -10,7 +10,9 @@ everyone, so no machine is ever skipped on a guess.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import time
 from pathlib import Path
 
 __all__ = ["machine_id_in", "scan_machine_files", "fleet_key", "shard_of"]
@@ -32,22 +34,47 @@ def machine_id_in(text: str) -> str | None:
     return found[0][1] if len(found) == 1 else None
 
 
+#: How long a process reuses its last scan of a machines folder that has not changed (mtime).
+#: A task process scans once to parse its DAG file and again to load its machine's config a
+#: moment later; at 10,000 files one scan is ≈ 0.3 s of the task's start (BENCHMARKS.md §8).
+SCAN_REUSE_SECONDS = 10.0
+_last_scans: dict[tuple[str, int], tuple[float, dict[Path, str | None]]] = {}
+
+
 def scan_machine_files(root: Path, *, max_bytes: int = 1_000_000) -> dict[Path, str | None]:
     """Every machine file under ``root/machines`` (sorted) with the id its text declares.
 
     A file that cannot be read, or is larger than ``max_bytes``, maps to None: whoever parses
-    it reports the problem.
+    it reports the problem. A scan of the same unchanged folder in the last
+    :data:`SCAN_REUSE_SECONDS` is reused.
     """
+    folder = root / "machines"
+    try:
+        key = (str(folder.resolve()), folder.stat().st_mtime_ns)
+    except OSError:
+        return {}
+    cached = _last_scans.get(key)
+    if cached is not None and time.monotonic() - cached[0] < SCAN_REUSE_SECONDS:
+        return dict(cached[1])
+    # os.scandir and plain strings: pathlib's glob and Path comparisons were most of a scan.
+    names = sorted(
+        e.name  # what glob("*.yaml") lists, less _defaults.yaml and the like
+        for e in os.scandir(folder)
+        if e.name.endswith(".yaml") and e.name[:1] not in ("_", ".")
+    )
     out: dict[Path, str | None] = {}
-    for path in sorted((root / "machines").glob("*.yaml")):
-        if path.name.startswith("_"):
-            continue
+    base = str(folder)
+    for name in names:
         try:
-            small = path.stat().st_size <= max_bytes
-            out[path] = machine_id_in(path.read_text(encoding="utf-8")) if small else None
+            with open(os.path.join(base, name), "rb") as fh:
+                data = fh.read(max_bytes + 1)
+            small = len(data) <= max_bytes
+            out[folder / name] = machine_id_in(data.decode("utf-8")) if small else None
         except (OSError, UnicodeDecodeError):
-            out[path] = None
-    return out
+            out[folder / name] = None
+    _last_scans.clear()  # one folder's scan is kept: a process reads one config folder
+    _last_scans[key] = (time.monotonic(), out)
+    return dict(out)
 
 
 def fleet_key(machine_id: str) -> str:

@@ -31,9 +31,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Shards when MESHINSIGHTS_DAG_SHARDS is unset: at 10,000 hvac_power machines each file
-#: stays within a sixth of Airflow's 30 s import timeout on a 2-core box (BENCHMARKS.md §8).
-DEFAULT_SHARDS = 32
+#: Shards when MESHINSIGHTS_DAG_SHARDS is unset: at 10,000 hvac_power machines a file parsed in
+#: 3.3-3.9 s on a loaded 2-core box, an eighth of Airflow's 30 s import timeout (at 32: up to
+#: 12 s). Each file also costs ~1.5 s of imports whatever its size (BENCHMARKS.md §8).
+DEFAULT_SHARDS = 64
 SHARD_ENV = "MESHINSIGHTS_DAG_SHARDS"
 _NAME = re.compile(r"^meshinsights_shard_(\d+)\.py$")
 

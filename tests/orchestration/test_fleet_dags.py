@@ -79,7 +79,7 @@ def test_a_missing_shard_file_is_an_import_error_naming_it(demo_env, tmp_path: P
     ((path, error),) = bag.import_errors.items()
     assert path.endswith("meshinsights_config_errors.py")
     assert f"missing DAG shard file(s) {shard_file_name(5)}" in error
-    assert "meshinsights dag-shards 32" in error
+    assert f"meshinsights dag-shards {DEFAULT_SHARDS}" in error
 
 
 def _parse_in_fresh_process(path: Path, env: dict[str, str]) -> dict:
