@@ -96,7 +96,7 @@ def _build_one(
     machine: MachineConfig, pipeline: PipelineConfig, configs_dir: str, store_uri: str
 ) -> Any:
     from airflow.sdk import DAG, get_current_context, task
-    from airflow.sdk.definitions.param import Param
+    from airflow.sdk.definitions.param import Param, ParamsDict
 
     steps = plan(pipeline, machine)
     producers = _producers(steps)
@@ -156,10 +156,12 @@ def _build_one(
     # Set after the tasks: each operator deep-copies the DAG's params once per class of its
     # hierarchy, most of a DAG's build cost. A task's run still sees them (Airflow merges the
     # DAG's params under the task's), and the trigger form is the DAG's.
-    dag.params = {
-        "start": Param(None, type=["null", "string"], description="window start (ISO), on demand"),
-        "end": Param(None, type=["null", "string"], description="window end (ISO), on demand"),
-    }
+    dag.params = ParamsDict(
+        {
+            "start": Param(None, type=["null", "string"], description="window start (ISO)"),
+            "end": Param(None, type=["null", "string"], description="window end (ISO)"),
+        }
+    )
     return dag
 
 
