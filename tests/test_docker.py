@@ -23,13 +23,15 @@ from tests.conftest import REPO
 DOCKER = REPO / "docker"
 AIRFLOW_SERVICES = {"airflow-init", "api-server", "scheduler", "dag-processor", "triggerer",
                     "celery-worker"}
-LONG_RUNNING = (AIRFLOW_SERVICES - {"airflow-init"}) | {"postgres", "redis", "dashboard", "mysql"}
+LONG_RUNNING = (AIRFLOW_SERVICES - {"airflow-init"}) | {"postgres", "redis", "dashboard",
+                                                        "data-api", "mysql"}
 SECRET_HINTS = ("PASSWORD", "SECRET", "FERNET", "SQL_ALCHEMY_CONN", "RESULT_BACKEND",
-                "BROKER_URL", "AUTH")
+                "BROKER_URL", "AUTH", "API_KEYS")
 NOT_SECRETS = {"AIRFLOW__CORE__AUTH_MANAGER", "MARIADB_RANDOM_ROOT_PASSWORD"}
 ENV = {"POSTGRES_PASSWORD": "pg-test", "REDIS_PASSWORD": "redis-test",
        "AIRFLOW_FERNET_KEY": "fernet-test", "AIRFLOW_JWT_SECRET": "jwt-test",
-       "AIRFLOW_API_SECRET_KEY": "api-test", "AIRFLOW_ADMIN_PASSWORD": "admin-test"}
+       "AIRFLOW_API_SECRET_KEY": "api-test", "AIRFLOW_ADMIN_PASSWORD": "admin-test",
+       "MESHINSIGHTS_API_KEYS": "data-api-test-key-0123"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,8 @@ def test_dockerfile_builds_on_the_airflow_and_python_we_test_with():
 
 def test_stack_has_every_component_with_a_healthcheck(compose: dict[str, Any]):
     services = compose["services"]
-    assert set(services) == AIRFLOW_SERVICES | {"postgres", "redis", "dashboard", "mysql"}
+    assert set(services) == AIRFLOW_SERVICES | {"postgres", "redis", "dashboard", "data-api",
+                                                "mysql"}
     for name in LONG_RUNNING:
         test = services[name].get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), name
@@ -88,7 +91,7 @@ def test_stack_has_every_component_with_a_healthcheck(compose: dict[str, Any]):
 
 def test_airflow_services_share_one_image_and_a_celery_setup(compose: dict[str, Any]):
     services = compose["services"]
-    images = {services[n]["image"] for n in AIRFLOW_SERVICES | {"dashboard"}}
+    images = {services[n]["image"] for n in AIRFLOW_SERVICES | {"dashboard", "data-api"}}
     assert images == {"meshinsights:${MESHINSIGHTS_TAG:-dev}"}
     for name in AIRFLOW_SERVICES:
         svc = services[name]
@@ -104,6 +107,8 @@ def test_airflow_services_share_one_image_and_a_celery_setup(compose: dict[str, 
     # Workers write and the dashboard reads the same artifact volume (read-only).
     assert "artifacts:/opt/meshinsights/data" in services["celery-worker"]["volumes"]
     assert "artifacts:/opt/meshinsights/data:ro" in services["dashboard"]["volumes"]
+    assert "artifacts:/opt/meshinsights/data:ro" in services["data-api"]["volumes"]
+    assert services["data-api"]["command"][0] == "serve"
 
 
 def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]):
