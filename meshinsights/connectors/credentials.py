@@ -148,7 +148,8 @@ def env_resolver(conn_id: str) -> str:
             f"Airflow Connection {conn_id!r}"
         )
     raw = raw.strip()
-    remember_secrets(raw)
+    if raw.startswith("{") or "://" in raw:  # a URL or the JSON form: learn its secrets
+        remember_secrets(raw)
     if raw.startswith("{"):
         try:
             return _from_json(json.loads(raw))

@@ -5,7 +5,9 @@ Both are Delta deletes with a commit that says why (``meshinsights.step`` = ``re
 Erasure then vacuums every table it touched with zero retention: the deleted rows' files go,
 and time travel to a version from before the erase stops returning them (it fails instead).
 That also ends time travel for every other machine's older versions of those tables — the
-price of an erasure that actually erases. Retention leaves vacuuming to the normal schedule
+price of an erasure that actually erases. Zero-retention vacuum also deletes files a writer
+has written but not yet committed: erase while no pipeline writes to the store (pause its
+DAGs), then rerun anything that failed meanwhile. Retention leaves vacuuming to the normal schedule
 (``maintenance vacuum`` / the maintenance DAG), so time travel keeps its usual week.
 
 Used by ``meshinsights erase``, ``meshinsights maintenance retain`` and the maintenance DAG.
