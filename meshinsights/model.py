@@ -1,7 +1,10 @@
 """The data model: canonical table schemas, the ``Window`` a step runs over, and table names.
 
 No I/O here. Every artifact table has ``machine_id`` and ``ts`` (UTC); the store adds the
-``month`` partition column derived from ``ts``.
+``month`` partition column derived from ``ts``. A source that names a run column (a robot
+run, a batch, a test) adds ``run_id`` to its tables (:func:`with_run`), and a pipeline
+windowed by run processes one run at a time: a :class:`Window` whose ``run`` is set covers
+that run's rows only, over the run's span.
 """
 
 from __future__ import annotations
@@ -31,14 +34,21 @@ __all__ = [
     "check_machine_id",
     "month_of",
     "parse_instant",
+    "RUN",
+    "RUN_INDEX",
+    "with_run",
 ]
 
 TS = pa.timestamp("us", tz="UTC")
 
 #: Tables ingest writes: steps read them, none may write them.
 SOURCE_TABLES = frozenset({"telemetry", "events", "quarantine"})
-#: Table names no step may write: ingest's, and the run registry's.
-RESERVED_TABLES = SOURCE_TABLES | {"runs"}
+#: The run column a source with runs adds to every table derived from it.
+RUN = "run_id"
+#: The per-run index ingest keeps for sources with runs (each run's span, digest, update).
+RUN_INDEX = "run_index"
+#: Table names no step may write: ingest's, the run index, and the run registry's.
+RESERVED_TABLES = SOURCE_TABLES | {"runs", RUN_INDEX}
 
 TELEMETRY_SCHEMA = pa.schema(
     [
@@ -73,6 +83,13 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("original", pa.string()),  # the offending row as JSON, values untouched
     ]
 )
+
+
+
+def with_run(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the nullable ``run_id`` column (unchanged if it has one)."""
+    return schema if RUN in schema.names else schema.append(pa.field(RUN, pa.string()))
+
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MACHINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -134,12 +151,20 @@ def parse_instant(value: datetime | str, field: str = "time") -> datetime:
 
 @dataclass(frozen=True, order=True)
 class Window:
-    """A half-open time range ``[start, end)`` in UTC: what one run of a step covers."""
+    """A half-open time range ``[start, end)`` in UTC: what one run of a step covers.
+
+    With ``run`` set, the window is one run of the machine (a pipeline windowed by run): its
+    rows are the run's, and ``[start, end)`` is the run's span. Runs of one machine may
+    overlap in time; two run windows never share a row.
+    """
 
     start: datetime
     end: datetime
+    run: str | None = None
 
     def __post_init__(self) -> None:
+        if self.run is not None and (not isinstance(self.run, str) or not self.run.strip()):
+            raise ConfigError(f"run id {self.run!r} is not a non-empty string; pass a run id")
         start, end = _as_utc(self.start, "start"), _as_utc(self.end, "end")
         if start < EARLIEST or end > LATEST:
             raise ConfigError(
@@ -156,8 +181,13 @@ class Window:
         object.__setattr__(self, "end", end)
 
     @classmethod
-    def parse(cls, start: Any, end: Any) -> Window:
-        return cls(_as_utc(start, "start"), _as_utc(end, "end"))
+    def parse(cls, start: Any, end: Any, run: str | None = None) -> Window:
+        return cls(_as_utc(start, "start"), _as_utc(end, "end"), run)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        """The inverse of :meth:`as_dict`."""
+        return cls.parse(data["start"], data["end"], data.get("run"))
 
     @classmethod
     def day(cls, day: date | str) -> Window:
@@ -184,14 +214,20 @@ class Window:
         return out
 
     def as_dict(self) -> dict[str, str]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+        out = {"start": self.start.isoformat(), "end": self.end.isoformat()}
+        if self.run is not None:
+            out["run"] = self.run
+        return out
 
     def overlaps(self, other: Window) -> bool:
-        """Whether the two windows share any instant (touching windows do not)."""
+        """Whether the two windows share any row: an instant, and the run if both have one."""
+        if self.run is not None and other.run is not None and self.run != other.run:
+            return False
         return self.start < other.end and other.start < self.end
 
     def __str__(self) -> str:
-        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+        span = f"[{self.start.isoformat()}, {self.end.isoformat()})"
+        return span if self.run is None else f"run {self.run} {span}"
 
 
 Windows = Window | Sequence[Window]
@@ -204,9 +240,20 @@ def contiguous_groups(windows: Windows) -> list[list[Window]]:
     A batch of daily windows is one group (read once, ``[first start, last end)``); a late
     day plus today are two. Overlapping windows are an error: a row would belong to two.
     """
-    ordered = sorted([windows] if isinstance(windows, Window) else windows)
+    ordered = sorted(
+        [windows] if isinstance(windows, Window) else windows,
+        key=lambda w: (w.start, w.end, w.run or ""),
+    )
     if not ordered:
         raise ValueError("no window given")
+    if any(w.run is not None for w in ordered):
+        # A run window stands alone: its rows are the run's, whatever other windows hold.
+        if len(ordered) > 1:
+            raise ConfigError(
+                f"{len(ordered)} windows given with runs among them; a run window is "
+                "processed on its own (one run per step call)"
+            )
+        return [ordered]
     groups: list[list[Window]] = [[ordered[0]]]
     for w in ordered[1:]:
         last = groups[-1][-1]
@@ -224,4 +271,4 @@ def contiguous_groups(windows: Windows) -> list[list[Window]]:
 
 def spans(windows: Windows) -> list[Window]:
     """The contiguous stretches ``windows`` cover, in order: what an overwrite replaces."""
-    return [Window(g[0].start, g[-1].end) for g in contiguous_groups(windows)]
+    return [Window(g[0].start, g[-1].end, g[0].run) for g in contiguous_groups(windows)]

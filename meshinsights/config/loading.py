@@ -241,6 +241,16 @@ def _check_overrides(path: Path, machine: MachineConfig, pipeline: PipelineConfi
             raise ConfigError(f"{path}: field overrides.{step_id}: {exc}") from None
 
 
+def _check_runs(path: Path, machine: MachineConfig, pipeline: PipelineConfig) -> None:
+    """A pipeline windowed by run needs sources that say which column holds the run."""
+    if pipeline.window == "run" and not getattr(machine.source, "run_column", None):
+        raise ConfigError(
+            f"{path}: field source.run_column: pipeline {pipeline.name!r} is windowed by run "
+            "(window: run) but this source names no run column; set run_column: <the column "
+            "holding the run id>, or use a pipeline windowed by time"
+        )
+
+
 def _check_steps(path: Path, pipeline: PipelineConfig) -> None:
     # Imported here: validating step names loads the step library (pandas), which the
     # lightweight config schema itself does not need.
@@ -335,6 +345,7 @@ def load_configs(
                     f"{path}: field pipeline: no valid pipeline {machine.pipeline!r} in "
                     f"{root / 'pipelines'}{hint} (known: {', '.join(sorted(out.pipelines))})"
                 )
+            _check_runs(path, machine, out.pipelines[machine.pipeline])
             if check_steps:
                 _check_overrides(path, machine, out.pipelines[machine.pipeline])
             loaded[path] = machine

@@ -106,6 +106,11 @@ class _SourceShape(_Model):
         description="machine id of a device value, e.g. 'node-{value}' (machine node-3 reads "
         "the rows whose machine_column is 3)",
     )
+    run_column: str | None = Field(
+        None,
+        description="the column holding the run id (a robot run, a batch, a test): kept as "
+        "run_id in every table; runs may overlap in time, the checks apply within a run",
+    )
     units: dict[str, str] = Field(
         default_factory=dict,
         description="unit of each metric in the source; converted to the rule's unit",

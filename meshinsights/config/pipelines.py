@@ -186,6 +186,11 @@ class PipelineConfig(_Model):
 
     name: str = Field(description="pipeline name; also the store namespace of its tables")
     description: str = ""
+    window: Literal["time", "run"] = Field(
+        "time",
+        description="what a step runs over: time (the schedule's windows) or run (each run "
+        "of the machine whole, partitioned by machine and run; the source names run_column)",
+    )
     steps: list[StepConfig] = Field(description="the steps in the order they are listed")
     validation: dict[str, MetricRule] = Field(
         default_factory=dict, description="per-metric validation rules applied at ingest"

@@ -81,6 +81,7 @@ class FileConnector(DBConnector):
             "ts_dayfirst": times.dayfirst,
             "timezone": times.timezone,
             "machine_column": source.machine_column,
+            "run_column": source.run_column,
         }
 
     def __init__(
@@ -101,6 +102,7 @@ class FileConnector(DBConnector):
         ts_dayfirst: bool | None = None,
         timezone: str = "UTC",
         machine_column: str | None = None,
+        run_column: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -119,6 +121,7 @@ class FileConnector(DBConnector):
             ts_dayfirst=ts_dayfirst,
             timezone=timezone,
             machine_column=machine_column,
+            run_column=run_column,
             **options,
         )
         self.path = Path(path)
@@ -174,7 +177,11 @@ class FileConnector(DBConnector):
                 return frame
             # Times and device ids are read as text: each value is then parsed on its own merits
             # (a number column would turn device 007 into 7 and lose an epoch's digits).
-            text_columns = [*(c["ts_columns"] or [c["ts_column"]]), c["machine_column"]]
+            text_columns = [
+                *(c["ts_columns"] or [c["ts_column"]]),
+                c["machine_column"],
+                c.get("run_column"),
+            ]
             return pd.read_csv(
                 path,
                 sep=c["separator"],

@@ -44,6 +44,7 @@ def shape_of(source: SourceOptions) -> Shape:
         ts_columns=tuple(source.ts_columns or ()),
         machine_column=source.machine_column,
         ingested_column=getattr(source, "ingested_column", None),
+        run_column=source.run_column,
         metrics=source.metrics or None,
         skip_columns=tuple(source.skip_columns),
         metric_column=source.metric_column,

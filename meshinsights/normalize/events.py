@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from meshinsights.model import Window
+from meshinsights.model import RUN, Window
 from meshinsights.normalize.common import (
     EVENTS_COLUMNS,
     NormalizeResult,
@@ -16,6 +16,7 @@ from meshinsights.normalize.common import (
     prepare_rows,
     rule_value,
 )
+from meshinsights.normalize.runs import by_run
 from meshinsights.normalize.timestamps import TimeFormat
 
 __all__ = ["normalize_events", "DEFAULT_KINDS"]
@@ -36,8 +37,19 @@ def normalize_events(
     """Source events/alarms/logs → canonical events + quarantine, with exact accounting.
 
     ``rules`` (an ``EventRules`` or a mapping) may restrict ``kinds``, ``severities`` and
-    ``codes`` per kind; without it kinds must be one of event, alarm, log.
+    ``codes`` per kind; without it kinds must be one of event, alarm, log. With a ``run_id``
+    column each run is checked on its own and keeps its run id.
     """
+    if RUN in raw.columns:
+        return by_run(
+            normalize_events,
+            raw,
+            machine_id=machine_id,
+            window=window,
+            source_table="events",
+            times=times,
+            rules=rules,
+        )
     df = prepare_rows(raw, ("ts", "kind"), "events", machine_id)
     original = raw.reset_index(drop=True)
     sorter = RowSorter(df, original, machine_id=machine_id, window=window, source_table="events")

@@ -60,6 +60,7 @@ class Shape:
     ts_columns: tuple[str, ...] = ()
     machine_column: str | None = None
     ingested_column: str | None = None
+    run_column: str | None = None
     metrics: Mapping[str, str] | None = None  # wide: {column: metric}; long: renames
     skip_columns: tuple[str, ...] = ()
     metric_column: str = "metric"
@@ -180,8 +181,14 @@ def to_long(frame: pd.DataFrame, shape: Shape | None = None) -> LongRows:
             "ts": shape.time_column,
             "machine_id": shape.machine_column,
             "ingested_at": shape.ingested_column,
+            "run_id": shape.run_column,
         },
     )
+    if shape.run_column and "run_id" not in renamed.columns:
+        raise ConfigError(
+            f"source rows have no run column {shape.run_column!r}; columns are "
+            f"{list(frame.columns)[:20]} — fix run_column (or alias the column in the query)"
+        )
     if "ts" not in renamed.columns:
         raise ConfigError(
             f"source rows have no timestamp column {shape.ts_column!r}; columns are "
@@ -212,7 +219,7 @@ def _tsdb(frame: pd.DataFrame, shape: Shape) -> pd.DataFrame:
         out[value_cols].bfill(axis=1).iloc[:, 0] if len(value_cols) > 1 else out[value_cols[0]]
     )
     out = out.drop(columns=[c for c in value_cols if c != "value"])
-    return _rename(out, {"ingested_at": shape.ingested_column})
+    return _rename(out, {"ingested_at": shape.ingested_column, "run_id": shape.run_column})
 
 
 def _long(frame: pd.DataFrame, shape: Shape) -> pd.DataFrame:
@@ -253,7 +260,7 @@ def _numeric(values: pd.Series) -> bool:
 
 
 def _melt(frame: pd.DataFrame, shape: Shape) -> LongRows:
-    ids = [c for c in ("machine_id", "ts", "ingested_at") if c in frame.columns]
+    ids = [c for c in ("machine_id", "ts", "ingested_at", "run_id") if c in frame.columns]
     skipped: dict[str, str] = {}
     if shape.metrics:
         columns = list(shape.metrics)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from meshinsights.model import Window
+from meshinsights.model import RUN, Window
 from meshinsights.normalize.common import (
     TELEMETRY_COLUMNS,
     NormalizeResult,
@@ -18,6 +18,7 @@ from meshinsights.normalize.common import (
     rule_value,
 )
 from meshinsights.normalize.rules import apply_rules
+from meshinsights.normalize.runs import by_run
 from meshinsights.normalize.timestamps import TimeFormat
 from meshinsights.normalize.units import can_convert, canonical_unit, convert_units
 
@@ -41,8 +42,21 @@ def normalize_telemetry(
     """Long-form source rows → canonical telemetry + quarantine, with exact accounting.
 
     Expects columns ``ts, metric, value`` and optionally ``machine_id, unit, ingested_at``
-    (see :func:`meshinsights.connectors.layout.to_long` for wide and TSDB sources).
+    (see :func:`meshinsights.connectors.layout.to_long` for wide and TSDB sources), and
+    ``run_id`` for a source with runs: each run is then checked on its own
+    (:mod:`meshinsights.normalize.runs`) and keeps its ``run_id``.
     """
+    if RUN in raw.columns:
+        return by_run(
+            normalize_telemetry,
+            raw,
+            machine_id=machine_id,
+            window=window,
+            source_table="telemetry",
+            times=times,
+            units=units,
+            rules=rules,
+        )
     df = prepare_rows(raw, ("ts", "metric", "value"), "telemetry", machine_id)
     original = raw.reset_index(drop=True)
     sorter = RowSorter(df, original, machine_id=machine_id, window=window, source_table="telemetry")

@@ -65,8 +65,8 @@ def read_inputs(
     """Each input table over a contiguous group of windows, read once (with the lookback)."""
     frames_by_table: dict[str, pd.DataFrame] = {}
     optional_tables = {t for a, t in planned.inputs.items() if a in planned.spec.optional}
-    span = Window(group[0].start, group[-1].end)
-    read_span = Window(min(planned.read_window(w).start for w in group), span.end)
+    span = Window(group[0].start, group[-1].end, group[0].run)
+    read_span = Window(min(planned.read_window(w).start for w in group), span.end, span.run)
     for table in set(planned.inputs.values()):
         if table in optional_tables and not store.exists(namespace, table):
             frames_by_table[table] = pd.DataFrame(columns=["machine_id", "ts"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from meshinsights import schedules
 from meshinsights.config import MachineConfig, PipelineConfig
@@ -26,10 +27,19 @@ from meshinsights.connectors.base import PluginManager
 from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.sources import Resolver, SourceAccess, shape_of, times_of
 from meshinsights.errors import DataQualityError
-from meshinsights.model import EVENTS_SCHEMA, QUARANTINE_SCHEMA, TELEMETRY_SCHEMA, Window
+from meshinsights.model import (
+    EVENTS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RUN,
+    RUN_INDEX,
+    TELEMETRY_SCHEMA,
+    Window,
+    with_run,
+)
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
 from meshinsights.normalize.quality import check_share
 from meshinsights.orchestration.logging import logged_run
+from meshinsights.orchestration.runs import RUN_INDEX_SCHEMA, index_window
 from meshinsights.store import DeltaStore
 
 __all__ = [
@@ -81,6 +91,8 @@ class IngestState:
 
     watermark: pd.Timestamp | None = None
     pending: tuple[Window, ...] = ()
+    #: A pipeline windowed by run: the runs whose rows changed and whose steps have yet to run.
+    pending_runs: tuple[str, ...] = ()
 
 
 def ingest_state(store: DeltaStore, namespace: str, machine_id: str) -> IngestState:
@@ -102,9 +114,14 @@ def ingest_state(store: DeltaStore, namespace: str, machine_id: str) -> IngestSt
             pending: list[dict[str, str]] = next(
                 (c["meshinsights.pending"] for c in mine if "meshinsights.pending" in c), []
             )
+            runs: list[str] = next(
+                (c["meshinsights.pending_runs"] for c in mine if "meshinsights.pending_runs" in c),
+                [],
+            )
             return IngestState(
                 max(marks) if marks else None,
                 tuple(Window.parse(w["start"], w["end"]) for w in pending or []),
+                tuple(runs or ()),
             )
         if depth is None or len(commits) < depth:
             return IngestState()
@@ -117,15 +134,22 @@ def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Tim
 
 
 def record_drained(
-    store: DeltaStore, namespace: str, machine_id: str, drained: list[Window], *, run_id: str
+    store: DeltaStore,
+    namespace: str,
+    machine_id: str,
+    drained: list[Window],
+    *,
+    run_id: str,
+    runs: list[str] | None = None,
 ) -> IngestState:
-    """Record that every step ran over ``drained``: they are no longer pending.
+    """Record that every step ran over ``drained`` (and the ``runs``): no longer pending.
 
     A data-free commit on ``telemetry`` (the ledger the watermark lives in), so the record and
-    the watermark travel together; the windows still pending, if any, are carried over.
+    the watermark travel together; the windows and runs still pending, if any, are carried over.
     """
     state = ingest_state(store, namespace, machine_id)
     left = tuple(w for w in state.pending if w not in set(drained))
+    runs_left = tuple(r for r in state.pending_runs if r not in set(runs or ()))
     store.record(
         namespace,
         "telemetry",
@@ -136,12 +160,19 @@ def record_drained(
             "meshinsights.watermark": _text(state.watermark),
             "meshinsights.pending": [w.as_dict() for w in left],
             "meshinsights.drained": [w.as_dict() for w in drained],
+            "meshinsights.pending_runs": list(runs_left),
+            **({"meshinsights.drained_runs": sorted(runs)} if runs else {}),
         },
     )
     logger.info(
-        "machine %s: %d reopened window(s) drained, %d pending", machine_id, len(drained), len(left)
+        "machine %s: %d reopened window(s) and %d run(s) drained, %d and %d pending",
+        machine_id,
+        len(drained),
+        len(runs or ()),
+        len(left),
+        len(runs_left),
     )
-    return IngestState(state.watermark, left)
+    return IngestState(state.watermark, left, runs_left)
 
 
 def late_windows(
@@ -254,7 +285,7 @@ def _check_quality(
                 ns,
                 "quarantine",
                 rows,
-                schema=QUARANTINE_SCHEMA,
+                schema=_schema(QUARANTINE_SCHEMA, RUN in rows.columns),
                 machine_ids=machine.machine_id,
                 window=window,
                 metadata=failed,
@@ -276,8 +307,13 @@ def run_ingest(
     advance_watermark: bool = True,
     base_dir: Path | None = None,
     pending: list[Window] | None = None,
+    pending_runs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Source → canonical telemetry, events and quarantine for one machine-window.
+
+    A source with runs also updates the run index (:mod:`.runs`); in a pipeline windowed by
+    run, the runs whose rows changed join ``pending_runs`` (the runs still pending before this
+    ingest), and the telemetry commit records them all as pending.
 
     The telemetry commit records ``max(previous watermark, newest ingested_at seen)`` — or
     just the previous one with ``advance_watermark=False`` (late-window reprocessing); the
@@ -302,8 +338,26 @@ def run_ingest(
     telemetry_meta: dict[str, Any] = {"meshinsights.watermark": _text(watermark)}
     if pending is not None:
         telemetry_meta["meshinsights.pending"] = [w.as_dict() for w in pending]
+    index, changed = None, []
+    if machine.source.run_column:
+        index, changed = index_window(store, ns, mid, window, result.clean, pd.Timestamp.now("UTC"))
+        if pipeline.window == "run":
+            runs_now = sorted(set(pending_runs or ()) | set(changed))
+            telemetry_meta["meshinsights.pending_runs"] = runs_now
     meta["meshinsights.seconds"] = round(time.perf_counter() - started, 4)  # fetch + normalize
     versions = _write(store, ns, mid, window, result, events, meta, telemetry_meta)
+    if index is not None:
+        # After telemetry (which records the changed runs as pending): a failure in between
+        # finds the same changes again on the retry, as the index still holds the old digests.
+        store.overwrite(
+            ns,
+            RUN_INDEX,
+            index,
+            schema=RUN_INDEX_SCHEMA,
+            machine_ids=mid,
+            window=window,
+            metadata={"meshinsights.run_id": run_id, "meshinsights.step": "ingest"},
+        )
     summary: dict[str, Any] = {
         "step": "ingest",
         "table": "telemetry",
@@ -316,6 +370,12 @@ def run_ingest(
         "watermark": _text(watermark),
         "seen_watermark": _text(seen),
         **({"pending": [w.as_dict() for w in pending]} if pending is not None else {}),
+        **({"changed_runs": changed} if machine.source.run_column else {}),
+        **(
+            {"pending_runs": telemetry_meta["meshinsights.pending_runs"]}
+            if "meshinsights.pending_runs" in telemetry_meta
+            else {}
+        ),
         "seconds": round(time.perf_counter() - started, 4),
         "run_id": run_id,
     }
@@ -343,21 +403,28 @@ def _write(
     parts = [result.quarantine] + ([events.quarantine] if events else [])
     parts = [p for p in parts if not p.empty]
     quarantine = pd.concat(parts, ignore_index=True) if parts else result.quarantine
+    runs = RUN in result.clean.columns  # a source with runs: run_id in every table
     write: dict[str, Any] = {"machine_ids": mid, "window": window, "metadata": meta}
     out = {
         "quarantine_version": store.overwrite(
-            ns, "quarantine", quarantine, schema=QUARANTINE_SCHEMA, **write
+            ns, "quarantine", quarantine, schema=_schema(QUARANTINE_SCHEMA, runs), **write
         ).version
     }
     if events:
         out["events_version"] = store.overwrite(
-            ns, "events", events.clean, schema=EVENTS_SCHEMA, **write
+            ns, "events", events.clean, schema=_schema(EVENTS_SCHEMA, runs), **write
         ).version
     # Last: the telemetry commit carries the watermark (and the pending windows), so neither
     # moves without its data.
     write["metadata"] = {**meta, **telemetry_meta}
-    t = store.overwrite(ns, "telemetry", result.clean, schema=TELEMETRY_SCHEMA, **write)
+    t = store.overwrite(
+        ns, "telemetry", result.clean, schema=_schema(TELEMETRY_SCHEMA, runs), **write
+    )
     return {**out, "rows_out": t.rows, "version": t.version}
+
+
+def _schema(schema: pa.Schema, runs: bool) -> pa.Schema:
+    return with_run(schema) if runs else schema
 
 
 def _normalized(
@@ -369,6 +436,9 @@ def _normalized(
     rows = access.telemetry(machine, window)
     raw = rows.frame
     raw_events = access.events(machine, window)
+    run_column = source.run_column
+    if run_column and raw_events is not None and run_column in raw_events.columns:
+        raw_events = raw_events.rename(columns={run_column: RUN})
     result = normalize_telemetry(
         raw,
         machine_id=mid,
@@ -433,6 +503,9 @@ def run_incremental(
         )
     summaries: list[dict[str, Any]] = []
     seen = prev
+    # Every ingest commit records the runs pending so far (a run pipeline), so a failure
+    # after a late window's commit cannot lose the runs it changed.
+    runs = list(state.pending_runs)
     for w in late:
         s = run_ingest(
             machine,
@@ -442,8 +515,10 @@ def run_incremental(
             run_id=run_id,
             previous_watermark=prev,
             advance_watermark=False,
+            pending_runs=runs,
             **access,
         )
+        runs = s.get("pending_runs", runs)
         summaries.append({**s, "late": True})
         seen = _latest(seen, pd.Timestamp(s["seen_watermark"]) if s["seen_watermark"] else None)
     # The run window's own steps follow it (the DAG's tasks, or the local runner): it is not
@@ -457,6 +532,7 @@ def run_incremental(
         run_id=run_id,
         previous_watermark=seen,
         pending=pending,
+        pending_runs=runs,
         **access,
     )
     return [*summaries, {**final, "late": False}]

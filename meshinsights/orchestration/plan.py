@@ -78,7 +78,7 @@ class PlannedStep:
         import pandas as pd
 
         start = min(window.start, window.end - pd.Timedelta(self.lookback).to_pytimedelta())
-        return Window(start, window.end)
+        return Window(start, window.end, window.run)
 
 
 def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list[PlannedStep]:

@@ -18,7 +18,7 @@ import pandas as pd
 from meshinsights import schedules
 from meshinsights.config import Condition, LoadedConfigs, When
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
-from meshinsights.model import Window, Windows, contiguous_groups
+from meshinsights.model import RUN, Window, Windows, contiguous_groups, with_run
 from meshinsights.orchestration.batching import (
     MAX_BATCH,
     batches,
@@ -81,6 +81,8 @@ def _call(
         )
     out = out.copy(deep=False)  # copy-on-write: the step's own frame is left as it returned it
     out["machine_id"] = machine_id
+    if window.run is not None:  # a run window: every output row is that run's
+        out[RUN] = window.run
     return out
 
 
@@ -148,7 +150,7 @@ def run_step(
                     # Nothing to work on: no call (no analysis of nothing, no API bill) and no
                     # rows; the window is still overwritten, so an earlier run's rows go.
                     skipped.append((w, m))
-                    outputs.append((w, _no_rows(planned.spec, m)))
+                    outputs.append((w, _no_rows(planned.spec, m, w)))
                     continue
                 outputs.append((w, _call(planned.spec, per_machine, planned.params, m, w)))
     func_seconds = time.perf_counter() - t_func
@@ -156,7 +158,7 @@ def run_step(
     frames = [out for _, out in outputs if len(out)] or [outputs[0][1]]
     result = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     windows = [w for group in groups for w in group]
-    span = Window(windows[0].start, windows[-1].end)
+    span = Window(windows[0].start, windows[-1].end, windows[0].run)
     if len(skipped) == len(outputs) and not result.columns.size:
         # Every window empty, a step without a schema and no table yet: nothing to write.
         return _skipped_summary(planned, machines, span, windows, skipped, run_id, started)
@@ -171,13 +173,16 @@ def run_step(
         "meshinsights.seconds": round(time.perf_counter() - started, 4),
         **({"meshinsights.evolve": True} if planned.evolve else {}),
     }
+    schema = planned.spec.schema
+    if schema is not None and windows[0].run is not None:
+        schema = with_run(schema)
     write = store.overwrite(
         namespace,
         planned.output,
         result,
         machine_ids=machines,
         window=windows,
-        schema=planned.spec.schema,
+        schema=schema,
         metadata=meta,
         evolve=planned.evolve,
     )
@@ -217,11 +222,12 @@ def has_input_rows(planned: PlannedStep, frames: dict[str, pd.DataFrame]) -> boo
     return not others or any(len(f) for f in others)
 
 
-def _no_rows(spec: StepSpec, machine_id: str) -> pd.DataFrame:
+def _no_rows(spec: StepSpec, machine_id: str, window: Window) -> pd.DataFrame:
     """The output of a window without input rows: no rows, typed by the step's schema."""
     if spec.schema is None:
         return pd.DataFrame()
-    return spec.schema.empty_table().to_pandas().assign(machine_id=machine_id)
+    schema = spec.schema if window.run is None else with_run(spec.schema)
+    return schema.empty_table().to_pandas().assign(machine_id=machine_id)
 
 
 def _skip_fields(
@@ -335,7 +341,10 @@ def run_steps(
     come out as if each window had run alone. A branch rule is checked per window, and the
     windows where it does not hold are left untouched.
     """
-    windows = [w for group in contiguous_groups(window) for w in group]
+    given = [window] if isinstance(window, Window) else list(window)
+    by_run = any(w.run is not None for w in given)
+    # Run windows may overlap in time: each is its own batch (one run per step call).
+    windows = given if by_run else [w for group in contiguous_groups(window) for w in group]
     summaries: list[dict[str, Any]] = []
     for s in steps:
         held = []
@@ -348,7 +357,7 @@ def run_steps(
                 )
                 if on_progress:
                     on_progress(s.id, summaries[-1])
-        for part in batches(held, batch):
+        for part in [[w] for w in held] if by_run else batches(held, batch):
             summaries.append(
                 run_step(
                     s,
@@ -362,6 +371,97 @@ def run_steps(
             )
             if on_progress:
                 on_progress(s.id, summaries[-1])
+    return summaries
+
+
+def run_pending_runs(
+    steps: list[PlannedStep],
+    machine_id: str,
+    namespace: str,
+    store: DeltaStore,
+    drained_windows: list[Window] | None = None,
+    *,
+    run_id: str,
+    resolver: Callable[[str], str] | None = None,
+    on_progress: ProgressHook | None = None,
+) -> list[dict[str, Any]]:
+    """The steps of every run pending for this machine (whose rows changed), then the record.
+
+    Each run is processed whole (its window is the run's span, its rows only that run's) and
+    exactly once per change: the ledger commit that follows the steps takes the runs (and the
+    reopened time windows, ``drained_windows``) off the pending list, so a failure leaves them
+    pending for the retry or the next run, and a run whose rows did not change is never rerun.
+    """
+    from meshinsights.orchestration.ingest import ingest_state, record_drained
+    from meshinsights.orchestration.runs import run_spans
+
+    pending = ingest_state(store, namespace, machine_id).pending_runs
+    spans = run_spans(store, namespace, machine_id)
+    windows = [spans[r].window for r in pending if r in spans]
+    summaries = (
+        run_steps(
+            steps,
+            machine_id,
+            namespace,
+            windows,
+            store,
+            run_id=run_id,
+            resolver=resolver,
+            on_progress=on_progress,
+        )
+        if windows
+        else []
+    )
+    if pending or drained_windows:
+        record_drained(
+            store,
+            namespace,
+            machine_id,
+            list(drained_windows or []),
+            run_id=run_id,
+            runs=list(pending),
+        )
+    return summaries
+
+
+def run_runs(
+    steps: list[PlannedStep],
+    machine_id: str,
+    namespace: str,
+    store: DeltaStore,
+    runs: list[Window],
+    *,
+    run_id: str,
+    resolver: Callable[[str], str] | None = None,
+    on_progress: ProgressHook | None = None,
+) -> list[dict[str, Any]]:
+    """The steps over these runs (a rerun of one run, or the runs updated since a time).
+
+    Like a rerun of a time window, it recomputes from the stored telemetry; a run it covers
+    that was pending is no longer pending afterwards.
+    """
+    from meshinsights.orchestration.ingest import ingest_state, record_drained
+
+    summaries = (
+        run_steps(
+            steps,
+            machine_id,
+            namespace,
+            runs,
+            store,
+            run_id=run_id,
+            resolver=resolver,
+            on_progress=on_progress,
+        )
+        if runs
+        else []
+    )
+    done = sorted(
+        {w.run for w in runs if w.run}
+        & set(ingest_state(store, namespace, machine_id).pending_runs)
+    )
+    if done:
+        record_drained(store, namespace, machine_id, [], run_id=run_id, runs=done)
     return summaries
 
 
@@ -450,6 +550,22 @@ def run_pipeline(
                 if on_progress:
                     on_progress("ingest", summary)
             pending = pending_of(ingested)
+        if pipeline.window == "run":
+            # Windowed by run: the steps run over every run that changed (or was left
+            # pending), each whole, once; the time windows need no steps of their own.
+            summaries.extend(
+                run_pending_runs(
+                    steps,
+                    machine_id,
+                    pipeline.name,
+                    store,
+                    pending,
+                    run_id=run_id,
+                    resolver=resolver,
+                    on_progress=on_progress,
+                )
+            )
+            continue
         together, apart = beside(chunk, pending)
         steps_over(together)
         if apart:

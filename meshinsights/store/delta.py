@@ -23,7 +23,14 @@ from deltalake.exceptions import CommitFailedError
 
 from meshinsights import __version__
 from meshinsights.errors import BrokenTableError, StoreError
-from meshinsights.model import Window, Windows, check_machine_id, check_table_name, spans
+from meshinsights.model import (
+    RUN,
+    Window,
+    Windows,
+    check_machine_id,
+    check_table_name,
+    spans,
+)
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, check_new_columns, prepare
@@ -142,13 +149,19 @@ class DeltaStore:
             dt.load_as_version(version)
         machines = [machine_ids] if isinstance(machine_ids, str) else sorted(set(machine_ids))
         partitions = [("machine_id", "in", machines), ("month", "in", window.months())]
-        rows = pq.filters_to_expression(
-            [
-                *partitions,
-                ("ts", ">=", pd.Timestamp(window.start)),
-                ("ts", "<", pd.Timestamp(window.end)),
-            ]
-        )
+        terms = [
+            *partitions,
+            ("ts", ">=", pd.Timestamp(window.start)),
+            ("ts", "<", pd.Timestamp(window.end)),
+        ]
+        if window.run is not None:  # a run window: that run's rows only
+            if RUN not in dt.schema().to_arrow().names:
+                raise StoreError(
+                    f"table {namespace}/{table} has no {RUN} column, so it cannot be read by "
+                    f"run ({window}); it was written by a pipeline windowed by time"
+                )
+            terms.append((RUN, "=", window.run))
+        rows = pq.filters_to_expression(terms)
         # Prune to the partitions' files while the log is replayed; to_pyarrow_table(filters=)
         # would first build a fragment for every file in the table (29 s instead of 0.4 s for
         # one machine-day among 30,000 files: bench/partitions.py). Only partition columns go
@@ -158,6 +171,18 @@ class DeltaStore:
             dataset = dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
             return dataset.to_table(columns=columns, filter=rows)
         except OSError as exc:  # a data file the log names is gone (FileNotFoundError et al.)
+            raise broken(self.uri(namespace, table), exc) from None
+
+    def read_machine(self, namespace: str, table: str, machine_id: str) -> pd.DataFrame:
+        """Every row of one machine (its partitions only): small per-machine tables such as
+        the run index. An empty frame if the table does not exist yet."""
+        dt = self._open(namespace, table)
+        if dt is None:
+            return pd.DataFrame()
+        try:
+            part = [("machine_id", "=", check_machine_id(machine_id))]
+            return dt.to_pyarrow_dataset(file_pruning_predicate=part).to_table().to_pandas()
+        except OSError as exc:
             raise broken(self.uri(namespace, table), exc) from None
 
     def read_all(self, namespace: str, table: str, *, version: int | None = None) -> pd.DataFrame:

@@ -147,6 +147,16 @@ def check_in_scope(arrow: pa.Table, machines: list[str], window: Windows, table:
             "write the machines it was run for"
         )
     ranges = spans(window)
+    run = ranges[0].run
+    if run is not None:
+        if "run_id" not in arrow.column_names:
+            raise StoreError(f"{table}: a run window's rows need a run_id column (run {run})")
+        other = pc.sum(pc.invert(pc.fill_null(pc.equal(arrow.column("run_id"), run), False)))
+        if other.as_py():
+            raise StoreError(
+                f"{table}: {other.as_py()} row(s) belong to runs other than {run!r}; a step "
+                "writes only the run it was run for"
+            )
     ts = arrow.column("ts")
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
     if lo < ranges[0].start or hi >= ranges[-1].end or len(ranges) > 1:

@@ -47,7 +47,10 @@ def window_predicate(machine_ids: Iterable[str], window: Windows) -> str:
     months = sorted({m for r in ranges for m in r.months()})
     terms = [f"ts >= '{_ts(r.start)}' AND ts < '{_ts(r.end)}'" for r in ranges]
     ts = terms[0] if len(terms) == 1 else "(" + " OR ".join(f"({t})" for t in terms) + ")"
-    return " AND ".join([_in("machine_id", machines), _in("month", months), ts])
+    parts = [_in("machine_id", machines), _in("month", months), ts]
+    if ranges[0].run is not None:  # a run window (always alone): that run's rows only
+        parts.append(_in("run_id", [ranges[0].run]))
+    return " AND ".join(parts)
 
 
 def partition_predicate(machine_ids: Iterable[str], month: str) -> str:
