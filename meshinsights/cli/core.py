@@ -51,8 +51,24 @@ def run(
         "tables; 0: one run per window, as the scheduled DAG does)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print the step summaries as JSON"),
+    run_ids: list[str] = typer.Option(  # noqa: B008 (typer declares options this way)
+        None,
+        "--run",
+        help="a pipeline windowed by run: rerun the steps of this run (repeatable) from the "
+        "stored telemetry, no ingest",
+    ),
+    since: str = typer.Option(
+        None,
+        "--since",
+        help="a pipeline windowed by run: rerun every run whose rows changed at or after this "
+        "time (ISO)",
+    ),
 ) -> None:
-    """Run a machine's whole pipeline in-process, in dependency order (no Airflow)."""
+    """Run a machine's whole pipeline in-process, in dependency order (no Airflow).
+
+    A pipeline windowed by run ingests --start..--end and then runs the steps over every run
+    whose rows changed, each whole; --run and --since rerun chosen runs.
+    """
     from datetime import timedelta
 
     from meshinsights.model import Window
@@ -60,6 +76,10 @@ def run(
 
     configs = _configs()
     machine = configs.machine(machine_id)
+    if run_ids or since:
+        summaries = _rerun_runs(configs, machine, list(run_ids or []), since)
+        _print_summaries(f"{machine_id} runs", summaries, as_json)
+        return
     if stale:
         from meshinsights.cli.status import rerun_stale
 
@@ -95,15 +115,43 @@ def run(
             on_progress=tick,
             batch=timedelta(days=batch_days),
         )
+    _print_summaries(f"{machine_id} {window}", summaries, as_json)
+
+
+def _rerun_runs(configs: Any, machine: Any, runs: list[str], since: str | None) -> list[Any]:
+    from meshinsights.model import parse_instant
+    from meshinsights.orchestration.runner import new_run_id, plan, run_runs
+    from meshinsights.orchestration.runs import run_window, runs_updated_since
+
+    pipeline = configs.pipeline_of(machine)
+    if pipeline.window != "run":
+        raise ConfigError(
+            f"--run/--since need a pipeline windowed by run; {pipeline.name} is windowed by "
+            "time (use --start/--end)"
+        )
+    store, mid = _store(), machine.machine_id
+    windows = [run_window(store, pipeline.name, mid, r) for r in runs]
+    if since:
+        found = runs_updated_since(store, pipeline.name, mid, parse_instant(since, "--since"))
+        if not found:
+            console.print(f"no run of {mid} changed since {since}: nothing to do")
+        windows += [w for w in found if w not in windows]
+    return run_runs(
+        plan(pipeline, machine), mid, pipeline.name, store, windows, run_id=new_run_id()
+    )
+
+
+def _print_summaries(title: str, summaries: list[Any], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(summaries, default=str))
         return
-    table = Table(title=f"{machine_id} {window}")
-    for col in ("window start", "step", "table", "rows in", "rows out", "quarantined", "seconds"):
+    table = Table(title=title)
+    for col in ("window", "step", "table", "rows in", "rows out", "quarantined", "seconds"):
         table.add_column(col)
     for s in summaries:
+        w = s["window"]
         table.add_row(
-            s["window"]["start"][:16],
+            f"run {w['run']}" if w.get("run") else w["start"][:16],
             s["step"],
             s.get("table", ""),
             str(s.get("rows_in", "")),

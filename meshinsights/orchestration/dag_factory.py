@@ -140,12 +140,14 @@ def _build_one(
             return ingest_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
 
         tasks["ingest"] = ingest()
+        by_run = pipeline.window == "run"
         for s in steps:
             tasks[s.id] = _step_task(
                 s, configs_dir, store_uri, mid, asset_for(store_uri, pipeline.name, s.output)
             )
             upstream = {producers[t] for t in s.tables_read if t in producers} - {s.id}
-            if s.when is not None:
+            # By run, a step's task checks its branch rule per run (run_steps) instead.
+            if s.when is not None and not by_run:
                 check = _branch_task(s, configs_dir, store_uri, mid)
                 for u in sorted(upstream):
                     tasks[u] >> check
@@ -153,6 +155,10 @@ def _build_one(
             else:
                 for u in sorted(upstream):
                     tasks[u] >> tasks[s.id]
+        if by_run:
+            drain = _drain_task(configs_dir, store_uri, mid)
+            for t in tasks.values():
+                t >> drain
     # Set after the tasks: each operator deep-copies the DAG's params once per class of its
     # hierarchy, most of a DAG's build cost. A task's run still sees them (Airflow merges the
     # DAG's params under the task's), and the trigger form is the DAG's.
@@ -160,13 +166,24 @@ def _build_one(
         {
             "start": Param(None, type=["null", "string"], description="window start (ISO)"),
             "end": Param(None, type=["null", "string"], description="window end (ISO)"),
+            **(
+                {
+                    "run": Param(
+                        None,
+                        type=["null", "string"],
+                        description="a run id: rerun that run's steps (window: run)",
+                    )
+                }
+                if pipeline.window == "run"
+                else {}
+            ),
         }
     )
     return dag
 
 
 def _ctx(context: Any) -> dict[str, Any]:
-    keys = ("dag_run", "data_interval_start", "data_interval_end", "run_id", "logical_date")
+    keys = ("dag_run", "data_interval_start", "data_interval_end", "run_id", "logical_date", "ti")
     return {k: context.get(k) for k in keys}
 
 
@@ -187,6 +204,18 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
         return step_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
 
     return run()
+
+
+def _drain_task(configs_dir: str, store_uri: str, mid: str) -> Any:
+    from airflow.sdk import get_current_context, task
+
+    @task(task_id="drain_runs")
+    def drain() -> dict[str, Any]:
+        from meshinsights.orchestration.tasks import drain_runs_task
+
+        return drain_runs_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
+
+    return drain()
 
 
 def _branch_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str) -> Any:

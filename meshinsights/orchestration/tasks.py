@@ -19,6 +19,8 @@ __all__ = [
     "ingest_task",
     "step_task",
     "branch_task",
+    "drain_runs_task",
+    "runs_from_context",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +145,8 @@ def ingest_task(
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     run_id = _run_id(context)
+    if pipeline.window == "run":
+        return _ingest_runs(machine, pipeline, store, run_id, context)
     ingested = run_incremental(
         machine,
         pipeline,
@@ -165,13 +169,109 @@ def ingest_task(
     }
 
 
+def runs_from_context(context: dict[str, Any]) -> list[str]:
+    """``conf.run`` (one run id) or ``conf.runs`` (a list): the runs this DAG run addresses."""
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    runs = conf.get("runs") or ([conf["run"]] if conf.get("run") else [])
+    if not isinstance(runs, list) or not all(isinstance(r, str) and r for r in runs):
+        raise ConfigError(
+            "run conf 'run' must be a run id and 'runs' a list of them, e.g. {\"run\": \"r-42\"}"
+        )
+    return runs
+
+
+def _ingest_runs(
+    machine: Any, pipeline: Any, store: Any, run_id: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    """A pipeline windowed by run: ingest the interval, then name the runs the steps process.
+
+    With ``conf.run``/``conf.runs`` the DAG run addresses those runs (a rerun of one run from
+    the stored telemetry: no ingest); else the interval is ingested and the runs are every
+    run pending for the machine — those whose rows changed, now or in a run whose steps failed.
+    The step tasks run over these runs; the ``drain_runs`` task then takes them off the list.
+    """
+    from meshinsights.orchestration.ingest import ingest_state, run_incremental
+    from meshinsights.orchestration.runs import run_spans, run_window
+
+    ns, mid = pipeline.name, machine.machine_id
+    asked = runs_from_context(context)
+    if asked:
+        windows = [run_window(store, ns, mid, r) for r in asked]
+        return {
+            "step": "ingest",
+            "skipped": True,
+            "runs": [w.as_dict() for w in windows],
+            "window": windows[0].as_dict(),
+            "run_id": run_id,
+            "skip_reason": f"conf names run(s) {asked}: steps rerun from stored telemetry",
+        }
+    ingested = run_incremental(
+        machine, pipeline, window_from_context(context), store, run_id=run_id, resolver=_resolve
+    )
+    state = ingest_state(store, ns, mid)
+    spans = run_spans(store, ns, mid)
+    windows = [spans[r].window for r in state.pending_runs if r in spans]
+    return {
+        **ingested[-1],
+        "runs": [w.as_dict() for w in windows],
+        "drain_windows": [w.as_dict() for w in state.pending],
+    }
+
+
+def _runs_of(context: dict[str, Any]) -> list[Window]:
+    ti = context.get("ti")
+    found = ti.xcom_pull(task_ids="ingest", key="runs") if ti is not None else None
+    return [Window.from_dict(w) for w in found or []]
+
+
+def drain_runs_task(
+    configs_dir: str, store_uri: str, machine_id: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    """After every step ran over the DAG run's runs: they (and reopened windows) are done."""
+    from meshinsights.orchestration.ingest import record_drained
+
+    _, _, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
+    ti = context.get("ti")
+    windows = ti.xcom_pull(task_ids="ingest", key="drain_windows") if ti is not None else None
+    runs = [w.run for w in _runs_of(context) if w.run]
+    drained = [Window.from_dict(w) for w in windows or []]
+    if runs or drained:
+        record_drained(
+            store, pipeline.name, machine_id, drained, run_id=_run_id(context), runs=runs
+        )
+    return {"step": "drain_runs", "runs": runs, "windows": len(drained)}
+
+
 def step_task(
     configs_dir: str, store_uri: str, machine_id: str, step_id: str, context: dict[str, Any]
 ) -> dict[str, Any]:
-    from meshinsights.orchestration.runner import plan, run_step
+    from meshinsights.orchestration.runner import plan, run_step, run_steps
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
+    if pipeline.window == "run":
+        runs = _runs_of(context)
+        done = (
+            run_steps(
+                [planned],
+                machine_id,
+                pipeline.name,
+                runs,
+                store,
+                run_id=_run_id(context),
+                resolver=_resolve,
+            )
+            if runs
+            else []
+        )
+        return {
+            "step": step_id,
+            "runs": [w.run for w in runs],
+            "rows_out": sum(int(s.get("rows_out") or 0) for s in done),
+            "skipped": not runs,
+            **({"skip_reason": "no run changed in this interval"} if not runs else {}),
+        }
     return run_step(
         planned,
         machine_id,

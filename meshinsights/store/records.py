@@ -24,7 +24,7 @@ def write_metadata(
     """What an overwrite records in its commit: the window(s), machines and row count."""
     return {
         "meshinsights.code_version": version,
-        "meshinsights.window": Window(ranges[0].start, ranges[-1].end).as_dict(),
+        "meshinsights.window": Window(ranges[0].start, ranges[-1].end, ranges[0].run).as_dict(),
         **({"meshinsights.windows": [r.as_dict() for r in ranges]} if len(ranges) > 1 else {}),
         "meshinsights.machines": machines if len(machines) <= 20 else f"{len(machines)} machines",
         "meshinsights.rows_written": rows,
