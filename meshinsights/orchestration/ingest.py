@@ -338,9 +338,11 @@ def run_ingest(
     telemetry_meta: dict[str, Any] = {"meshinsights.watermark": _text(watermark)}
     if pending is not None:
         telemetry_meta["meshinsights.pending"] = [w.as_dict() for w in pending]
-    index, changed = None, []
+    index: pd.DataFrame | None = None
+    changed: list[str] = []
     if machine.source.run_column:
         index, changed = index_window(store, ns, mid, window, result.clean, pd.Timestamp.now("UTC"))
+        telemetry_meta["meshinsights.changed_runs"] = changed
         if pipeline.window == "run":
             runs_now = sorted(set(pending_runs or ()) | set(changed))
             telemetry_meta["meshinsights.pending_runs"] = runs_now

@@ -132,7 +132,7 @@ def index_window(
                 "hull_last": max(hull),
                 "rows": n,
                 "digest": digest,
-                "updated_at": prev["updated_at"] if same else now,
+                "updated_at": prev["updated_at"] if same and prev is not None else now,
             }
         )
     frame = pd.DataFrame(rows, columns=RUN_INDEX_SCHEMA.names)

@@ -46,9 +46,21 @@ class Commit:
     spans: tuple[Window, ...]
     fingerprint: str | None
     inputs: dict[str, int] | None
+    #: An ingest commit of a source with runs: the runs whose rows it changed.
+    changed_runs: frozenset[str] | None = None
 
     def touches(self, machine_id: str) -> bool:
         return self.machines is None or machine_id in self.machines
+
+    def changes(self, read: Window) -> bool:
+        """Whether this commit changed rows a step reading ``read`` reads.
+
+        A run window reads its run's rows only: an ingest commit changes it if it changed that
+        run (another run's rows in the same time window do not make it stale).
+        """
+        if read.run is not None and self.changed_runs is not None:
+            return read.run in self.changed_runs
+        return any(s.overlaps(read) for s in self.spans)
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,12 @@ def _commit(raw: dict[str, Any]) -> Commit | None:
         version=int(raw["version"]),
         step=str(step),
         machines=tuple(machines) if isinstance(machines, list) else None,
-        spans=tuple(Window.parse(w["start"], w["end"]) for w in windows),
+        spans=tuple(Window.from_dict(w) for w in windows),
         fingerprint=raw.get("meshinsights.fingerprint"),
         inputs={str(k): int(v) for k, v in inputs.items()} if isinstance(inputs, dict) else None,
+        changed_runs=frozenset(runs)
+        if isinstance(runs := raw.get("meshinsights.changed_runs"), list)
+        else None,
     )
 
 
@@ -101,13 +116,17 @@ def _latest_by_window(
 ) -> dict[Window, Commit]:
     """For each schedule window the step wrote, the newest commit that wrote it."""
     latest: dict[Window, Commit] = {}
+    by_run: dict[str, tuple[Window, Commit]] = {}
     for c in commits:
         if c.step != step_id:
             continue
         for span in c.spans:
+            if span.run is not None:  # a run: the window is the run (its newest span)
+                by_run[span.run] = (span, c)
+                continue
             for w in schedules.windows(schedule, span):
                 latest[w] = c
-    return latest
+    return {**latest, **dict(by_run.values())}
 
 
 def _changed_input(
@@ -117,7 +136,7 @@ def _changed_input(
     for table in sorted(step.tables_read):
         seen = (made.inputs or {}).get(table, -1)
         for c in history.get(table, []):
-            if c.version > seen and any(s.overlaps(read) for s in c.spans):
+            if c.version > seen and c.changes(read):
                 return f"input {table} changed (version {c.version} > {seen} read)"
     return None
 

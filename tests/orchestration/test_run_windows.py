@@ -277,3 +277,28 @@ def test_airflow_dag_processes_the_changed_runs_and_a_conf_run(
     assert rerun.state == "success"
     runs = [c["meshinsights.window"]["run"] for c in reversed(_step_commits(af))]
     assert runs[-1] == "robot-01-r2" and len(runs) == 5
+
+
+def test_status_names_exactly_the_run_whose_rows_changed(robot_configs: Path,
+                                                         store: DeltaStore) -> None:
+    """Ingest alone (steps not run yet): only the changed run is stale, and --stale reruns it."""
+    from meshinsights.orchestration.ingest import run_incremental
+    from meshinsights.orchestration.runner import run_steps
+    from meshinsights.orchestration.status import run_stale, stale_windows
+
+    _run(robot_configs, store)
+    configs = load_configs(robot_configs)
+    machine = configs.machine("robot-01")
+    pipeline = configs.pipeline_of(machine)
+    assert stale_windows(store, pipeline, machine) == []
+    late = pd.DataFrame({"time": ["2024-03-04T10:03:25.000Z"], "value": [7.0], "field": ["y"],
+                         "robot_id": ["robot-01"], "run_uuid": ["robot-01-r2"]})
+    pd.concat([pd.read_csv(robot_configs / "robot_runs.csv"), late]).to_csv(
+        robot_configs / "robot_runs.csv", index=False)
+    run_incremental(machine, pipeline, Window.day("2024-03-04"), store, run_id="t")
+    stale = stale_windows(store, pipeline, machine)
+    assert [(s.window.run, s.reason.split(" (")[0]) for s in stale] == [
+        ("robot-01-r2", "input telemetry changed")]
+    out = run_stale(store, pipeline, machine, run_steps=run_steps, run_id="t2")
+    assert [s["window"]["run"] for s in out] == ["robot-01-r2"]
+    assert stale_windows(store, pipeline, machine) == []
