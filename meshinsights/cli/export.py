@@ -108,8 +108,12 @@ def export(
     pipeline: str = typer.Option(
         None, "--pipeline", help="pipeline holding the table, when several do"
     ),
+    run: str = typer.Option(
+        None, "--run", help="one run's rows (a source with runs; instead of a time range)"
+    ),
 ) -> None:
-    """Write one machine's rows of a table for a time range (the current Delta version)."""
+    """Write one machine's rows of a table for a time range, or of one run (the current
+    Delta version)."""
     from meshinsights.model import check_machine_id
     from meshinsights.store.sql import table_extents
 
@@ -124,7 +128,14 @@ def export(
             f"machine {machine!r} has no rows in {namespace}/{table}; machines there: "
             f"{', '.join(listed[:20]) or 'none'}{' …' if len(listed) > 20 else ''}"
         )
-    window = _window(extents[machine], start, end, last_days)
+    if run is not None:
+        from meshinsights.orchestration.runs import run_window
+
+        if start or end or last_days:
+            raise ConfigError("pass either --run or a time range (--start/--end, --last-days)")
+        window = run_window(store, namespace, machine, run)
+    else:
+        window = _window(extents[machine], start, end, last_days)
     arrow = store.read_arrow(namespace, table, machine, window)
     arrow = arrow.drop_columns(["month"]) if "month" in arrow.column_names else arrow
     arrow = arrow.sort_by([("ts", "ascending")]) if "ts" in arrow.column_names else arrow

@@ -302,3 +302,28 @@ def test_status_names_exactly_the_run_whose_rows_changed(robot_configs: Path,
     out = run_stale(store, pipeline, machine, run_steps=run_steps, run_id="t2")
     assert [s["window"]["run"] for s in out] == ["robot-01-r2"]
     assert stale_windows(store, pipeline, machine) == []
+
+
+def test_sql_and_export_address_one_run(robot_configs: Path, store: DeltaStore,
+                                        tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from meshinsights.cli import app
+    from meshinsights.store.sql import ArtifactSQL
+
+    _run(robot_configs, store)
+    with ArtifactSQL(store) as sql:
+        got = sql.execute(f"SELECT run_id, count(*) AS n FROM {NS}__telemetry "
+                        "WHERE machine_id = 'robot-01' GROUP BY run_id ORDER BY run_id")
+    assert got is not None
+    assert got.to_pandas().values.tolist() == [["robot-01-r1", 1260], ["robot-01-r2", 1197],
+                                   ["robot-01-r3", 1260]]
+    out = tmp_path / "r3.csv"
+    result = CliRunner().invoke(app, ["--store", store.root, "--configs", str(robot_configs),
+                                      "export", "telemetry", "-m", "robot-01",
+                                      "--run", "robot-01-r3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = pd.read_csv(out)
+    assert len(exported) == 1260 and set(exported["run_id"]) == {"robot-01-r3"}
+    assert exported["ts"].min().startswith("2024-03-04 23:55")  # across midnight, whole
+    assert exported["ts"].max().startswith("2024-03-05 00:04:59")
