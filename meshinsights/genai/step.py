@@ -166,6 +166,8 @@ def _split(previous: pd.DataFrame, window: Window) -> tuple[pd.DataFrame, pd.Dat
     if is_absent(previous) or previous.empty:
         empty = pd.DataFrame(columns=cols)
         return empty, empty
+    if window.run is not None:  # read by run: every stored row is this run's, whatever span
+        return previous.loc[:, cols], previous.iloc[:0].loc[:, cols]
     same = (previous["ts"] == pd.Timestamp(window.start)) & (
         previous["window_end"] == pd.Timestamp(window.end)
     )

@@ -59,6 +59,9 @@ window: run
 steps:
   - id: summary
     uses: window_summary
+  - id: genai
+    uses: genai_analysis
+    params: {{provider: offline}}
 """
 
 MACHINE = """
@@ -125,6 +128,12 @@ def test_every_row_is_accounted_and_runs_overlap_without_rollback(robot_configs:
     assert set(r3["ts"]) == {pd.Timestamp("2024-03-04T23:55:00Z")}
     assert set(r3["window_end"]) == {pd.Timestamp("2024-03-05T00:04:59.000001Z")}
     assert ingest_state(store, NS, "robot-01").pending_runs == ()
+    # The GenAI analysis of a run: one current analysis per run, its prompt names the run.
+    genai = store.read_all(NS, "genai_analysis")
+    assert sorted(genai.loc[genai["current"], "run_id"]) == [
+        "robot-01-r1", "robot-01-r2", "robot-01-r3"]
+    r3_prompt = genai.loc[genai["run_id"] == "robot-01-r3", "user_prompt"].iloc[0]
+    assert "Run: robot-01-r3" in r3_prompt and "2024-03-04T23:55Z to 2024-03-05T00:04Z" in r3_prompt
 
 
 def test_late_rows_reprocess_that_run_once_and_no_other(robot_configs: Path,
@@ -198,7 +207,8 @@ def test_rerun_of_one_run_is_idempotent_and_leaves_the_others(robot_configs: Pat
     assert (window.start, window.end) == (datetime(2024, 3, 4, 10, tzinfo=UTC),
                                           datetime(2024, 3, 4, 10, 9, 59, 1, tzinfo=UTC))
     out = run_runs(steps, "robot-01", NS, store, [window], run_id=new_run_id())
-    assert [s["window"]["run"] for s in out] == ["robot-01-r1"]
+    assert [(s["step"], s["window"]["run"]) for s in out] == [
+        ("summary", "robot-01-r1"), ("genai", "robot-01-r1")]
     commit = _step_commits(store)[0]
     assert commit["meshinsights.window"]["run"] == "robot-01-r1"
     after = store.read_all(NS, "summary").sort_values(["machine_id", "run_id", "metric"])
@@ -300,7 +310,8 @@ def test_status_names_exactly_the_run_whose_rows_changed(robot_configs: Path,
     assert [(s.window.run, s.reason.split(" (")[0]) for s in stale] == [
         ("robot-01-r2", "input telemetry changed")]
     out = run_stale(store, pipeline, machine, run_steps=run_steps, run_id="t2")
-    assert [s["window"]["run"] for s in out] == ["robot-01-r2"]
+    assert [(s["step"], s["window"]["run"]) for s in out] == [
+        ("summary", "robot-01-r2"), ("genai", "robot-01-r2")]
     assert stale_windows(store, pipeline, machine) == []
 
 
