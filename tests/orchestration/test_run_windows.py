@@ -62,6 +62,7 @@ steps:
   - id: genai
     uses: genai_analysis
     params: {{provider: offline}}
+    when: {{any: [{{table: summary, column: max, gt: 300}}]}}  # per run: r2 and r3 reach it
 """
 
 MACHINE = """
@@ -128,10 +129,12 @@ def test_every_row_is_accounted_and_runs_overlap_without_rollback(robot_configs:
     assert set(r3["ts"]) == {pd.Timestamp("2024-03-04T23:55:00Z")}
     assert set(r3["window_end"]) == {pd.Timestamp("2024-03-05T00:04:59.000001Z")}
     assert ingest_state(store, NS, "robot-01").pending_runs == ()
-    # The GenAI analysis of a run: one current analysis per run, its prompt names the run.
+    # The GenAI analysis of a run, a branch checked per run: x peaks at 299.5 in r1, 300.5 in r2
+    # and 301.5 in r3; one current analysis per run that passed, its prompt names the run.
     genai = store.read_all(NS, "genai_analysis")
-    assert sorted(genai.loc[genai["current"], "run_id"]) == [
-        "robot-01-r1", "robot-01-r2", "robot-01-r3"]
+    assert sorted(genai.loc[genai["current"], "run_id"]) == ["robot-01-r2", "robot-01-r3"]
+    assert [s["window"]["run"] for s in summaries if s["step"] == "genai" and s.get("skipped")
+            ] == ["robot-01-r1"]
     r3_prompt = genai.loc[genai["run_id"] == "robot-01-r3", "user_prompt"].iloc[0]
     assert "Run: robot-01-r3" in r3_prompt and "2024-03-04T23:55Z to 2024-03-05T00:04Z" in r3_prompt
 
@@ -207,8 +210,8 @@ def test_rerun_of_one_run_is_idempotent_and_leaves_the_others(robot_configs: Pat
     assert (window.start, window.end) == (datetime(2024, 3, 4, 10, tzinfo=UTC),
                                           datetime(2024, 3, 4, 10, 9, 59, 1, tzinfo=UTC))
     out = run_runs(steps, "robot-01", NS, store, [window], run_id=new_run_id())
-    assert [(s["step"], s["window"]["run"]) for s in out] == [
-        ("summary", "robot-01-r1"), ("genai", "robot-01-r1")]
+    assert [(s["step"], s["window"]["run"], bool(s.get("skipped"))) for s in out] == [
+        ("summary", "robot-01-r1", False), ("genai", "robot-01-r1", True)]
     commit = _step_commits(store)[0]
     assert commit["meshinsights.window"]["run"] == "robot-01-r1"
     after = store.read_all(NS, "summary").sort_values(["machine_id", "run_id", "metric"])
@@ -278,6 +281,10 @@ def test_airflow_dag_processes_the_changed_runs_and_a_conf_run(
         af.read_all(NS, "summary").sort_values(key).reset_index(drop=True),
         local.read_all(NS, "summary").sort_values(key).reset_index(drop=True))
     assert ingest_state(af, NS, "robot-01").pending_runs == ()
+    analysed = lambda st: sorted(  # noqa: E731
+        st.read_all(NS, "genai_analysis").query("current")[["run_id", "user_prompt"]]
+        .itertuples(index=False))
+    assert analysed(af) == analysed(local) and len(analysed(af)) == 2  # the branch, per run
     # The first day's run processed r1, r2 and r3's first part; the second r3 again (its
     # rows after midnight arrived).
     runs = [c["meshinsights.window"]["run"] for c in reversed(_step_commits(af))]
