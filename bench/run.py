@@ -93,6 +93,12 @@ def _parsing(workdir: Path, quick: bool) -> Bench:
     return bench_parsing(workdir, quick=quick)
 
 
+def _runs(workdir: Path, quick: bool) -> Bench:
+    from bench.runs import bench_runs
+
+    return bench_runs(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -106,6 +112,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "detectors": _detectors,
     "api": _api,
     "parsing": _parsing,
+    "runs": _runs,
 }
 
 

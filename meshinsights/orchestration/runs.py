@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -146,19 +147,31 @@ def run_spans(store: DeltaStore, namespace: str, machine_id: str) -> dict[str, R
     index = store.read_machine(namespace, RUN_INDEX, machine_id)
     if index.empty:
         return {}
-    out: dict[str, RunSpan] = {}
-    for run, part in index.groupby(RUN, sort=True):
-        first, last = part["first_ts"].min(), part["last_ts"].max()
-        out[str(run)] = RunSpan(
+    # One vectorized aggregation (a Python loop over groups cost ~0.4 ms per run).
+    agg = index.groupby(RUN, sort=True).agg(
+        first=("first_ts", "min"),
+        last=("last_ts", "max"),
+        hull_first=("hull_first", "min"),
+        hull_last=("hull_last", "max"),
+        rows=("rows", "sum"),
+        updated_at=("updated_at", "max"),
+    )
+
+    def when(value: Any) -> datetime | None:
+        return None if pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+    return {
+        str(run): RunSpan(
             str(run),
-            None if pd.isna(first) else first.to_pydatetime(),
-            None if pd.isna(last) else last.to_pydatetime(),
-            part["hull_first"].min().to_pydatetime(),
-            part["hull_last"].max().to_pydatetime(),
-            int(part["rows"].sum()),
-            None if part["updated_at"].isna().all() else part["updated_at"].max().to_pydatetime(),
+            when(first),
+            when(last),
+            pd.Timestamp(hull_first).to_pydatetime(),
+            pd.Timestamp(hull_last).to_pydatetime(),
+            int(rows),
+            when(updated),
         )
-    return out
+        for run, first, last, hull_first, hull_last, rows, updated in agg.itertuples()
+    }
 
 
 def run_window(store: DeltaStore, namespace: str, machine_id: str, run: str) -> Window:
