@@ -17,7 +17,7 @@ import streamlit as st
 
 from meshinsights.dashboard import charts, data
 from meshinsights.dashboard import tabs as tabs_
-from meshinsights.model import EARLIEST, LATEST, Window
+from meshinsights.model import EARLIEST, LATEST, RUN, RUN_INDEX, Window
 from meshinsights.settings import get_settings
 
 _SEVERITY_MARK = {
@@ -43,10 +43,27 @@ def _catalog(root: str) -> data.Catalog:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _frame(
-    root: str, ns: str, table: str, machine: str, start: datetime, end: datetime, version: int
+    root: str,
+    ns: str,
+    table: str,
+    machine: str,
+    start: datetime,
+    end: datetime,
+    version: int,
+    run: str | None = None,
 ) -> pd.DataFrame:
     # ``version`` is only the cache key: a new commit to the table makes a new entry.
-    return _store(root).read(ns, table, machine, Window(start, end))
+    return _store(root).read(ns, table, machine, Window(start, end, run))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _has_runs(root: str, ns: str, table: str, version: int) -> bool:
+    return RUN in _store(root).schema(ns, table).names
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _runs(root: str, ns: str, machine: str, version: int) -> list[tuple[str, datetime, datetime]]:
+    return [(r.run, r.window.start, r.window.end) for r in _store(root).runs(ns, machine)]
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -104,9 +121,10 @@ class View:
             return pd.DataFrame()
         self.catalog.check(self.ns, table, self.machine)
         version = self.catalog.tables[self.ns][table]
-        return _frame(
-            self.root, self.ns, table, self.machine, self.window.start, self.window.end, version
-        )
+        w = self.window
+        # A run picked: tables with runs give that run's rows, others the run's time span.
+        run = w.run if w.run and _has_runs(self.root, self.ns, table, version) else None
+        return _frame(self.root, self.ns, table, self.machine, w.start, w.end, version, run)
 
     def history(self) -> pd.DataFrame:
         versions = tuple(sorted(self.catalog.tables[self.ns].items()))
@@ -174,6 +192,39 @@ def _pick_window(extent: Any, key: str) -> Window:
     days = sorted(d for d in (picked if isinstance(picked, tuple | list) else [picked]) if d)
     first, last = (days[0], days[-1]) if days else (start, end)
     return Window.parse(first.isoformat(), (last + timedelta(days=1)).isoformat())
+
+
+ALL_RUNS = "(every run in these days)"
+
+
+def _pick_run(catalog: data.Catalog, root: str, ns: str, machine: str, days: Window) -> Window:
+    """A source with runs: pick one run (its whole span, its rows only), or all in the days."""
+    if not catalog.has(ns, RUN_INDEX):
+        return days
+    runs = _runs(root, ns, machine, catalog.tables[ns][RUN_INDEX])
+    wanted = _param("run")
+    shown = [r for r in runs if r[1] < days.end and days.start < r[2] or r[0] == wanted]
+    by_id = {r[0]: r for r in shown}
+    options = [ALL_RUNS, *by_id]
+    if wanted and wanted not in by_id:
+        st.sidebar.warning("The run in the link is not a run of this machine.")
+    index = options.index(wanted) if wanted in by_id else 0
+
+    def label(run: str) -> str:
+        if run == ALL_RUNS:
+            return f"{ALL_RUNS} ({len(shown)})"
+        _, start, end = by_id[run]
+        return f"{run} · {start:%m-%d %H:%M} → {end:%H:%M}"
+
+    picked = st.sidebar.selectbox(
+        "Run", options, index=index, key=f"run_{ns}_{machine}", format_func=label
+    )
+    if picked == ALL_RUNS:
+        st.query_params.pop("run", None)
+        return days
+    st.query_params["run"] = picked
+    _, start, end = by_id[picked]
+    return Window(start, end, picked)
 
 
 # ---------------------------------------------------------------------- sections
@@ -291,12 +342,18 @@ def main() -> None:
     ns = _pick_pipeline(catalog)
     machine = _pick_machine(catalog, ns)
     days_key = f"days_{ns}_{machine}"
-    window = _pick_window(catalog.machines[ns].get(machine), key=days_key)
+    days = _pick_window(catalog.machines[ns].get(machine), key=days_key)
+    window = _pick_run(catalog, root, ns, machine, days)
     st.query_params.update({"pipeline": ns, "machine": machine})
     view = View(root, catalog, ns, machine, window, days_key)
-    end_day = (window.end - timedelta(days=1)).date()
+    end_day = (days.end - timedelta(days=1)).date()
     st.title(f"{machine}")
-    st.caption(f"pipeline {ns} · {window.start.date()} → {end_day} (UTC) · store {root}")
+    span = (
+        f"run {window.run} · {window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M}"
+        if window.run
+        else f"{window.start.date()} → {end_day}"
+    )
+    st.caption(f"pipeline {ns} · {span} (UTC) · store {root}")
     _telemetry_section(view)
     _analysis_section(view)
     history = view.history()

@@ -21,8 +21,9 @@ import pandas as pd
 import pyarrow as pa
 
 from meshinsights.errors import StoreError
-from meshinsights.model import Window
+from meshinsights.model import RUN_INDEX, Window
 from meshinsights.store import DeltaStore
+from meshinsights.store.runs import RunSpan, run_spans
 from meshinsights.store.sql import MachineExtent, history_record, listed_tables, table_extents
 
 __all__ = [
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 MAX_POINTS = 2000
 #: Tables with a section of their own (not listed among the curated series).
 SECTION_TABLES = frozenset(
-    {"telemetry", "quarantine", "issues", "genai_analysis", "events", "runs"}
+    {"telemetry", "quarantine", "issues", "genai_analysis", "events", "runs", RUN_INDEX}
 )
 #: The column(s) worth plotting first for known tables; any other table plots its first numeric.
 _PLOT_HINTS: dict[str, tuple[str, ...]] = {
@@ -108,6 +109,11 @@ class ReadOnlyStore:
     ) -> pd.DataFrame:
         """One machine's rows in ``window`` (partition-pruned); never a whole table."""
         return self.__store.read(namespace, table, machine_id, window, columns=columns)
+
+    def runs(self, namespace: str, machine_id: str) -> list[RunSpan]:
+        """The machine's runs (a source with runs), oldest first; none without a run index."""
+        spans = run_spans(self.__store, namespace, machine_id)
+        return sorted(spans.values(), key=lambda s: (s.hull_first, s.run))
 
     def read_arrow(
         self,
