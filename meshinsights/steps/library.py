@@ -14,6 +14,7 @@ from meshinsights.steps import (  # noqa: F401
     nonparametric,
     power,
     resample,
+    runs,
 )
 
 __all__: list[str] = []
