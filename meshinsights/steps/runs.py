@@ -145,19 +145,24 @@ def run_kinematics(
     """The run's positions on one time base, with velocity, speed and acceleration.
 
     Velocity is the displacement over the segment ending at a row divided by its duration;
-    after a gap (or at the first row) it is null. ``accel`` is the change of speed between two
+    after a gap (or at the first row) it is null, and so are rows missing a position. ``accel`` is the change of speed between two
     consecutive segments per second.
     """
     _check(position_metrics)
-    seg = _segments(positions_on_time_base(telemetry, position_metrics, max_gap), max_gap)
+    columns = [c for c in KINEMATICS_SCHEMA.names if c != "machine_id"]
+    base = positions_on_time_base(telemetry, position_metrics, max_gap)
+    seg = _segments(base, max_gap)
     if seg.empty:
-        return pd.DataFrame(columns=[c for c in KINEMATICS_SCHEMA.names if c != "machine_id"])
+        return base.reindex(columns=columns)
     for a in AXES:
         seg[f"v{a}"] = (seg[a].diff() / seg["dt"]).where(seg["valid"])
     seg["speed"] = (seg["step"] / seg["dt"]).where(seg["valid"])
     both = seg["valid"] & seg["valid"].shift(1, fill_value=False)
     seg["accel"] = (seg["speed"].diff() / seg["dt"]).where(both)
-    return seg[[c for c in KINEMATICS_SCHEMA.names if c != "machine_id"]]
+    # Rows missing a position stay, with null kinematics: the gap is visible, never filled.
+    derived = ["vx", "vy", "vz", "speed", "accel"]
+    out = base.merge(seg[["ts", *derived]], on="ts", how="left")
+    return out[columns]
 
 
 @step(inputs=["telemetry"], output="run_stats", schema=RUN_STATS_SCHEMA)
