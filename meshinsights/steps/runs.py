@@ -145,8 +145,8 @@ def run_kinematics(
     """The run's positions on one time base, with velocity, speed and acceleration.
 
     Velocity is the displacement over the segment ending at a row divided by its duration;
-    after a gap (or at the first row) it is null, and so are rows missing a position. ``accel`` is the change of speed between two
-    consecutive segments per second.
+    after a gap (or at the first row) it is null, and so are rows missing a position.
+    ``accel`` is the change of speed between two consecutive segments per second.
     """
     _check(position_metrics)
     columns = [c for c in KINEMATICS_SCHEMA.names if c != "machine_id"]
