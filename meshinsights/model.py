@@ -85,7 +85,6 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
-
 def with_run(schema: pa.Schema) -> pa.Schema:
     """``schema`` with the nullable ``run_id`` column (unchanged if it has one)."""
     return schema if RUN in schema.names else schema.append(pa.field(RUN, pa.string()))

@@ -249,9 +249,11 @@ def _header(machine_id: str | None, window: Window | None) -> str:
         if window
         else "unknown"
     )
-    run = f"Run: {clean_text(window.run, 128)} (the window is this run's span)\n" if (
-        window and window.run
-    ) else ""
+    run = (
+        f"Run: {clean_text(window.run, 128)} (the window is this run's span)\n"
+        if (window and window.run)
+        else ""
+    )
     return (
         f"# Analysis request\nMachine: {clean_text(machine_id or 'unknown', 128)}\n"
         f"Window: {span}\n{run}"
