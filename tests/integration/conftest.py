@@ -46,15 +46,45 @@ source:
 MACHINES = ("hvac-001", "hvac-002", "hvac-003")
 
 
+#: A pipeline windowed by run and one robot whose runs share timestamps (issue 18).
+ROBOT_PIPELINE = """\
+name: robot_it
+window: run
+steps:
+  - id: summary
+    uses: window_summary
+"""
+
+ROBOT = """\
+machine_id: robot-01
+pipeline: robot_it
+tags: [itest]
+source:
+  type: file
+  path: robot_runs.csv
+  layout: long
+  ts_column: time
+  metric_column: field
+  value_column: value
+  machine_column: robot_id
+  run_column: run_uuid
+"""
+
+
 def write_configs(root: Path, *, machine_extra: str = "") -> Path:
-    """A config folder with the pinned pipeline and the three demo machines."""
+    """A config folder with the pinned pipelines, the three demo machines and a robot."""
+    from tests.orchestration.test_run_windows import robot_rows
+
     (root / "pipelines").mkdir(parents=True, exist_ok=True)
     (root / "machines").mkdir(parents=True, exist_ok=True)
     (root / "pipelines" / "minimal.yaml").write_text(PIPELINE)
+    (root / "pipelines" / "robot_it.yaml").write_text(ROBOT_PIPELINE)
     (root / "machines" / "_defaults.yaml").write_text(DEFAULTS)
     for m in MACHINES:
         (root / "machines" / f"{m}.yaml").write_text(
             f"machine_id: {m}\npipeline: minimal\ntags: [itest]\n{machine_extra}")
+    (root / "machines" / "robot-01.yaml").write_text(ROBOT + machine_extra)
+    robot_rows().to_csv(root / "robot_runs.csv", index=False)
     return root
 
 

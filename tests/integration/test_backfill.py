@@ -126,3 +126,36 @@ def test_rest_backfill_reprocesses_exactly_one_machines_windows(
         assert_frame_equal(_rows(store, table, "hvac-003"), first[table], obj=table)
         assert store.version("minimal", table) > versions[table]
     assert_frame_equal(_rows(store, "telemetry", "hvac-002"), others)
+
+
+def test_a_run_pipeline_backfill_and_a_one_run_rerun_under_the_scheduler(
+        local_cluster: Cluster, it_configs: Path, tmp_path: Path) -> None:
+    """Issue 18 under the real scheduler: a backfill of a robot's days writes the per-run
+    tables the local runner writes; a DAG run with conf {"run": ...} reruns that run alone."""
+    c = local_cluster
+    dag_id = "robot_it__robot-01"
+    _unpause(c, dag_id)
+    c.airflow("backfill", "create", "--dag-id", dag_id,
+              "--from-date", "2024-03-04", "--to-date", "2024-03-05")
+    assert len(c.wait_backfills(dag_id)) == 2
+    store = DeltaStore(c.env["MESHINSIGHTS_STORE"])
+    local = DeltaStore(str(tmp_path / "local-robot"))
+    run_pipeline(load_configs(it_configs), "robot-01", Window.parse("2024-03-04", "2024-03-06"),
+                 local)
+    key = ["run_id", "metric"]
+    got = store.read_all("robot_it", "summary").sort_values(key).reset_index(drop=True)
+    assert_frame_equal(got, local.read_all("robot_it", "summary").sort_values(key)
+                       .reset_index(drop=True))
+    assert sorted(got["run_id"].unique()) == ["robot-01-r1", "robot-01-r2", "robot-01-r3"]
+    commits = [h for h in store.history("robot_it", "summary")
+               if h.get("meshinsights.step") == "summary"]
+    before = len(commits)
+    c.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+              {"logical_date": None, "conf": {"run": "robot-01-r2"}})
+    c.wait_runs(dag_id, 1, run_type="manual", timeout=300)
+    commits = [h for h in store.history("robot_it", "summary")
+               if h.get("meshinsights.step") == "summary"]
+    assert len(commits) == before + 1
+    assert commits[0]["meshinsights.window"]["run"] == "robot-01-r2"
+    assert_frame_equal(store.read_all("robot_it", "summary").sort_values(key)
+                       .reset_index(drop=True), got)
