@@ -398,6 +398,14 @@ def run_pending_runs(
     pending = ingest_state(store, namespace, machine_id).pending_runs
     spans = run_spans(store, namespace, machine_id)
     windows = [spans[r].window for r in pending if r in spans]
+    unknown = sorted(set(pending) - set(spans))
+    if unknown:  # only if the index was deleted by hand: say so, never silently
+        logger.warning(
+            "machine %s: pending run(s) %s are not in the run index (deleted?); they are taken "
+            "off the pending list without steps; re-ingest their windows to restore them",
+            machine_id,
+            unknown,
+        )
     summaries = (
         run_steps(
             steps,

@@ -356,3 +356,27 @@ def test_run_tables_keep_a_file_per_run_and_compaction_leaves_them(robot_configs
         "skipped": "laid out by run: one file per run keeps run writes flat"}
     assert "skipped" not in store.compact(NS, "telemetry")
     assert len(store.read_all(NS, "summary")) == 9
+
+
+def test_normalization_checks_each_run_on_its_own_and_counts_every_row() -> None:
+    from meshinsights.normalize import normalize_events, normalize_telemetry
+
+    day = Window.parse("2024-03-04", "2024-03-05")
+    t = ["2024-03-04T10:00:00Z", "2024-03-04T10:00:01Z"]
+    raw = pd.DataFrame({
+        "ts": [t[0], t[1], t[0], t[1], t[0], t[0], t[0]],
+        "metric": ["x"] * 7,
+        "value": [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 1.0],
+        "run_id": ["a", "a", "b", "b", None, "a", "a"]})
+    result = normalize_telemetry(raw, machine_id="m", window=day)
+    # a and b share timestamps: no verdict across runs. Within a, t0 again after t1 with
+    # another value is a replay; the exact copy is a duplicate; no run id is quarantined.
+    assert result.clean[["run_id", "value"]].values.tolist() == [
+        ["a", 1.0], ["a", 2.0], ["b", 3.0], ["b", 4.0]]
+    assert sorted(result.by_rule.items()) == [("clock_rollback", 1), ("run_missing", 1)]
+    assert result.duplicates_removed == 1 and result.rows_in == 7
+    assert set(result.quarantine["run_id"].tolist()) == {"a", None}
+    events = pd.DataFrame({"ts": [t[0], t[0]], "kind": ["alarm", "alarm"], "code": ["E1", "E1"],
+                           "run_id": ["a", "b"]})
+    ev = normalize_events(events, machine_id="m", window=day)
+    assert ev.clean["run_id"].tolist() == ["a", "b"] and ev.duplicates_removed == 0
