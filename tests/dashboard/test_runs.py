@@ -12,19 +12,13 @@ from meshinsights.model import Window
 from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.dashboard.test_app import charts, fresh_caches, run_app, texts  # noqa: F401
-from tests.orchestration.test_run_windows import MACHINE, NS, PIPELINE, RANGE, robot_rows
+from tests.orchestration.test_run_windows import NS, RANGE, robot_configs  # noqa: F401
 
 
 @pytest.fixture
-def run_store(tmp_path: Path) -> Path:
-    root = tmp_path / "configs"
-    (root / "pipelines").mkdir(parents=True)
-    (root / "machines").mkdir()
-    (root / "pipelines" / f"{NS}.yaml").write_text(PIPELINE)
-    (root / "machines" / "robot-01.yaml").write_text(MACHINE.format(robot="robot-01", ns=NS))
-    robot_rows().to_csv(root / "robot_runs.csv", index=False)
+def run_store(robot_configs: Path, tmp_path: Path) -> Path:  # noqa: F811 (the fixture)
     store = DeltaStore(str(tmp_path / "artifacts"))
-    run_pipeline(load_configs(root), "robot-01", RANGE, store)
+    run_pipeline(load_configs(robot_configs), "robot-01", RANGE, store)
     return tmp_path / "artifacts"
 
 

@@ -55,25 +55,10 @@ steps:
     uses: window_summary
 """
 
-ROBOT = """\
-machine_id: robot-01
-pipeline: robot_it
-tags: [itest]
-source:
-  type: file
-  path: robot_runs.csv
-  layout: long
-  ts_column: time
-  metric_column: field
-  value_column: value
-  machine_column: robot_id
-  run_column: run_uuid
-"""
-
 
 def write_configs(root: Path, *, machine_extra: str = "") -> Path:
     """A config folder with the pinned pipelines, the three demo machines and a robot."""
-    from tests.orchestration.test_run_windows import robot_rows
+    from tests.orchestration.test_run_windows import MACHINE, robot_rows
 
     (root / "pipelines").mkdir(parents=True, exist_ok=True)
     (root / "machines").mkdir(parents=True, exist_ok=True)
@@ -83,7 +68,8 @@ def write_configs(root: Path, *, machine_extra: str = "") -> Path:
     for m in MACHINES:
         (root / "machines" / f"{m}.yaml").write_text(
             f"machine_id: {m}\npipeline: minimal\ntags: [itest]\n{machine_extra}")
-    (root / "machines" / "robot-01.yaml").write_text(ROBOT + machine_extra)
+    robot = MACHINE.format(robot="robot-01", ns="robot_it")
+    (root / "machines" / "robot-01.yaml").write_text(robot + machine_extra)
     robot_rows().to_csv(root / "robot_runs.csv", index=False)
     return root
 
