@@ -344,7 +344,9 @@ def run_ingest(
         index, changed = index_window(store, ns, mid, window, result.clean, pd.Timestamp.now("UTC"))
         telemetry_meta["meshinsights.changed_runs"] = changed
         if pipeline.window == "run":
-            runs_now = sorted(set(pending_runs or ()) | set(changed))
+            if pending_runs is None:  # a direct call: the runs pending so far, from the ledger
+                pending_runs = list(ingest_state(store, ns, mid).pending_runs)
+            runs_now = sorted(set(pending_runs) | set(changed))
             telemetry_meta["meshinsights.pending_runs"] = runs_now
     meta["meshinsights.seconds"] = round(time.perf_counter() - started, 4)  # fetch + normalize
     versions = _write(store, ns, mid, window, result, events, meta, telemetry_meta)

@@ -380,3 +380,20 @@ def test_normalization_checks_each_run_on_its_own_and_counts_every_row() -> None
                            "run_id": ["a", "b"]})
     ev = normalize_events(events, machine_id="m", window=day)
     assert ev.clean["run_id"].tolist() == ["a", "b"] and ev.duplicates_removed == 0
+
+
+def test_a_direct_ingest_keeps_the_runs_already_pending(robot_configs: Path,
+                                                       store: DeltaStore) -> None:
+    from meshinsights.orchestration.ingest import record_drained, run_ingest
+
+    configs = load_configs(robot_configs)
+    machine = configs.machine("robot-01")
+    pipeline = configs.pipeline_of(machine)
+    run_ingest(machine, pipeline, Window.day("2024-03-04"), store, run_id="a")
+    assert set(ingest_state(store, NS, "robot-01").pending_runs) == {
+        "robot-01-r1", "robot-01-r2", "robot-01-r3"}
+    record_drained(store, NS, "robot-01", [], run_id="b", runs=["robot-01-r1"])
+    # The next day changes only r3; r2, still pending, stays pending.
+    run_ingest(machine, pipeline, Window.day("2024-03-05"), store, run_id="c")
+    assert set(ingest_state(store, NS, "robot-01").pending_runs) == {
+        "robot-01-r2", "robot-01-r3"}
