@@ -21,7 +21,7 @@ from meshinsights.orchestration.callbacks import failure_callback
 from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
 from meshinsights.settings import get_settings
 
-__all__ = ["build_dags", "asset_for", "dag_id_for"]
+__all__ = ["build_dags", "asset_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
-
-
-def dag_id_for(machine: MachineConfig) -> str:
-    return machine.dag_id
 
 
 def timetable_for(schedule: str | None) -> Any:
@@ -87,8 +83,14 @@ def _doc(machine: MachineConfig, pipeline: PipelineConfig, steps: list[PlannedSt
         f"### {machine.machine_id} — pipeline `{pipeline.name}`\n\n{pipeline.description}\n\n"
         f"Source: `{machine.source.type}`"
         f"{via}."
-        ' Trigger with conf `{"start": ISO, "end": ISO}` to process any window on demand.\n\n'
-        "| task | step | reads | writes | |\n|---|---|---|---|---|\n" + rows
+        ' Trigger with conf `{"start": ISO, "end": ISO}` to process any window on demand'
+        + (
+            ', or `{"run": "<run id>"}` to rerun one run (windowed by run).\n\n'
+            if pipeline.window == "run"
+            else ".\n\n"
+        )
+        + "| task | step | reads | writes | |\n|---|---|---|---|---|\n"
+        + rows
     )
 
 
