@@ -53,34 +53,30 @@ def spawn(component: Component, env: Mapping[str, str], directory: Path) -> subp
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child of ours counts as gone)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    # A zombie child of ours counts as gone.
-    with contextlib.suppress(OSError):
-        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
-            return False
-    return True
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any live process is in process group ``pgid`` (psutil, not a /proc scan)."""
+    import psutil
+
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return alive(pgid) or _any_in_group(pgid)
-
-
-def _any_in_group(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 return True
     return False
 
