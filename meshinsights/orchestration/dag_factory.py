@@ -111,7 +111,9 @@ def _build_one(
         schedule=timetable_for(machine.schedule),
         start_date=start,
         catchup=machine.catchup,
-        max_active_runs=4,
+        # Windowed by run, one DAG run at a time: a run spans intervals, and two concurrent
+        # runs could each write it from a partial index (or drain a run the other changed).
+        max_active_runs=1 if pipeline.window == "run" else 4,
         default_args={
             **DEFAULT_ARGS,
             "owner": machine.owner,
