@@ -75,7 +75,7 @@ def seed_source(path: Path, *, machines: int, days: int) -> tuple[str, list[str]
 
 def ingest(configs: Any, machine_id: str, window: Any, store: Any, url: str) -> dict[str, Any]:
     """Ingest one machine-window from the demo source into the store (one window, no split)."""
-    from meshinsights.orchestration.ingest import run_ingest
+    from meshinsights.engine.ingest import run_ingest
 
     machine = configs.machine(machine_id)
     return run_ingest(

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from meshinsights.config import load_configs
+    from meshinsights.engine.runner import run_pipeline
     from meshinsights.model import Window
-    from meshinsights.orchestration.runner import run_pipeline
     from meshinsights.store import DeltaStore
 
     configs = load_configs(args.configs)

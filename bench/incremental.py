@@ -51,7 +51,7 @@ def _window(start: pd.Timestamp, length: str = "1D") -> Any:
 
 def _setup(root: Path, quick: bool) -> tuple[Any, str, str]:
     """Seed 5 days, process days 1–3 into a pristine store; a second source has a late row."""
-    from meshinsights.orchestration.runner import run_pipeline
+    from meshinsights.engine.runner import run_pipeline
     from meshinsights.store import DeltaStore
 
     url, ids = fixtures.seed_source(root / "source.db", machines=1, days=5)
@@ -74,7 +74,7 @@ def _setup(root: Path, quick: bool) -> tuple[Any, str, str]:
 
 
 def bench_incremental(workdir: Path, *, quick: bool) -> Bench:
-    from meshinsights.orchestration.runner import run_pipeline
+    from meshinsights.engine.runner import run_pipeline
     from meshinsights.store import DeltaStore
 
     reps = 3 if quick else 5

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.dag_processing.dagbag import DagBag
 
     from meshinsights.config import load_configs
+    from meshinsights.engine.runner import run_pipeline
     from meshinsights.model import Window
-    from meshinsights.orchestration.runner import run_pipeline
     from meshinsights.store import DeltaStore
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])

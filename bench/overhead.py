@@ -43,7 +43,7 @@ class Prepared:
 
     @property
     def steps(self) -> list[Any]:
-        from meshinsights.orchestration.plan import plan
+        from meshinsights.engine.plan import plan
 
         machine = self.configs.machine(MACHINE)
         return plan(self.configs.pipeline_of(machine), machine)
@@ -127,7 +127,7 @@ def chain_in_memory(
     steps: list[Any], frames: dict[str, pd.DataFrame], window: Any, machine_id: str = MACHINE
 ) -> dict[str, pd.DataFrame]:
     """Run ``steps`` for one window on in-memory frames (mutated: outputs are added)."""
-    from meshinsights.orchestration.runner import evaluate_when
+    from meshinsights.engine.runner import evaluate_when
 
     mem = MemoryTables(frames)
     produced: dict[str, pd.DataFrame] = {}
@@ -162,7 +162,7 @@ def write_parquet(tables: dict[str, list[pd.DataFrame]], out_dir: Path) -> None:
 def _framework(
     prep: Prepared, store: Any, windows: list[Any], summaries: list, *, batched: bool = False
 ) -> None:
-    from meshinsights.orchestration.runner import evaluate_when, run_step, run_steps
+    from meshinsights.engine.runner import evaluate_when, run_step, run_steps
 
     steps = prep.steps
     if batched:  # what `meshinsights run` does: each step once per batch of windows

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 PIPELINE = "hvac_power"
 ONE_FILE = '''"""The one-file layout of before, for comparison (Airflow DAG file)."""
-from meshinsights.orchestration.dag_factory import build_dags
+from meshinsights.airflow.dag_factory import build_dags
 
 globals().update(build_dags()[0])
 '''
@@ -120,8 +120,8 @@ def _marginal_ms(built: list[tuple[float, int]]) -> float | None:
 
 def _task_start(bench: Bench, root: Path, sizes: tuple[int, int], reps: int) -> None:
     """A task's start at a small and a big fleet, interleaved (small, big, small, big, ...)."""
+    from meshinsights.airflow.shards import shard_count, shard_file_name
     from meshinsights.config.fleet import shard_of
-    from meshinsights.orchestration.shards import shard_count, shard_file_name
 
     mid = "unit-00007"
     dag_id = f"{PIPELINE}__{mid}"
@@ -150,7 +150,7 @@ def _task_start(bench: Bench, root: Path, sizes: tuple[int, int], reps: int) -> 
 
 
 def bench_parsing(workdir: Path, *, quick: bool = False) -> Bench:
-    from meshinsights.orchestration.shards import shard_count
+    from meshinsights.airflow.shards import shard_count
 
     root = fresh_dir(workdir)
     sizes = (10, 200) if quick else (10, 1000, 10000)

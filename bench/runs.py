@@ -60,8 +60,8 @@ def _window(k: int) -> Any:
 
 
 def _build(store: Any, runs: int) -> float:
+    from meshinsights.engine.runs import RUN_INDEX_SCHEMA, index_window
     from meshinsights.model import RUN_INDEX, Window
-    from meshinsights.orchestration.runs import RUN_INDEX_SCHEMA, index_window
 
     t = time.perf_counter()
     for k in range(runs):
@@ -82,7 +82,7 @@ def _build(store: Any, runs: int) -> float:
 
 
 def bench_runs(workdir: Path, *, quick: bool) -> Bench:
-    from meshinsights.orchestration.runs import run_spans
+    from meshinsights.engine.runs import run_spans
     from meshinsights.store import DeltaStore
 
     sizes = [10, 100] if quick else [10, 1000]

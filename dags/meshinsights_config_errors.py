@@ -15,7 +15,7 @@ from meshinsights.errors import ConfigError
 
 # A task process parses only its own DAG's file; this one holds no DAG, so it has nothing to do.
 if get_parsing_context().dag_id is None:
-    from meshinsights.orchestration.shards import fleet_problems
+    from meshinsights.airflow.shards import fleet_problems
     from meshinsights.settings import get_settings
 
     _problems = fleet_problems(get_settings().configs_dir, Path(__file__).parent)

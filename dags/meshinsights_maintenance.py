@@ -20,7 +20,7 @@ _schedule = os.environ.get("MESHINSIGHTS_MAINTENANCE_SCHEDULE", "@weekly")
 
 
 def _options() -> tuple[Any, list[tuple[str, str]], int]:
-    from meshinsights.orchestration.maintenance import select_tables
+    from meshinsights.engine.maintenance import select_tables
     from meshinsights.settings import get_settings
 
     params = get_current_context()["params"]
@@ -50,7 +50,7 @@ def _options() -> tuple[Any, list[tuple[str, str]], int]:
 def meshinsights_maintenance() -> None:
     @task
     def compact() -> list[dict[str, Any]]:
-        from meshinsights.orchestration.maintenance import compact_tables
+        from meshinsights.engine.maintenance import compact_tables
 
         store, pairs, _ = _options()
         return [r.as_dict() for r in compact_tables(store, pairs)]
@@ -58,7 +58,7 @@ def meshinsights_maintenance() -> None:
     @task
     def retain() -> list[dict[str, Any]]:
         from meshinsights.config import load_configs
-        from meshinsights.orchestration.lifecycle import retain_tables
+        from meshinsights.engine.lifecycle import retain_tables
         from meshinsights.settings import get_settings
 
         params = get_current_context()["params"]
@@ -71,7 +71,7 @@ def meshinsights_maintenance() -> None:
 
     @task
     def vacuum() -> list[dict[str, Any]]:
-        from meshinsights.orchestration.maintenance import vacuum_tables
+        from meshinsights.engine.maintenance import vacuum_tables
 
         store, pairs, retention = _options()
         return [r.as_dict() for r in vacuum_tables(store, pairs, retention_hours=retention)]

@@ -1,5 +1,5 @@
 """Shard 49 of the MeshInsights DAGs for Airflow; see `meshinsights dag-shards`."""
 
-from meshinsights.orchestration.shards import register_shard
+from meshinsights.airflow.shards import register_shard
 
 register_shard(globals(), __file__)

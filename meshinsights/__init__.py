@@ -32,8 +32,8 @@ from meshinsights.errors import (  # noqa: E402
 _LAZY = {
     "Window": "meshinsights.model",
     "step": "meshinsights.steps.registry",
-    "run_step": "meshinsights.orchestration.runner",
-    "run_pipeline": "meshinsights.orchestration.runner",
+    "run_step": "meshinsights.engine.runner",
+    "run_pipeline": "meshinsights.engine.runner",
     "DeltaStore": "meshinsights.store",
     "load_configs": "meshinsights.config",
 }

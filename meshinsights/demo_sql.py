@@ -49,7 +49,7 @@ class SQLWriter:
     def __init__(self, url: str, *, mode: Literal["create", "append"] = "create") -> None:
         from sqlalchemy import create_engine
 
-        from meshinsights.connectors.credentials import normalize_url
+        from meshinsights.credentials import normalize_url
 
         self.dialect = _dialect(url)
         if self.dialect not in _DDL:

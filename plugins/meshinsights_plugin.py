@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from meshinsights.orchestration import listener
-from meshinsights.orchestration.links import PREFIX, links_app
+from meshinsights.airflow import listener
+from meshinsights.airflow.links import PREFIX, links_app
 
 
 class MeshInsightsPlugin(AirflowPlugin):

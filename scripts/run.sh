@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$PWD/.airflow}"
-exec .venv/bin/python -m meshinsights.orchestration.local_stack "$@"
+exec .venv/bin/meshinsights stack "$@"

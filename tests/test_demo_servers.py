@@ -9,8 +9,8 @@ from sqlalchemy import create_engine, text
 
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.demo import seed
+from meshinsights.engine.ingest import run_ingest
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import run_ingest
 from meshinsights.store import DeltaStore
 from tests.connectors.servers import mysql_url, postgres_url  # noqa: F401 - fixtures
 

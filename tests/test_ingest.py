@@ -11,9 +11,9 @@ import pytest
 
 from meshinsights.config import EventRules, MachineConfig, PipelineConfig, load_machine
 from meshinsights.demo import EVENT_CODES, seed
+from meshinsights.engine.ingest import fetch_source, run_ingest
 from meshinsights.errors import ConfigError
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import fetch_source, run_ingest
 from meshinsights.store import DeltaStore
 
 SPAN = Window.parse("2024-01-01", "2024-01-04")

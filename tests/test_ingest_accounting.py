@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshinsights.config import MachineConfig, PipelineConfig
+from meshinsights.engine.ingest import run_ingest
 from meshinsights.errors import DataQualityError
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import run_ingest
 from meshinsights.store import DeltaStore
 
 PIPELINE = PipelineConfig.model_validate(

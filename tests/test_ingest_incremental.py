@@ -10,9 +10,9 @@ import pytest
 
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.demo import seed
+from meshinsights.engine.ingest import last_watermark, late_windows, run_incremental
 from meshinsights.errors import ConnectorError
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import last_watermark, late_windows, run_incremental
 from meshinsights.store import DeltaStore
 
 PIPELINE = PipelineConfig(name="inc", steps=[], validation={"temperature": {"max": 60}})

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
+from meshinsights.engine.ingest import run_incremental, run_ingest
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import run_incremental, run_ingest
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import FIXTURES
 from tests.connectors.fake_kusto import FakeKusto
@@ -96,7 +96,7 @@ def test_nab_file_runs_through_the_pipeline_day_by_day(nab_configs: LoadedConfig
 @pytest.mark.airflow
 def test_nab_file_machine_in_airflow(nab_configs: LoadedConfigs, airflow_db: Path,
                                      tmp_path: Path) -> None:
-    from meshinsights.orchestration.dag_factory import build_dags
+    from meshinsights.airflow.dag_factory import build_dags
 
     store_uri = str(tmp_path / "af-store")
     dags, errors = build_dags(nab_configs.root, store_uri=store_uri)

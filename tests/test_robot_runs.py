@@ -13,8 +13,8 @@ import pytest
 
 from meshinsights.config import load_configs
 from meshinsights.demo_runs import ROBOTS, late_rows, robot_runs_frame, run_uuid
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robot_runs"

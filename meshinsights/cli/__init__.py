@@ -11,6 +11,7 @@ from meshinsights.cli import lifecycle as _lifecycle  # noqa: E402,F401
 from meshinsights.cli import maintenance as _maintenance  # noqa: E402,F401
 from meshinsights.cli import serve as _serve  # noqa: E402,F401
 from meshinsights.cli import sql as _sql  # noqa: E402,F401
+from meshinsights.cli import stack as _stack  # noqa: E402,F401
 from meshinsights.cli import status as _status  # noqa: E402,F401
 from meshinsights.cli.app import app, main
 

@@ -71,8 +71,8 @@ def run(
     """
     from datetime import timedelta
 
+    from meshinsights.engine.runner import run_pipeline
     from meshinsights.model import Window
-    from meshinsights.orchestration.runner import run_pipeline
 
     configs = _configs()
     machine = configs.machine(machine_id)
@@ -119,9 +119,9 @@ def run(
 
 
 def _rerun_runs(configs: Any, machine: Any, runs: list[str], since: str | None) -> list[Any]:
+    from meshinsights.engine.runner import new_run_id, plan, run_runs
+    from meshinsights.engine.runs import run_window, runs_updated_since
     from meshinsights.model import parse_instant
-    from meshinsights.orchestration.runner import new_run_id, plan, run_runs
-    from meshinsights.orchestration.runs import run_window, runs_updated_since
 
     pipeline = configs.pipeline_of(machine)
     if pipeline.window != "run":
@@ -177,9 +177,9 @@ def step(
     end: str = typer.Option(..., "--end"),
 ) -> None:
     """Run one step against what the store holds."""
+    from meshinsights.engine.ingest import run_ingest
+    from meshinsights.engine.runner import new_run_id, plan, run_step
     from meshinsights.model import Window
-    from meshinsights.orchestration.ingest import run_ingest
-    from meshinsights.orchestration.runner import new_run_id, plan, run_step
 
     configs = _configs()
     machine = configs.machine(machine_id)
@@ -275,7 +275,7 @@ def demo_seed(
     from meshinsights.demo import seed as do_seed
 
     if url is None:
-        from meshinsights.connectors.credentials import demo_source_url
+        from meshinsights.credentials import demo_source_url
 
         url = demo_source_url(state.settings)
     fleet = do_seed(url, machines=machines, days=days, seed=seed)

@@ -25,7 +25,7 @@ def dag_shards(
     Set MESHINSIGHTS_DAG_SHARDS=COUNT for Airflow too; until both agree, the missing files are
     reported as an import error.
     """
-    from meshinsights.orchestration.shards import DEFAULT_SHARDS, SHARD_ENV, write_shard_files
+    from meshinsights.airflow.shards import DEFAULT_SHARDS, SHARD_ENV, write_shard_files
     from meshinsights.settings import PROJECT_ROOT
 
     folder = dags_folder or PROJECT_ROOT / "dags"

@@ -129,7 +129,7 @@ def export(
             f"{', '.join(listed[:20]) or 'none'}{' …' if len(listed) > 20 else ''}"
         )
     if run is not None:
-        from meshinsights.orchestration.runs import run_window
+        from meshinsights.engine.runs import run_window
 
         if start or end or last_days:
             raise ConfigError("pass either --run or a time range (--start/--end, --last-days)")

@@ -44,7 +44,7 @@ def erase(
     """Delete one machine's rows from every table of every pipeline (its quarantine and run
     rows too), vacuum them so time travel cannot bring them back, and print a receipt that the
     tables' Delta logs back (each commit names the machine; rows removed per table)."""
-    from meshinsights.orchestration.lifecycle import erase_machine
+    from meshinsights.engine.lifecycle import erase_machine
 
     if not yes:
         raise ConfigError(
@@ -65,7 +65,7 @@ def retain(
 ) -> None:
     """Delete rows older than each table's retention (``retention:`` in the pipeline YAML);
     `maintenance vacuum` later removes their files."""
-    from meshinsights.orchestration.lifecycle import retain_tables
+    from meshinsights.engine.lifecycle import retain_tables
 
     configs = _load()
     at = None if now is None else _instant(now)

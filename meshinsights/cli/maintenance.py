@@ -22,7 +22,7 @@ _TABLE = typer.Option([], "--table", "-t", help="only this table (repeatable)")
 
 
 def _pairs(pipelines: list[str], tables: list[str]) -> tuple[Any, list[tuple[str, str]]]:
-    from meshinsights.orchestration.maintenance import select_tables
+    from meshinsights.engine.maintenance import select_tables
 
     store = state.settings.open_store()
     return store, select_tables(store, namespaces=pipelines, tables=tables)
@@ -57,7 +57,7 @@ def _show(title: str, results: list[Any]) -> None:
 def compact(pipeline: list[str] = _PIPELINE, table: list[str] = _TABLE) -> None:
     """Merge each machine-month partition into one file and checkpoint the log (safe while
     pipelines write; readers are unaffected)."""
-    from meshinsights.orchestration.maintenance import compact_tables
+    from meshinsights.engine.maintenance import compact_tables
 
     store, pairs = _pairs(pipeline, table)
     _show(f"compacted {len(pairs)} table(s) in {store.root}", compact_tables(store, pairs))
@@ -72,7 +72,7 @@ def vacuum(
     table: list[str] = _TABLE,
 ) -> None:
     """Delete files no version younger than --retention-hours needs (ends older time travel)."""
-    from meshinsights.orchestration.maintenance import vacuum_tables
+    from meshinsights.engine.maintenance import vacuum_tables
 
     store, pairs = _pairs(pipeline, table)
     results = vacuum_tables(store, pairs, retention_hours=retention_hours)

@@ -41,8 +41,8 @@ def status(
     """Windows still pending after late data, and partitions made by an older definition or
     from inputs that changed after them. Exit 1 when there is anything to redo."""
     from meshinsights.config import load_configs
-    from meshinsights.orchestration.ingest import ingest_state
-    from meshinsights.orchestration.status import stale_windows
+    from meshinsights.engine.ingest import ingest_state
+    from meshinsights.engine.status import stale_windows
 
     settings = state.settings
     configs = load_configs(settings.configs_dir)
@@ -96,9 +96,9 @@ def rerun_stale(
     configs: Any, machine: Any, since: str | None, *, as_json: bool, batch: timedelta
 ) -> None:
     """``meshinsights run MACHINE --stale``: pending windows' steps, then every stale window."""
-    from meshinsights.orchestration.ingest import ingest_state, record_drained
-    from meshinsights.orchestration.runner import new_run_id, plan, run_steps
-    from meshinsights.orchestration.status import run_stale, stale_windows
+    from meshinsights.engine.ingest import ingest_state, record_drained
+    from meshinsights.engine.runner import new_run_id, plan, run_steps
+    from meshinsights.engine.status import run_stale, stale_windows
 
     store = state.settings.open_store()
     pipeline = configs.pipeline_of(machine)

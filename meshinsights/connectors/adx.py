@@ -29,7 +29,7 @@ import pandas as pd
 
 from meshinsights.config.machines import ADXSource, SourceOptions
 from meshinsights.connectors.base import DBConnector
-from meshinsights.connectors.credentials import redact
+from meshinsights.credentials import redact
 from meshinsights.errors import ConnectorError, TransientConnectorError
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from meshinsights.connectors.credentials import normalize_url
 from meshinsights.connectors.sql import SQLConnector
+from meshinsights.credentials import normalize_url
 from meshinsights.errors import ConfigError, ConnectorError
 
 __all__ = [
@@ -76,7 +76,7 @@ def default_alerts_path() -> Path:
 
 def alerts_url(conn_id: str = ALERTS_CONN_ID, resolver: Callable[[str], str] | None = None) -> str:
     """The alert database URL: the connection if configured, else (default id) the SQLite file."""
-    from meshinsights.connectors.credentials import env_resolver
+    from meshinsights.credentials import env_resolver
 
     try:
         return (resolver or env_resolver)(conn_id)

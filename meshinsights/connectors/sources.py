@@ -20,9 +20,9 @@ import pandas as pd
 
 from meshinsights.config import ADXSource, FileSource, MachineConfig, SourceOptions
 from meshinsights.connectors.base import DBConnector, PluginManager, default_manager
-from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.files import FileConnector
 from meshinsights.connectors.retry import with_retry
+from meshinsights.credentials import env_resolver
 from meshinsights.model import Window
 from meshinsights.normalize import to_utc
 from meshinsights.normalize.layout import DeviceMap, LongRows, Shape, to_long

@@ -12,7 +12,7 @@ import pandas as pd
 
 from meshinsights.config.machines import SourceOptions, SQLSource
 from meshinsights.connectors.base import DBConnector
-from meshinsights.connectors.credentials import normalize_url, redact, remember_secrets
+from meshinsights.credentials import normalize_url, redact, remember_secrets
 from meshinsights.errors import ConnectorError, TransientConnectorError
 
 if TYPE_CHECKING:

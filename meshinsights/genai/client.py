@@ -1,9 +1,10 @@
 """The one I/O edge of the GenAI step: a chat completion on OpenAI, Azure OpenAI or compatible.
 
 Any server speaking the OpenAI chat-completions API works through ``base_url``; credentials
-come from :mod:`meshinsights.genai.credentials` and are never logged. Retries are our own
-loop (the SDK's are switched off): 429 and 5xx (and timeouts, dropped connections) are retried
-with exponential backoff, honouring ``Retry-After``; any other 4xx fails at once. Each attempt
+come from :mod:`meshinsights.genai.credentials` and are never logged. Retries follow the
+library's one policy (:data:`meshinsights.retry.MODEL`; the SDK's are switched off): 429 and
+5xx (and timeouts, dropped connections) are retried with exponential backoff, honouring
+``Retry-After``; any other 4xx fails at once. Each attempt
 and wait is reported back so the audit row shows what the call cost in time.
 """
 
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meshinsights.connectors.credentials import redact
+from tenacity import RetryCallState
+
+from meshinsights.credentials import redact
 from meshinsights.errors import MeshInsightsError
 from meshinsights.genai.credentials import Credentials
 from meshinsights.genai.models import RESPONSE_SCHEMA, Analysis, parse_answer
+from meshinsights.retry import MODEL, Backoff, retrying
 
 __all__ = [
     "ClientConfig",
@@ -166,7 +169,7 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
-def _classify(exc: Exception) -> tuple[bool, str, float | None]:
+def _classify(exc: BaseException) -> tuple[bool, str, float | None]:
     """(retryable, reason, server-requested wait) for an exception from the SDK."""
     import openai
 
@@ -181,11 +184,10 @@ def _classify(exc: Exception) -> tuple[bool, str, float | None]:
     return False, f"{type(exc).__name__}: {exc}", None
 
 
-def _backoff(config: ClientConfig, attempt: int, server_wait: float | None) -> float:
-    if server_wait is not None:
-        return server_wait
-    base = min(config.backoff_max, config.backoff_base * 2 ** (attempt - 1))
-    return base * (0.75 + random.random() / 4)
+def _policy(config: ClientConfig) -> Backoff:
+    return MODEL.with_(
+        attempts=config.max_attempts, base=config.backoff_base, cap=config.backoff_max
+    )
 
 
 def _create(
@@ -196,43 +198,48 @@ def _create(
     sleep: Callable[[float], None],
 ) -> tuple[Any, int, list[float]]:
     waits: list[float] = []
-    for attempt in range(1, config.max_attempts + 1):
-        try:
-            return client.chat.completions.create(**kwargs), attempt, waits
-        except Exception as exc:
-            retryable, reason, server_wait = _classify(exc)
-            reason = redact(reason, key)[:500]
-            if not retryable:
-                raise GenAIError(
-                    f"{config.provider} request failed, not retried: {reason}",
-                    attempts=attempt,
-                    waits=waits,
-                ) from exc
-            if attempt == config.max_attempts:
-                raise GenAIError(
-                    f"{config.provider} request failed after {attempt} attempts: {reason}",
-                    attempts=attempt,
-                    waits=waits,
-                ) from exc
-            if server_wait is not None and server_wait > config.max_retry_after:
-                raise GenAIError(
-                    f"{config.provider} asked to retry after {server_wait:.0f}s, "
-                    f"more than max_retry_after={config.max_retry_after:.0f}s; gave "
-                    f"up: {reason}",
-                    attempts=attempt,
-                    waits=waits,
-                ) from exc
-            delay = _backoff(config, attempt, server_wait)
-            logger.warning(
-                "genai %s attempt %d/%d failed (%s); retrying in %.2fs",
-                config.provider,
-                attempt,
-                config.max_attempts,
-                reason,
-                delay,
+
+    def retryable(exc: BaseException) -> bool:
+        ok, _reason, server_wait = _classify(exc)
+        return ok and (server_wait is None or server_wait <= config.max_retry_after)
+
+    def server_wait(state: RetryCallState) -> float | None:
+        exc = state.outcome.exception() if state.outcome else None
+        return _classify(exc)[2] if exc is not None else None
+
+    retrier = retrying(
+        _policy(config),
+        retry_on=retryable,
+        what=f"genai {config.provider}",
+        sleep=sleep,
+        wait=server_wait,
+        on_retry=lambda _state, delay: waits.append(round(delay, 3)),
+        describe=lambda exc: redact(_classify(exc)[1], key)[:500],
+    )
+    try:
+        for attempt in retrier:
+            with attempt:
+                return (
+                    client.chat.completions.create(**kwargs),
+                    attempt.retry_state.attempt_number,
+                    waits,
+                )
+    except Exception as exc:
+        attempts = retrier.statistics.get("attempt_number", 1)
+        ok, reason, wait_s = _classify(exc)
+        reason = redact(reason, key)[:500]
+        if not ok:
+            message = f"{config.provider} request failed, not retried: {reason}"
+        elif attempts >= config.max_attempts:
+            message = f"{config.provider} request failed after {attempts} attempts: {reason}"
+        elif wait_s is not None and wait_s > config.max_retry_after:
+            message = (
+                f"{config.provider} asked to retry after {wait_s:.0f}s, more than "
+                f"max_retry_after={config.max_retry_after:.0f}s; gave up: {reason}"
             )
-            waits.append(round(delay, 3))
-            sleep(delay)
+        else:  # unreachable: a retryable error before the budget ran out was retried
+            message = f"{config.provider} request failed after {attempts} attempts: {reason}"
+        raise GenAIError(message, attempts=attempts, waits=waits) from exc
     raise AssertionError("unreachable")
 
 

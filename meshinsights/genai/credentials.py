@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from meshinsights.connectors.credentials import env_var_name
+from meshinsights.credentials import env_var_name
 from meshinsights.errors import ConfigError
 
 __all__ = ["Provider", "PROVIDERS", "DEFAULT_CONN_ID", "Credentials", "resolve"]

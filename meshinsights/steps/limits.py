@@ -17,13 +17,14 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 __all__ = ["t2_limit", "q_limit", "conformal_limit", "ewma", "persistence"]
 
 
 def t2_limit(n: int, k: int, alpha: float) -> float:
     """Upper (1 − ``alpha``) limit of T² for a new row, model fitted on ``n`` rows, ``k`` PCs."""
+    from scipy import stats  # lazy: DAG parsing imports this module
+
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha!r} must lie in (0, 1)")
     if n <= k:
@@ -42,6 +43,8 @@ def q_limit(residual_eig: np.ndarray, alpha: float, *, method: str = "jackson_mu
     not, Box's approximation is used (it has no such restriction). No residual variance
     (every component kept) gives a limit of 0.
     """
+    from scipy import stats  # lazy: DAG parsing imports this module
+
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha!r} must lie in (0, 1)")
     lam = np.asarray(residual_eig, dtype="float64")

@@ -16,15 +16,11 @@ in MSET); the metric with the largest squared residual from it is ``top_metric``
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from meshinsights.model import Window
 from meshinsights.steps._util import UTC_US, empty_frame, in_window
@@ -40,6 +36,9 @@ from meshinsights.steps.multivariate import (
 from meshinsights.steps.params import Duration, Fraction, PositiveInt
 from meshinsights.steps.registry import step
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
 __all__ = ["knn_anomaly", "vote_anomaly", "knn_distance", "fit_scaler"]
 
 #: Principal axes with less than this share of the variance are dropped before whitening
@@ -49,6 +48,8 @@ MIN_AXIS_SHARE = 1e-6
 
 def knn_distance(ref: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean distance of each row of ``x`` to its ``k`` nearest rows of ``ref``, and their rows."""
+    from sklearn.neighbors import NearestNeighbors  # lazy: DAG parsing imports this module
+
     nn = NearestNeighbors(n_neighbors=min(k, len(ref))).fit(ref)
     dist, idx = nn.kneighbors(x)
     return dist.mean(axis=1), idx
@@ -56,6 +57,10 @@ def knn_distance(ref: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np
 
 def fit_scaler(ref: np.ndarray, *, whiten: bool) -> Pipeline:
     """Standardize on ``ref``; with ``whiten`` also rotate to its axes at unit variance."""
+    from sklearn.decomposition import PCA  # lazy: DAG parsing imports this module
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if not whiten:
         return make_pipeline(StandardScaler()).fit(ref)
     share = PCA().fit(StandardScaler().fit_transform(ref)).explained_variance_ratio_

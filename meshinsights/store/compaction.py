@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import time
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +33,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from meshinsights.errors import ConfigError, StoreError
+from meshinsights.retry import COMPACTION, retrying
 from meshinsights.store.predicates import partition_predicate
 
 __all__ = [
@@ -210,21 +209,22 @@ def compact_table(
         ("numFilesRemoved", "numFilesAdded", "partitionsOptimized", "commits", "rowsRewritten"), 0
     )
     for month, machines, _files, _rows in batches:
-        for attempt in range(retries + 1):
-            # Count the files the commit actually replaces: a retry sees the winner's files.
-            before = _partition_file_count(table, month, machines)
-            try:
-                rows = merge_partitions(table, month, machines, meta)
-                break
-            except CommitFailedError as exc:
-                if attempt == retries:
-                    raise StoreError(
-                        f"compacting {table.table_uri} month {month} lost {retries + 1} races "
-                        "to concurrent writers; rerun maintenance compact (merged partitions "
-                        "stay merged)"
-                    ) from exc
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-                table.update_incremental()
+        policy = COMPACTION.with_(attempts=retries + 1)
+        what = f"compacting {table.table_uri} month {month}"
+        try:
+            for attempt in retrying(policy, retry_on=CommitFailedError, what=what):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        table.update_incremental()  # see the winner's commit
+                    # Count the files the commit actually replaces: a retry sees the winner's.
+                    before = _partition_file_count(table, month, machines)
+                    rows = merge_partitions(table, month, machines, meta)
+        except CommitFailedError as exc:
+            raise StoreError(
+                f"compacting {table.table_uri} month {month} lost {retries + 1} races "
+                "to concurrent writers; rerun maintenance compact (merged partitions "
+                "stay merged)"
+            ) from exc
         metrics["numFilesRemoved"] += before
         metrics["numFilesAdded"] += _partition_file_count(table, month, machines)
         metrics["partitionsOptimized"] += len(machines)

@@ -9,7 +9,6 @@ watermark can never advance without its data.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from meshinsights.model import (
     check_table_name,
     spans,
 )
+from meshinsights.retry import COMMIT, retrying
 from meshinsights.store.compaction import auto_compact, auto_compact_bound, compact_table
 from meshinsights.store.filesystems import list_namespaces, list_table_names
 from meshinsights.store.frames import SERIAL_ROWS, check_in_scope, check_new_columns, prepare
@@ -48,7 +48,6 @@ __all__ = ["DeltaStore", "TableInfo", "WriteResult"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_COMMIT_RETRIES = 12
 #: Tables are created with a checkpoint every this many commits (deltalake's default is 100):
 #: opening replays at most this many JSON commits after the Parquet checkpoint.
 CHECKPOINT_INTERVAL = 10
@@ -315,29 +314,33 @@ class DeltaStore:
         uri = self.uri(namespace, table)
         # Concurrent writers to one table (a fleet run, two Airflow workers) can collide on a
         # commit; the overwrite is idempotent, so retrying the whole operation is safe.
-        for attempt in range(_MAX_COMMIT_RETRIES):
-            try:
-                current = opened if attempt == 0 else None
-                return self._commit_once(
-                    namespace, table, arrow, predicate, meta, evolve, current, by_run=by_run
-                )
-            except CommitFailedError as exc:
-                if attempt == _MAX_COMMIT_RETRIES - 1:
-                    raise StoreError(
-                        f"commit to {uri} failed {_MAX_COMMIT_RETRIES} times on conflicts with "
-                        "concurrent writers; rerun the step (it is idempotent)"
-                    ) from exc
-                delay = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())
-                logger.warning(
-                    "commit conflict on %s (attempt %d), retrying in %.2fs", uri, attempt + 1, delay
-                )
-                time.sleep(delay)
-            except StoreError:
-                raise
-            except Exception as exc:  # deltalake raises bare DeltaError/OSError variants
-                if "failed to fetch metadata for file" in str(exc).lower():
-                    raise broken(uri, exc) from None
-                raise StoreError(f"writing {uri} failed: {exc}") from exc
+        try:
+            for attempt in retrying(COMMIT, retry_on=CommitFailedError, what=f"commit to {uri}"):
+                with attempt:
+                    first = attempt.retry_state.attempt_number == 1
+                    try:
+                        return self._commit_once(
+                            namespace,
+                            table,
+                            arrow,
+                            predicate,
+                            meta,
+                            evolve,
+                            opened if first else None,
+                            by_run=by_run,
+                        )
+                    except (CommitFailedError, StoreError):
+                        raise
+                    except Exception as exc:  # deltalake raises bare DeltaError/OSError variants
+                        if "failed to fetch metadata for file" in str(exc).lower():
+                            raise broken(uri, exc) from None
+                        raise StoreError(f"writing {uri} failed: {exc}") from exc
+        except CommitFailedError as exc:
+            raise StoreError(
+                f"commit to {uri} failed {COMMIT.attempts} times on conflicts with "
+                "concurrent writers; rerun the step (it is idempotent)"
+            ) from exc
+        raise AssertionError("unreachable")
         raise AssertionError("unreachable")
 
     def _commit_once(

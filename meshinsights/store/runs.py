@@ -1,6 +1,6 @@
 """The run index as the readers see it: each run of a machine with its span and last change.
 
-Ingest writes the ``run_index`` table (see :mod:`meshinsights.orchestration.runs`); the runner,
+Ingest writes the ``run_index`` table (see :mod:`meshinsights.engine.runs`); the runner,
 the CLI and the dashboard read it through :func:`run_spans` to turn a run id into the window
 its rows and outputs live in.
 """

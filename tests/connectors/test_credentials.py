@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshinsights.connectors.credentials import adx_url, env_resolver, redact
+from meshinsights.credentials import adx_url, env_resolver, redact
 from meshinsights.errors import ConnectorError
 
 

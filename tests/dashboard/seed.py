@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.dashboard.test_app import charts, fresh_caches, run_app, texts  # noqa: F401
 from tests.orchestration.test_run_windows import NS, RANGE, robot_configs  # noqa: F401

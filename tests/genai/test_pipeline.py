@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.genai.offline import DISCLAIMER, OFFLINE_MODEL
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS, REPO
 

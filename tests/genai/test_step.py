@@ -8,12 +8,12 @@ import re
 import pandas as pd
 import pytest
 
+from meshinsights.engine.runner import run_step
 from meshinsights.genai.models import GENAI_SCHEMA, Analysis
 from meshinsights.genai.offline import DISCLAIMER, OFFLINE_MODEL
 from meshinsights.genai.prompt import SYSTEM_PROMPT, build_prompt
 from meshinsights.genai.step import genai_analysis
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_step
 from meshinsights.steps.registry import get_step
 
 from .fake_openai import Reply

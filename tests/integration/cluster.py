@@ -1,7 +1,7 @@
 """A real Airflow deployment for integration tests: separate components as subprocesses.
 
 Private AIRFLOW_HOME, loopback ports, the repo's DAGs and plugins; started and stopped by pid
-through :mod:`meshinsights.orchestration.local_stack` (the code ``make run`` uses).
+through :mod:`meshinsights.devstack.local_stack` (the code ``make run`` uses).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from meshinsights.orchestration.local_stack import airflow_env, ensure_password
-from meshinsights.orchestration.processes import Component, spawn, stop_all, wait_http
+from meshinsights.devstack.environment import airflow_env
+from meshinsights.devstack.local_stack import ensure_password
+from meshinsights.devstack.processes import Component, spawn, stop_all, wait_http
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meshinsights.orchestration.processes import Component, spawn, stop_all, wait_http
+from meshinsights.devstack.processes import Component, spawn, stop_all, wait_http
 from tests.conftest import REPO
 from tests.integration.cluster import free_port
 

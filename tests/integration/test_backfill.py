@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from meshinsights.airflow.listener import RUNS_TABLE
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.listener import RUNS_TABLE
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.integration.cluster import Cluster
 

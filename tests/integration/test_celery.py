@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meshinsights.orchestration.listener import RUNS_TABLE
+from meshinsights.airflow.listener import RUNS_TABLE
 from meshinsights.store import DeltaStore
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import MACHINES, airflow_database, unavailable

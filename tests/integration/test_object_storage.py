@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from meshinsights.cli import app
 from meshinsights.config import load_configs
+from meshinsights.engine.maintenance import compact_tables, vacuum_tables
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.model import Window
-from meshinsights.orchestration.maintenance import compact_tables, vacuum_tables
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.settings import get_settings
 from meshinsights.store import DeltaStore
 from tests.integration.object_stores import azurite, moto_s3

@@ -10,9 +10,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from meshinsights.config import Condition, When
+from meshinsights.engine.runner import PlannedStep, batches, run_step, run_steps
 from meshinsights.errors import ConfigError, StoreError
 from meshinsights.model import TELEMETRY_SCHEMA, Window, contiguous_groups, spans
-from meshinsights.orchestration.runner import PlannedStep, batches, run_step, run_steps
 from meshinsights.steps.registry import get_step, step
 from meshinsights.store import DeltaStore
 from meshinsights.store.predicates import window_predicate
@@ -216,7 +216,7 @@ def test_a_reopened_window_follows_the_schedule_and_joins_the_batch(
 
     from meshinsights.config import load_configs
     from meshinsights.demo import seed
-    from meshinsights.orchestration.runner import run_pipeline
+    from meshinsights.engine.runner import run_pipeline
     from tests.conftest import CONFIGS
 
     src = tmp_path / "src.db"
@@ -262,10 +262,10 @@ def test_the_airflow_ingest_task_reruns_reopened_days_as_one_batch(
     reopened in one batch: one commit per step for both days."""
     import sqlite3
 
+    from meshinsights.airflow.tasks import ingest_task
     from meshinsights.config import load_configs
     from meshinsights.demo import seed
-    from meshinsights.orchestration.runner import run_pipeline
-    from meshinsights.orchestration.tasks import ingest_task
+    from meshinsights.engine.runner import run_pipeline
     from tests.conftest import CONFIGS
 
     src = tmp_path / "src.db"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from meshinsights.orchestration.callbacks import (
+from meshinsights.airflow.callbacks import (
     WebhookAlert,
     alert_payload,
     failure_callback,
@@ -105,7 +105,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, task
 
-from meshinsights.orchestration.callbacks import failure_callback
+from meshinsights.airflow.callbacks import failure_callback
 
 with DAG("meshinsights_callback_test", schedule=None, start_date=datetime(2024, 1, 1),
          catchup=False) as dag:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from meshinsights.orchestration.shards import DEFAULT_SHARDS, shard_count, shard_file_name
+from meshinsights.airflow.shards import DEFAULT_SHARDS, shard_count, shard_file_name
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS, REPO
 

@@ -17,11 +17,11 @@ import pytest
 
 from meshinsights.config import load_configs
 from meshinsights.connectors.alerts import ALERTS_CONN_ID, AlertThresholdSink
-from meshinsights.connectors.credentials import DEMO_CONN_ID
+from meshinsights.credentials import DEMO_CONN_ID
 from meshinsights.demo import seed
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.errors import StoreError
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 
@@ -161,8 +161,8 @@ def test_batched_days_write_what_one_run_per_day_writes(fleet: Fleet, tmp_path: 
     hvac-004 covers a branch that holds on one day only (genai) and the sink (none pushed);
     hvac-009 the sink on every day.
     """
-    from meshinsights.orchestration.ingest import run_incremental
-    from meshinsights.orchestration.runner import plan, run_steps
+    from meshinsights.engine.ingest import run_incremental
+    from meshinsights.engine.runner import plan, run_steps
 
     assert all(len(s.get("windows", [])) == 3 for s in fleet.summaries["hvac-009"]
                if s["step"] == "clean")

@@ -18,11 +18,11 @@ from meshinsights.connectors.alerts import (
     run_sink,
     write_threshold_updates,
 )
-from meshinsights.connectors.credentials import DEMO_CONN_ID
+from meshinsights.credentials import DEMO_CONN_ID
 from meshinsights.demo import seed
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.errors import ConfigError, ConnectorError
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 from tests.connectors.servers import mysql_url, postgres_url  # noqa: F401 - fixtures

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from meshinsights.cli import app
 from meshinsights.config import load_configs
 from meshinsights.demo import seed
+from meshinsights.engine.lifecycle import erase_machine, retain_tables
+from meshinsights.engine.runner import run_pipeline
+from meshinsights.engine.status import stale_windows
 from meshinsights.errors import ConfigError
 from meshinsights.model import Window
-from meshinsights.orchestration.lifecycle import erase_machine, retain_tables
-from meshinsights.orchestration.runner import run_pipeline
-from meshinsights.orchestration.status import stale_windows
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 

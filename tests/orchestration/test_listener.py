@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from meshinsights.orchestration import listener
-from meshinsights.orchestration.links import dashboard_url, dashboard_url_for_dag, links_app
-from meshinsights.orchestration.listener import (
+from meshinsights.airflow import listener
+from meshinsights.airflow.links import dashboard_url, dashboard_url_for_dag, links_app
+from meshinsights.airflow.listener import (
     RUNS_TABLE,
     dq_rate,
     record_ts,
@@ -107,7 +107,7 @@ def test_airflow_loads_the_plugin_with_its_listener_and_views(tmp_path: Path):
     done = subprocess.run([str(Path(sys.executable).parent / "airflow"), "plugins", "-o", "json"],
                           capture_output=True, text=True, env=os.environ.copy(), check=True)
     (plugin,) = [p for p in json.loads(done.stdout) if p["name"] == "meshinsights"]
-    assert "meshinsights.orchestration.listener" in str(plugin["listeners"])
+    assert "meshinsights.airflow.listener" in str(plugin["listeners"])
     views = {v["destination"]: v["href"] for v in plugin["external_views"]}
     assert views == {"dag": "/meshinsights/dag/{DAG_ID}",
                      "task": "/meshinsights/dag/{DAG_ID}?task_id={TASK_ID}",

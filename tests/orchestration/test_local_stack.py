@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from meshinsights.devstack.airflow_api import AirflowAPI
+from meshinsights.devstack.environment import airflow_env
+from meshinsights.devstack.local_stack import PASSWORDS_FILE, ensure_password
+from meshinsights.devstack.processes import Component, spawn, stop_all
 from meshinsights.model import Window
-from meshinsights.orchestration.airflow_api import AirflowAPI
-from meshinsights.orchestration.local_stack import PASSWORDS_FILE, airflow_env, ensure_password
-from meshinsights.orchestration.processes import Component, spawn, stop_all
 from meshinsights.store import DeltaStore
 from tests import chromium
 from tests.conftest import REPO
@@ -143,7 +144,7 @@ def test_make_run_opens_on_data_that_came_through_airflow(tmp_path: Path):
     port, dash, data_api = free_port(), free_port(), free_port()
     env["DATA_API_PORT"] = str(data_api)
     env.pop("MESHINSIGHTS_API_KEYS", None)
-    cmd = [sys.executable, "-m", "meshinsights.orchestration.local_stack"]
+    cmd = [sys.executable, "-m", "meshinsights.cli", "stack"]
     started_at = datetime.now(UTC)
     proc = subprocess.Popen([*cmd, "run", "--api-port", str(port), "--dashboard-port", str(dash)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

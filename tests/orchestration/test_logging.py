@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from meshinsights.model import Window
-from meshinsights.orchestration.logging import (
+from meshinsights.engine.logging import (
     JsonFormatter,
     current_context,
     log_context,
     mask_secret,
 )
-from meshinsights.orchestration.runner import run_step
+from meshinsights.engine.runner import run_step
+from meshinsights.model import Window
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore
 
@@ -104,3 +104,30 @@ def test_logged_run_binds_the_runners_arguments(caplog, store: DeltaStore, day: 
     assert lines and all(m.startswith(f"[run=run-42 machine=m-1 window={day}] ") for m in lines)
     assert any("overwrote p/temperature_hourly" in m for m in lines)
     assert current_context() == {}
+
+
+def test_secret_hooks_hear_each_new_secret_once_and_never_break_the_caller():
+    from meshinsights.engine import logging as mlog
+
+    heard: list[str] = []
+
+    def boom(value: str) -> None:
+        raise RuntimeError("a broken hook")
+
+    before = list(mlog._secret_hooks)
+    try:
+        mlog.on_secret(heard.append)
+        mlog.on_secret(heard.append)  # registering twice keeps one hook
+        mlog.on_secret(boom)
+        mask_secret("hook-secret-value")
+        assert heard == ["hook-secret-value"]
+    finally:
+        mlog._secret_hooks[:] = before
+
+
+def test_the_airflow_adapter_registers_airflows_task_log_masking():
+    from meshinsights.airflow import tasks
+    from meshinsights.engine import logging as mlog
+
+    assert tasks._airflow_mask in mlog._secret_hooks
+    tasks._airflow_mask("outside-a-task")  # no task process here: a no-op, never an import

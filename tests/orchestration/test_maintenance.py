@@ -13,9 +13,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 from typer.testing import CliRunner
 
+from meshinsights.engine.maintenance import compact_tables, select_tables, vacuum_tables
 from meshinsights.errors import ConfigError, StoreError
 from meshinsights.model import Window
-from meshinsights.orchestration.maintenance import compact_tables, select_tables, vacuum_tables
 from meshinsights.store import DeltaStore
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import sys
 import psutil
 import pytest
 
-from meshinsights.orchestration.memory import _libc, release_memory
+from meshinsights.engine.memory import _libc, release_memory
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or _libc() is None, reason="needs glibc malloc_trim"

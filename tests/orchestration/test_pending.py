@@ -19,10 +19,10 @@ import pytest
 
 from meshinsights.config import load_configs
 from meshinsights.demo import seed
+from meshinsights.engine.ingest import ingest_state
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.errors import StepError
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import ingest_state
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.steps import registry
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
@@ -126,7 +126,7 @@ def test_a_step_failing_after_late_data_is_rerun_by_the_next_run(
 def test_the_airflow_ingest_task_retry_drains_what_its_failed_attempt_reopened(
     tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshinsights.orchestration.tasks import ingest_task
+    from meshinsights.airflow.tasks import ingest_task
 
     configs = load_configs(CONFIGS)
     store = DeltaStore(str(tmp_path / "s"))
@@ -149,7 +149,7 @@ def test_the_airflow_ingest_task_retry_drains_what_its_failed_attempt_reopened(
 def _ingest_then_die(store_root: str, src: str) -> None:
     """Child process: day 3's run, killed (os._exit) right after its ingest commits."""
     os.environ["AIRFLOW_CONN_MESHINSIGHTS_DEMO"] = f"sqlite:///{src}"
-    from meshinsights.orchestration import runner
+    from meshinsights.engine import runner
 
     def killed(*args, **kwargs):
         os._exit(9)

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from meshinsights.cli import app
 from meshinsights.config import load_configs
 from meshinsights.demo import seed
+from meshinsights.engine.plan import plan
+from meshinsights.engine.runner import run_pipeline, run_step
+from meshinsights.engine.status import stale_windows
 from meshinsights.errors import StoreError
 from meshinsights.model import Window
-from meshinsights.orchestration.plan import plan
-from meshinsights.orchestration.runner import run_pipeline, run_step
-from meshinsights.orchestration.status import stale_windows
 from meshinsights.steps.registry import step
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from meshinsights.airflow.tasks import _setup
 from meshinsights.config import load_configs
+from meshinsights.engine.plan import plan
+from meshinsights.engine.status import stale_windows
 from meshinsights.errors import MeshInsightsError
-from meshinsights.orchestration.plan import plan
-from meshinsights.orchestration.status import stale_windows
-from meshinsights.orchestration.tasks import _setup
 from meshinsights.store import DeltaStore
 from tests.orchestration.test_dags import dagbag
 

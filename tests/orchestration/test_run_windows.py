@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from meshinsights.config import load_configs
+from meshinsights.engine.ingest import ingest_state
+from meshinsights.engine.runner import new_run_id, plan, run_pipeline, run_runs
+from meshinsights.engine.runs import run_spans, run_window, runs_updated_since
 from meshinsights.errors import ConfigError, StoreError
 from meshinsights.model import Window
-from meshinsights.orchestration.ingest import ingest_state
-from meshinsights.orchestration.runner import new_run_id, plan, run_pipeline, run_runs
-from meshinsights.orchestration.runs import run_spans, run_window, runs_updated_since
 from meshinsights.store import DeltaStore
 
 NS = "robot_test"
@@ -173,7 +173,7 @@ def test_late_rows_reprocess_that_run_once_and_no_other(robot_configs: Path,
 
 def test_a_failed_step_leaves_the_run_pending_until_it_succeeds(
         robot_configs: Path, store: DeltaStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    import meshinsights.orchestration.runner as runner
+    import meshinsights.engine.runner as runner
 
     real = runner._call
 
@@ -259,7 +259,7 @@ def test_airflow_dag_processes_the_changed_runs_and_a_conf_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The same per-run tables through dag.test() as through the local runner; a DAG run
     with conf {"run": ...} reruns one run and commits nothing else."""
-    from meshinsights.orchestration.dag_factory import build_dags
+    from meshinsights.airflow.dag_factory import build_dags
 
     local = DeltaStore(str(tmp_path / "local"))
     _run(robot_configs, local)
@@ -299,9 +299,9 @@ def test_airflow_dag_processes_the_changed_runs_and_a_conf_run(
 def test_status_names_exactly_the_run_whose_rows_changed(robot_configs: Path,
                                                          store: DeltaStore) -> None:
     """Ingest alone (steps not run yet): only the changed run is stale, and --stale reruns it."""
-    from meshinsights.orchestration.ingest import run_incremental
-    from meshinsights.orchestration.runner import run_steps
-    from meshinsights.orchestration.status import run_stale, stale_windows
+    from meshinsights.engine.ingest import run_incremental
+    from meshinsights.engine.runner import run_steps
+    from meshinsights.engine.status import run_stale, stale_windows
 
     _run(robot_configs, store)
     configs = load_configs(robot_configs)
@@ -384,7 +384,7 @@ def test_normalization_checks_each_run_on_its_own_and_counts_every_row() -> None
 
 def test_a_direct_ingest_keeps_the_runs_already_pending(robot_configs: Path,
                                                        store: DeltaStore) -> None:
-    from meshinsights.orchestration.ingest import record_drained, run_ingest
+    from meshinsights.engine.ingest import record_drained, run_ingest
 
     configs = load_configs(robot_configs)
     machine = configs.machine("robot-01")

@@ -10,9 +10,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline, run_step
 from meshinsights.errors import StepError
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline, run_step
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS

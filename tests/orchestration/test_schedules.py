@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from meshinsights import schedules
+from meshinsights.airflow.dag_factory import timetable_for
 from meshinsights.model import Window
-from meshinsights.orchestration.dag_factory import timetable_for
 
 SCHEDULES = ["@hourly", "@daily", "@weekly", "@monthly", "0 6 * * *", "*/15 * * * *"]
 #: Aligned to every schedule above: a month of ticks (a year for @monthly; weekly ticks fall

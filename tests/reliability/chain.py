@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from meshinsights.config import load_configs
+from meshinsights.engine.plan import PlannedStep, plan
 from meshinsights.model import Window
-from meshinsights.orchestration.plan import PlannedStep, plan
 from meshinsights.store.frames import check_in_scope, prepare
 from tests.conftest import CONFIGS
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.genai.offline import OFFLINE_MODEL
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS
 from tests.genai.fake_openai import FakeOpenAI, Reply, completion

@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from meshinsights.config import load_configs
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.errors import ConnectorError
 from meshinsights.model import Window
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS, REPO
 from tests.genai.fake_openai import FakeOpenAI, Reply

@@ -24,10 +24,10 @@ import meshinsights.dashboard
 from meshinsights.config import load_configs
 from meshinsights.connectors.base import PluginManager
 from meshinsights.dashboard import data
+from meshinsights.engine.ingest import run_ingest
+from meshinsights.engine.runner import run_pipeline
 from meshinsights.errors import ConfigError, StoreError
 from meshinsights.model import TELEMETRY_SCHEMA
-from meshinsights.orchestration.ingest import run_ingest
-from meshinsights.orchestration.runner import run_pipeline
 from meshinsights.store import DeltaStore
 from tests.conftest import CONFIGS, REPO
 from tests.reliability.writer import DAY, rows, write

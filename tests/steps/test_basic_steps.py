@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from meshinsights.engine.runner import run_step
 from meshinsights.model import TELEMETRY_SCHEMA, Window
-from meshinsights.orchestration.runner import run_step
 from meshinsights.steps.basic import average_temperature, window_summary
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from meshinsights.engine.plan import PlannedStep
+from meshinsights.engine.runner import run_step
 from meshinsights.model import QUARANTINE_SCHEMA, Window
-from meshinsights.orchestration.plan import PlannedStep
-from meshinsights.orchestration.runner import run_step
 from meshinsights.steps.registry import get_step
 from meshinsights.store import DeltaStore
 from tests.steps.builders import T0, events_frame, hvac_frame

@@ -17,18 +17,18 @@ import pandas as pd
 
 from meshinsights import schedules
 from meshinsights.config import Condition, LoadedConfigs, When
-from meshinsights.errors import MeshInsightsError, StepError, StoreError
-from meshinsights.model import RUN, Window, Windows, contiguous_groups, with_run
-from meshinsights.orchestration.batching import (
+from meshinsights.engine.batching import (
     MAX_BATCH,
     batches,
     input_versions,
     read_inputs,
     sink_by_window,
 )
-from meshinsights.orchestration.logging import logged_run
-from meshinsights.orchestration.memory import release_memory
-from meshinsights.orchestration.plan import PlannedStep, plan
+from meshinsights.engine.logging import logged_run
+from meshinsights.engine.memory import release_memory
+from meshinsights.engine.plan import PlannedStep, plan
+from meshinsights.errors import MeshInsightsError, StepError, StoreError
+from meshinsights.model import RUN, Window, Windows, contiguous_groups, with_run
 from meshinsights.steps._util import in_window
 from meshinsights.steps.registry import StepSpec
 from meshinsights.store import DeltaStore
@@ -392,8 +392,8 @@ def run_pending_runs(
     reopened time windows, ``drained_windows``) off the pending list, so a failure leaves them
     pending for the retry or the next run, and a run whose rows did not change is never rerun.
     """
-    from meshinsights.orchestration.ingest import ingest_state, record_drained
-    from meshinsights.orchestration.runs import run_spans
+    from meshinsights.engine.ingest import ingest_state, record_drained
+    from meshinsights.engine.runs import run_spans
 
     pending = ingest_state(store, namespace, machine_id).pending_runs
     spans = run_spans(store, namespace, machine_id)
@@ -448,7 +448,7 @@ def run_runs(
     Like a rerun of a time window, it recomputes from the stored telemetry; a run it covers
     that was pending is no longer pending afterwards.
     """
-    from meshinsights.orchestration.ingest import ingest_state, record_drained
+    from meshinsights.engine.ingest import ingest_state, record_drained
 
     summaries = (
         run_steps(
@@ -523,7 +523,7 @@ def run_pipeline(
     one per step and window (``batch`` of one interval: a run per window, as the DAG does).
     Once the steps ran over the pending windows, a ledger commit says so.
     """
-    from meshinsights.orchestration.ingest import record_drained, run_incremental
+    from meshinsights.engine.ingest import record_drained, run_incremental
 
     machine = configs.machine(machine_id)
     pipeline = configs.pipeline_of(machine)

@@ -41,7 +41,7 @@ _NAME = re.compile(r"^meshinsights_shard_(\d+)\.py$")
 # Airflow's safe mode parses only files mentioning both "airflow" and "dag": the docstring does.
 _STUB = '''"""Shard {index} of the MeshInsights DAGs for Airflow; see `meshinsights dag-shards`."""
 
-from meshinsights.orchestration.shards import register_shard
+from meshinsights.airflow.shards import register_shard
 
 register_shard(globals(), __file__)
 '''
@@ -82,7 +82,7 @@ def register_shard(namespace: dict[str, Any], file: str) -> None:
     """
     from airflow.sdk import get_parsing_context
 
-    from meshinsights.orchestration.dag_factory import build_dags
+    from meshinsights.airflow.dag_factory import build_dags
 
     index, count = _index_of(file), shard_count()
     if index >= count:  # a stub left over from a larger shard count: nothing hashes here

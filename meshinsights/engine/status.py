@@ -25,8 +25,8 @@ from typing import Any
 
 from meshinsights import schedules
 from meshinsights.config import MachineConfig, PipelineConfig
+from meshinsights.engine.plan import PlannedStep, plan
 from meshinsights.model import Window
-from meshinsights.orchestration.plan import PlannedStep, plan
 
 __all__ = ["StaleWindow", "Commit", "stale_windows", "run_stale", "table_commits"]
 

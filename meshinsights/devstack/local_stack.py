@@ -5,12 +5,11 @@ Every process is started in its own session with a pid file under ``$AIRFLOW_HOM
 Ctrl-C in the ``make run`` terminal or ``make stop`` from another shell stops exactly the
 processes this stack started (by process group id, never by name; ``processes.py``, which
 also starts the separate Airflow components for the integration tests).
-``python -m meshinsights.orchestration.local_stack run|stop|demo``.
+``meshinsights stack run|stop|demo`` (:mod:`meshinsights.cli.stack`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import json
@@ -21,14 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meshinsights.errors import MeshInsightsError
-from meshinsights.orchestration.airflow_api import AirflowAPI
-from meshinsights.orchestration.live_demo import (
+from meshinsights.devstack.airflow_api import AirflowAPI
+from meshinsights.devstack.environment import _say, airflow_env, airflow_home, run_dir
+from meshinsights.devstack.live_demo import (
     BACKGROUND_MACHINES,
     FEED_INTERVAL,
     WARM_MACHINES,
@@ -40,7 +39,7 @@ from meshinsights.orchestration.live_demo import (
     warm_up,
     warm_window,
 )
-from meshinsights.orchestration.processes import (
+from meshinsights.devstack.processes import (
     Component,
     alive,
     spawn,
@@ -48,9 +47,10 @@ from meshinsights.orchestration.processes import (
     tail,
     wait_http,
 )
+from meshinsights.errors import MeshInsightsError
 from meshinsights.settings import PROJECT_ROOT, get_settings
 
-__all__ = ["airflow_env", "airflow_home", "ensure_password", "run_stack", "stop_stack"]
+__all__ = ["ensure_password", "run_stack", "stop_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,66 +58,6 @@ logger = logging.getLogger(__name__)
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 # SimpleAuthManager's own alphabet (no look-alike characters).
 _ALPHABET = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
-
-
-def _say(message: str) -> None:
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
-
-
-def airflow_home() -> Path:
-    return Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow").resolve()
-
-
-def run_dir(home: Path) -> Path:
-    path = home / "run"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def airflow_env(
-    home: Path,
-    *,
-    api_port: int = 8080,
-    dashboard_url: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment every component shares: one AIRFLOW_HOME, the repo's DAGs and plugins."""
-    settings = get_settings()
-    bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": env.get(
-                "AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags")
-            ),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": env.get(
-                "AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins")
-            ),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # LocalExecutor forks one worker per parallelism slot: a laptop needs a few, not 32.
-            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
-            # SQLite metadata: wait for locks (CLI next to a busy scheduler) instead of failing.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db?timeout=60"
-            ),
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
-            # The task supervisor reaches the Execution API through this URL (default port 8080).
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
-            "MESHINSIGHTS_CONFIGS": str(settings.configs_dir),
-            "MESHINSIGHTS_STORE": settings.store_uri,
-            "MESHINSIGHTS_DEMO_SOURCE": str(settings.demo_source),
-            # `airflow standalone` runs `airflow ...` from PATH: make it this venv's.
-            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
-        }
-    )
-    if dashboard_url:
-        env["MESHINSIGHTS_DASHBOARD_URL"] = dashboard_url
-    env.update(extra or {})
-    return env
 
 
 def ensure_password(home: Path, user: str = "admin") -> str:
@@ -148,7 +88,7 @@ def _has_dashboard() -> bool:
 
 def _seed_live(env: Mapping[str, str], now: datetime) -> Any:
     """Write the live demo source up to ``now``; returns its timeline (for the feeder)."""
-    from meshinsights.connectors.credentials import demo_source_url
+    from meshinsights.credentials import demo_source_url
     from meshinsights.demo_feed import seed_live
 
     demo = live_demo(demo_source_url(get_settings()), now)
@@ -356,29 +296,3 @@ def stop_stack() -> int:
     stopped = stop_all(directory)
     _say("stopped" + (f" leftover {', '.join(stopped)}" if stopped else ""))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``run`` | ``stop`` | ``demo``."""
-    parser = argparse.ArgumentParser(prog="local_stack", description=__doc__)
-    parser.add_argument("command", choices=["run", "stop", "demo"])
-    parser.add_argument("--api-port", type=int, default=int(os.environ.get("AIRFLOW_PORT", 8080)))
-    parser.add_argument(
-        "--dashboard-port", type=int, default=int(os.environ.get("DASHBOARD_PORT", 8501))
-    )
-    args = parser.parse_args(argv)
-    # A shell that starts us in the background ignores SIGINT, and ignored signals stay ignored
-    # across exec: handle it here so every component we start gets the default (graceful) one.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "run":
-        return run_stack(api_port=args.api_port, dashboard_port=args.dashboard_port)
-    if args.command == "stop":
-        return stop_stack()
-    from meshinsights.orchestration.airflow_demo import run_demo
-
-    return run_demo()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

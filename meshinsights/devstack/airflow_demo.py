@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshinsights.orchestration.local_stack import _say, airflow_env, airflow_home
+from meshinsights.devstack.environment import _say, airflow_env, airflow_home
 
 __all__ = ["run_demo", "DEMO_QUERY"]
 
@@ -38,7 +38,7 @@ def run_dags(start: str, end: str, *, machines: list[str] | None = None) -> dict
     """Run each MeshInsights DAG once for ``[start, end)`` via ``dag.test``; ``{dag_id: state}``."""
     from airflow.utils import db
 
-    from meshinsights.orchestration.dag_factory import build_dags
+    from meshinsights.airflow.dag_factory import build_dags
 
     db.initdb()
     dags, errors = build_dags()

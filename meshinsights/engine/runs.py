@@ -7,7 +7,7 @@ telemetry, and to reprocess exactly the runs that changed, ingest keeps one inde
 telemetry — holding the run's first and last time in that window, its row count and a digest
 of its rows. A run *changed* when its digest in a window differs from the one indexed before;
 the changed runs become pending work in the telemetry commit (like reopened windows) until
-every step has run over them (:func:`meshinsights.orchestration.ingest.record_drained`).
+every step has run over them (:func:`meshinsights.engine.ingest.record_drained`).
 
 ``hull_first``/``hull_last`` only ever widen: a run whose rows were removed from the source
 still has its old span covered when its outputs are overwritten, so no stale row survives.

@@ -24,8 +24,10 @@ import pyarrow as pa
 from meshinsights import schedules
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.connectors.base import PluginManager
-from meshinsights.connectors.credentials import env_resolver
 from meshinsights.connectors.sources import Resolver, SourceAccess, shape_of, times_of
+from meshinsights.credentials import env_resolver
+from meshinsights.engine.logging import logged_run
+from meshinsights.engine.runs import RUN_INDEX_SCHEMA, index_window
 from meshinsights.errors import DataQualityError
 from meshinsights.model import (
     EVENTS_SCHEMA,
@@ -38,8 +40,6 @@ from meshinsights.model import (
 )
 from meshinsights.normalize import NormalizeResult, normalize_events, normalize_telemetry, to_utc
 from meshinsights.normalize.quality import check_share
-from meshinsights.orchestration.logging import logged_run
-from meshinsights.orchestration.runs import RUN_INDEX_SCHEMA, index_window
 from meshinsights.store import DeltaStore
 
 __all__ = [

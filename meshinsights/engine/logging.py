@@ -15,7 +15,6 @@ import functools
 import inspect
 import json
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ __all__ = [
     "logged_run",
     "current_context",
     "mask_secret",
+    "on_secret",
     "install",
     "JsonFormatter",
 ]
@@ -36,6 +36,7 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
     "meshinsights_log_context", default=None
 )
 _secrets: set[str] = set()
+_secret_hooks: list[Callable[[str], None]] = []
 _installed = False
 
 
@@ -45,21 +46,23 @@ def current_context() -> dict[str, str]:
 
 
 def mask_secret(value: str | None) -> None:
-    """Never show ``value`` in MeshInsights logs (and in Airflow's task logs, inside Airflow)."""
+    """Never show ``value`` in MeshInsights logs (and wherever a registered hook masks it: the
+    Airflow adapter adds Airflow's own task-log masking, see :func:`on_secret`)."""
     if not value or len(value) < 4:
         return
     _secrets.add(value)
-    from meshinsights.connectors.credentials import remember_secrets
+    from meshinsights.credentials import remember_secrets
 
     remember_secrets(value)  # error messages (not only log lines) drop it too
-    # Only inside an Airflow task process: importing Airflow's logging elsewhere reconfigures it.
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    if runner is None or getattr(runner, "SUPERVISOR_COMMS", None) is None:
-        return
-    with contextlib.suppress(Exception):
-        from airflow.sdk.log import mask_secret as airflow_mask
+    for hook in _secret_hooks:
+        with contextlib.suppress(Exception):  # a masking hook never breaks the caller
+            hook(value)
 
-        airflow_mask(value)
+
+def on_secret(hook: Callable[[str], None]) -> None:
+    """Call ``hook(value)`` for every secret :func:`mask_secret` learns (idempotent)."""
+    if hook not in _secret_hooks:
+        _secret_hooks.append(hook)
 
 
 def _machines(value: Any) -> str:
@@ -123,7 +126,7 @@ def logged_run(func: F) -> F:
 
 
 def _scrub(text: str) -> str:
-    from meshinsights.connectors.credentials import redact
+    from meshinsights.credentials import redact
 
     return redact(text, *_secrets)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from meshinsights import schedules
+from meshinsights.airflow.callbacks import failure_callback
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
 from meshinsights.config.fleet import fleet_key, shard_of
-from meshinsights.orchestration.callbacks import failure_callback
-from meshinsights.orchestration.plan import SOURCE_TABLES, PlannedStep, plan
+from meshinsights.engine.plan import SOURCE_TABLES, PlannedStep, plan
 from meshinsights.settings import get_settings
 
 __all__ = ["build_dags", "asset_for"]
@@ -139,7 +139,7 @@ def _build_one(
             outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables],
         )
         def ingest() -> dict[str, Any]:
-            from meshinsights.orchestration.tasks import ingest_task
+            from meshinsights.airflow.tasks import ingest_task
 
             return ingest_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
 
@@ -203,7 +203,7 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
         doc_md=s.spec.description,
     )
     def run() -> dict[str, Any]:
-        from meshinsights.orchestration.tasks import step_task
+        from meshinsights.airflow.tasks import step_task
 
         return step_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
 
@@ -215,7 +215,7 @@ def _drain_task(configs_dir: str, store_uri: str, mid: str) -> Any:
 
     @task(task_id="drain_runs")
     def drain() -> dict[str, Any]:
-        from meshinsights.orchestration.tasks import drain_runs_task
+        from meshinsights.airflow.tasks import drain_runs_task
 
         return drain_runs_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
 
@@ -229,7 +229,7 @@ def _branch_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str) -> 
         task_id=f"check_{s.id}", multiple_outputs=False, trigger_rule="none_failed_min_one_success"
     )
     def check() -> str | None:
-        from meshinsights.orchestration.tasks import branch_task
+        from meshinsights.airflow.tasks import branch_task
 
         return branch_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
 

@@ -2,7 +2,7 @@
 
 A batch reads each contiguous stretch of its windows once, hands every call exactly the rows
 a run of that window alone would read, and writes all outputs in one commit
-(:func:`meshinsights.orchestration.runner.run_step`). ``MAX_BATCH`` bounds the data one
+(:func:`meshinsights.engine.runner.run_step`). ``MAX_BATCH`` bounds the data one
 batch holds at once.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from meshinsights.engine.plan import PlannedStep
 from meshinsights.errors import StepError, StoreError
 from meshinsights.model import Window
-from meshinsights.orchestration.plan import PlannedStep
 from meshinsights.store import DeltaStore
 
 __all__ = ["MAX_BATCH", "batches", "input_versions", "read_inputs", "sink_by_window"]

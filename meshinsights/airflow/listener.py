@@ -108,7 +108,7 @@ def run_record(
     hostname: str | None = None,
 ) -> dict[str, Any]:
     """The ``runs`` row of one task attempt (pure; secrets are removed from the error)."""
-    from meshinsights.connectors.credentials import redact
+    from meshinsights.credentials import redact
 
     s = summary if isinstance(summary, dict) else {}
     return {
@@ -188,8 +188,8 @@ def _machine_of_dag(configs_dir: str, dag_id: str) -> tuple[str, str] | None:
 
 
 def _window(ti: Any, summary: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
+    from meshinsights.airflow.tasks import window_from_context
     from meshinsights.model import Window
-    from meshinsights.orchestration.tasks import window_from_context
 
     try:
         if summary and isinstance(summary.get("window"), dict):

@@ -7,9 +7,11 @@ parsed. XCom carries only the small summaries these functions return.
 from __future__ import annotations
 
 import logging
+import sys
 from functools import lru_cache
 from typing import Any
 
+from meshinsights.engine.logging import on_secret
 from meshinsights.errors import ConfigError, ConnectorError
 from meshinsights.model import Window
 
@@ -24,6 +26,19 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _airflow_mask(value: str) -> None:
+    # Only inside an Airflow task process: importing Airflow's logging elsewhere reconfigures it.
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if runner is None or getattr(runner, "SUPERVISOR_COMMS", None) is None:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(value)
+
+
+on_secret(_airflow_mask)  # secrets MeshInsights learns are masked in Airflow's task logs too
 
 
 def window_from_context(context: dict[str, Any]) -> Window:
@@ -57,7 +72,7 @@ def _configs(configs_dir: str, machine_id: str) -> Any:
 
 def _resolve(conn_id: str) -> str:
     # Environment first (AIRFLOW_CONN_* is also what Airflow reads), then the Connection API.
-    from meshinsights.connectors.credentials import airflow_resolver, env_resolver
+    from meshinsights.credentials import airflow_resolver, env_resolver
 
     try:
         return env_resolver(conn_id)
@@ -139,9 +154,9 @@ def ingest_task(
     commit mark them drained, so a failure leaves them pending for the retry or the next run.
     The DAG's step tasks cover the run window itself.
     """
-    from meshinsights.orchestration.ingest import record_drained, run_incremental
-    from meshinsights.orchestration.plan import plan
-    from meshinsights.orchestration.runner import late_windows_of, pending_of, run_steps
+    from meshinsights.engine.ingest import record_drained, run_incremental
+    from meshinsights.engine.plan import plan
+    from meshinsights.engine.runner import late_windows_of, pending_of, run_steps
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     run_id = _run_id(context)
@@ -191,8 +206,8 @@ def _ingest_runs(
     run pending for the machine — those whose rows changed, now or in a run whose steps failed.
     The step tasks run over these runs; the ``drain_runs`` task then takes them off the list.
     """
-    from meshinsights.orchestration.ingest import ingest_state, run_incremental
-    from meshinsights.orchestration.runs import run_spans, run_window
+    from meshinsights.engine.ingest import ingest_state, run_incremental
+    from meshinsights.engine.runs import run_spans, run_window
 
     ns, mid = pipeline.name, machine.machine_id
     asked = runs_from_context(context)
@@ -229,7 +244,7 @@ def drain_runs_task(
     configs_dir: str, store_uri: str, machine_id: str, context: dict[str, Any]
 ) -> dict[str, Any]:
     """After every step ran over the DAG run's runs: they (and reopened windows) are done."""
-    from meshinsights.orchestration.ingest import record_drained
+    from meshinsights.engine.ingest import record_drained
 
     _, _, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     ti = context.get("ti")
@@ -246,7 +261,7 @@ def drain_runs_task(
 def step_task(
     configs_dir: str, store_uri: str, machine_id: str, step_id: str, context: dict[str, Any]
 ) -> dict[str, Any]:
-    from meshinsights.orchestration.runner import plan, run_step, run_steps
+    from meshinsights.engine.runner import plan, run_step, run_steps
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
@@ -287,7 +302,7 @@ def branch_task(
     configs_dir: str, store_uri: str, machine_id: str, step_id: str, context: dict[str, Any]
 ) -> str | None:
     """The step's task id when its rule holds, else None (Airflow then skips it)."""
-    from meshinsights.orchestration.runner import evaluate_when, plan
+    from meshinsights.engine.runner import evaluate_when, plan
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     planned = {p.id: p for p in plan(pipeline, machine)}[step_id]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from meshinsights.orchestration.airflow_api import FINISHED, AirflowAPI
-from meshinsights.orchestration.processes import Component
+from meshinsights.devstack.airflow_api import FINISHED, AirflowAPI
+from meshinsights.devstack.processes import Component
 
 __all__ = [
     "FEED_INTERVAL",

@@ -46,7 +46,7 @@ def _get_connection(conn_id: str) -> Any:
 
 
 def _window(context: Any) -> dict[str, str] | None:
-    from meshinsights.orchestration.tasks import window_from_context
+    from meshinsights.airflow.tasks import window_from_context
 
     try:
         return window_from_context(context).as_dict()
@@ -56,7 +56,7 @@ def _window(context: Any) -> dict[str, str] | None:
 
 def alert_payload(context: Any, *, machine_id: str | None) -> dict[str, Any]:
     """What the webhook receives: a one-line ``text`` plus the run's coordinates (no secrets)."""
-    from meshinsights.connectors.credentials import redact
+    from meshinsights.credentials import redact
 
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None)

@@ -1,1 +1,0 @@
-"""Layer 5, orchestration: configs → DAGs, the local runner, and task glue."""
