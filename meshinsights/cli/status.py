@@ -41,16 +41,15 @@ def status(
     """Windows still pending after late data, and partitions made by an older definition or
     from inputs that changed after them. Exit 1 when there is anything to redo."""
     from meshinsights.config import load_configs
-    from meshinsights.engine.ingest import ingest_state
-    from meshinsights.engine.status import stale_windows
+    from meshinsights.engine.status import machine_status
 
     settings = state.settings
     configs = load_configs(settings.configs_dir)
     machine = configs.machine(machine_id)
     pipeline = configs.pipeline_of(machine)
     store = settings.open_store()
-    pending = list(ingest_state(store, pipeline.name, machine_id).pending)
-    stale = stale_windows(store, pipeline, machine, since=_since(since))
+    report = machine_status(store, pipeline, machine, since=_since(since))
+    pending, stale = list(report.pending), list(report.stale)
     if as_json:
         out.print_json(
             json.dumps(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from meshinsights.dashboard import charts, data
+from meshinsights.dashboard import status as status_
 from meshinsights.dashboard import tabs as tabs_
 from meshinsights.model import EARLIEST, LATEST, RUN, RUN_INDEX, Window
 from meshinsights.settings import get_settings
@@ -131,6 +133,20 @@ class View:
         return _history(
             self.root, self.ns, self.machine, self.window.start, self.window.end, versions
         )
+
+    def staleness(self) -> status_.Staleness:
+        """Pending and stale windows against the configs (cached per table versions: a
+        changed config shows on Refresh)."""
+        versions = tuple(sorted(self.catalog.tables[self.ns].items()))
+        configs = str(get_settings().configs_dir)
+        return _staleness(self.root, configs, self.ns, self.machine, versions)
+
+
+@st.cache_data(show_spinner=False)
+def _staleness(
+    root: str, configs: str, ns: str, machine: str, versions: tuple[tuple[str, int], ...]
+) -> status_.Staleness:
+    return status_.staleness(_store(root), Path(configs), machine, ns)
 
 
 # ---------------------------------------------------------------------- selection
@@ -365,7 +381,7 @@ def main() -> None:
     with tabs[2]:
         tabs_.quality_tab(view, history)
     with tabs[3]:
-        tabs_.runs_tab(view, history)
+        tabs_.runs_tab(view, history, view.staleness())
     st.sidebar.caption(f"rendered in {time.perf_counter() - started:.2f} s · read-only")
 
 

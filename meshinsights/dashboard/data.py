@@ -90,6 +90,9 @@ class ReadOnlyStore:
     def version(self, namespace: str, table: str) -> int | None:
         return self.__store.version(namespace, table)
 
+    def exists(self, namespace: str, table: str) -> bool:
+        return self.__store.exists(namespace, table)
+
     def schema(self, namespace: str, table: str) -> pa.Schema:
         return self.__store.schema(namespace, table)
 

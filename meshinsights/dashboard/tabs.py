@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from meshinsights.dashboard import charts, data
+from meshinsights.dashboard import status as status_
 
 __all__ = ["Selection", "curated_tab", "issues_tab", "quality_tab", "runs_tab"]
 
@@ -36,6 +37,9 @@ class Selection(Protocol):
 
     @property
     def ns(self) -> str: ...
+
+    @property
+    def machine(self) -> str: ...
 
     def has(self, table: str) -> bool: ...
 
@@ -110,7 +114,27 @@ def quality_tab(view: Selection, history: pd.DataFrame) -> None:
         st.dataframe(quarantine.head(500), hide_index=True)
 
 
-def runs_tab(view: Selection, history: pd.DataFrame) -> None:
+def stale_panel(view: Selection, staleness: status_.Staleness) -> None:
+    """What ``meshinsights status`` lists for the machine, and the command that redoes it."""
+    st.markdown("**Stale or pending windows** (as `meshinsights status` lists them)")
+    if staleness.problem:
+        st.warning(staleness.problem)
+    elif staleness.clean:
+        st.success(
+            "Nothing stale or pending: every partition was written by the current step "
+            "definitions from its current inputs."
+        )
+    else:
+        st.warning(
+            f"{len(staleness.rows)} window(s) to redo: "
+            f"`meshinsights run {view.machine} --stale` (or `meshinsights status "
+            f"{view.machine} --airflow` for the backfill commands)"
+        )
+        st.dataframe(staleness.rows, hide_index=True)
+
+
+def runs_tab(view: Selection, history: pd.DataFrame, staleness: status_.Staleness) -> None:
+    stale_panel(view, staleness)
     if history.empty:
         st.info("No commits touch this machine and window.")
         return

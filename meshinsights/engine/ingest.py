@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from meshinsights.connectors.sources import Resolver, SourceAccess, shape_of, ti
 from meshinsights.credentials import env_resolver
 from meshinsights.engine.logging import logged_run
 from meshinsights.engine.runs import RUN_INDEX_SCHEMA, index_window
+from meshinsights.engine.status import IngestState, ingest_state
 from meshinsights.errors import DataQualityError
 from meshinsights.model import (
     EVENTS_SCHEMA,
@@ -55,11 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: History depths scanned for a machine's last watermark before reading the whole log.
-_HISTORY_DEPTHS = (256, 4096, None)
-#: Telemetry commits that carry a machine's ingest state (watermark, pending windows).
-_INGEST_STEPS = ("ingest", "ingest_drained")
-
 
 def _access(
     resolver: Resolver | None, manager: PluginManager | None, base_dir: Path | None
@@ -77,55 +72,6 @@ def fetch_source(
 ) -> pd.DataFrame:
     """Raw long-form telemetry rows for one machine-window from its configured source."""
     return _access(resolver, manager, base_dir).telemetry(machine, window).frame
-
-
-@dataclass(frozen=True)
-class IngestState:
-    """Where a machine's ingest stands: its watermark and the reopened windows still pending.
-
-    A window reopened by late rows is *pending* from the ingest commit that re-ingested it until
-    a later commit says every step ran over it (:func:`record_drained`); every run (and an
-    Airflow retry) reruns the pending windows' steps, so a step that fails after late data, or
-    a process killed between the ingest commit and the steps, never leaves derived tables stale.
-    """
-
-    watermark: pd.Timestamp | None = None
-    pending: tuple[Window, ...] = ()
-    #: A pipeline windowed by run: the runs whose rows changed and whose steps have yet to run.
-    pending_runs: tuple[str, ...] = ()
-
-
-def ingest_state(store: DeltaStore, namespace: str, machine_id: str) -> IngestState:
-    """The machine's watermark (newest ``ingested_at`` committed) and its pending windows."""
-    for depth in _HISTORY_DEPTHS:
-        commits = store.history(namespace, "telemetry", limit=depth)
-        mine = [
-            c
-            for c in commits
-            if c.get("meshinsights.step") in _INGEST_STEPS
-            and machine_id in (c.get("meshinsights.machines") or [])
-        ]
-        if mine:  # the machine's commits are here: their running maximum is the watermark
-            marks = [
-                pd.Timestamp(c["meshinsights.watermark"])
-                for c in mine
-                if c.get("meshinsights.watermark")
-            ]
-            pending: list[dict[str, str]] = next(
-                (c["meshinsights.pending"] for c in mine if "meshinsights.pending" in c), []
-            )
-            runs: list[str] = next(
-                (c["meshinsights.pending_runs"] for c in mine if "meshinsights.pending_runs" in c),
-                [],
-            )
-            return IngestState(
-                max(marks) if marks else None,
-                tuple(Window.parse(w["start"], w["end"]) for w in pending or []),
-                tuple(runs or ()),
-            )
-        if depth is None or len(commits) < depth:
-            return IngestState()
-    return IngestState()
 
 
 def last_watermark(store: DeltaStore, namespace: str, machine_id: str) -> pd.Timestamp | None:

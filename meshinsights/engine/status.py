@@ -23,17 +23,82 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
+
 from meshinsights import schedules
 from meshinsights.config import MachineConfig, PipelineConfig
 from meshinsights.engine.plan import PlannedStep, plan
 from meshinsights.model import Window
 
-__all__ = ["StaleWindow", "Commit", "stale_windows", "run_stale", "table_commits"]
+__all__ = [
+    "StaleWindow",
+    "Commit",
+    "StatusReport",
+    "IngestState",
+    "ingest_state",
+    "machine_status",
+    "stale_windows",
+    "run_stale",
+    "table_commits",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Commits that hold no data of their own (ledger records, compaction merges have no step).
 _NO_DATA = frozenset({"ingest_drained", "retention", "erasure"})
+#: History depths scanned for a machine's last watermark before reading the whole log.
+_HISTORY_DEPTHS = (256, 4096, None)
+#: Telemetry commits that carry a machine's ingest state (watermark, pending windows).
+_INGEST_STEPS = ("ingest", "ingest_drained")
+
+
+@dataclass(frozen=True)
+class IngestState:
+    """Where a machine's ingest stands: its watermark and the reopened windows still pending.
+
+    A window reopened by late rows is *pending* from the ingest commit that re-ingested it until
+    a later commit says every step ran over it (:func:`record_drained`); every run (and an
+    Airflow retry) reruns the pending windows' steps, so a step that fails after late data, or
+    a process killed between the ingest commit and the steps, never leaves derived tables stale.
+    """
+
+    watermark: pd.Timestamp | None = None
+    pending: tuple[Window, ...] = ()
+    #: A pipeline windowed by run: the runs whose rows changed and whose steps have yet to run.
+    pending_runs: tuple[str, ...] = ()
+
+
+def ingest_state(store: Any, namespace: str, machine_id: str) -> IngestState:
+    """The machine's watermark (newest ``ingested_at`` committed) and its pending windows."""
+    for depth in _HISTORY_DEPTHS:
+        commits = store.history(namespace, "telemetry", limit=depth)
+        mine = [
+            c
+            for c in commits
+            if c.get("meshinsights.step") in _INGEST_STEPS
+            and machine_id in (c.get("meshinsights.machines") or [])
+        ]
+        if mine:  # the machine's commits are here: their running maximum is the watermark
+            marks = [
+                pd.Timestamp(c["meshinsights.watermark"])
+                for c in mine
+                if c.get("meshinsights.watermark")
+            ]
+            pending: list[dict[str, str]] = next(
+                (c["meshinsights.pending"] for c in mine if "meshinsights.pending" in c), []
+            )
+            runs: list[str] = next(
+                (c["meshinsights.pending_runs"] for c in mine if "meshinsights.pending_runs" in c),
+                [],
+            )
+            return IngestState(
+                max(marks) if marks else None,
+                tuple(Window.parse(w["start"], w["end"]) for w in pending or []),
+                tuple(runs or ()),
+            )
+        if depth is None or len(commits) < depth:
+            return IngestState()
+    return IngestState()
 
 
 @dataclass(frozen=True)
@@ -169,6 +234,34 @@ def stale_windows(
             if reason:
                 out.append(StaleWindow(s.id, s.output, w, reason, made.version))
     return out
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """What ``meshinsights status`` and the dashboard show for one machine: the windows (and
+    runs) reopened by late rows whose steps have not all run, and the stale partitions."""
+
+    machine_id: str
+    pending: tuple[Window, ...]
+    pending_runs: tuple[str, ...]
+    stale: tuple[StaleWindow, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not (self.pending or self.pending_runs or self.stale)
+
+
+def machine_status(
+    store: Any,
+    pipeline: PipelineConfig,
+    machine: MachineConfig,
+    *,
+    since: datetime | None = None,
+) -> StatusReport:
+    """The machine's pending and stale work (read-only over the Delta logs)."""
+    state = ingest_state(store, pipeline.name, machine.machine_id)
+    stale = stale_windows(store, pipeline, machine, since=since)
+    return StatusReport(machine.machine_id, state.pending, state.pending_runs, tuple(stale))
 
 
 def run_stale(
