@@ -18,7 +18,7 @@ from meshinsights import schedules
 from meshinsights.airflow.callbacks import failure_callback
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
 from meshinsights.config.fleet import fleet_key, shard_of
-from meshinsights.engine.plan import SOURCE_TABLES, PlannedStep, plan
+from meshinsights.engine.plan import INGEST, PlannedStep, plan
 from meshinsights.settings import get_settings
 
 __all__ = ["build_dags", "asset_for"]
@@ -61,13 +61,6 @@ def asset_for(store_uri: str, namespace: str, table: str) -> Any:
     return Asset(name=f"meshinsights.{namespace}.{table}.{tag}", uri=f"{uri}/{namespace}/{table}")
 
 
-def _producers(steps: list[PlannedStep]) -> dict[str, str]:
-    out = {t: "ingest" for t in SOURCE_TABLES}
-    for s in steps:
-        out[s.output] = s.id
-    return out
-
-
 def _doc(machine: MachineConfig, pipeline: PipelineConfig, steps: list[PlannedStep]) -> str:
     rows = "\n".join(
         f"| `{s.id}` | `{s.spec.name}` | {', '.join(sorted(set(s.inputs.values())))} | "
@@ -101,7 +94,6 @@ def _build_one(
     from airflow.sdk.definitions.param import Param, ParamsDict
 
     steps = plan(pipeline, machine)
-    producers = _producers(steps)
     mid = machine.machine_id
     start = datetime(
         machine.start_date.year, machine.start_date.month, machine.start_date.day, tzinfo=UTC
@@ -134,7 +126,7 @@ def _build_one(
         # multiple_outputs is what Airflow would infer from the dict return annotation; given,
         # it skips a get_type_hints per task at parse time.
         @task(
-            task_id="ingest",
+            task_id=INGEST,
             multiple_outputs=True,
             outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables],
         )
@@ -143,21 +135,21 @@ def _build_one(
 
             return ingest_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
 
-        tasks["ingest"] = ingest()
+        tasks[INGEST] = ingest()
         by_run = pipeline.window == "run"
         for s in steps:
             tasks[s.id] = _step_task(
                 s, configs_dir, store_uri, mid, asset_for(store_uri, pipeline.name, s.output)
             )
-            upstream = {producers[t] for t in s.tables_read if t in producers} - {s.id}
+            upstream = s.upstream  # the plan's edges (INGEST for the source tables)
             # By run, a step's task checks its branch rule per run (run_steps) instead.
             if s.when is not None and not by_run:
                 check = _branch_task(s, configs_dir, store_uri, mid)
-                for u in sorted(upstream):
+                for u in upstream:
                     tasks[u] >> check
                 check >> tasks[s.id]
             else:
-                for u in sorted(upstream):
+                for u in upstream:
                     tasks[u] >> tasks[s.id]
         if by_run:
             drain = _drain_task(configs_dir, store_uri, mid)

@@ -6,6 +6,7 @@ import the store (deltalake) or any I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -17,7 +18,10 @@ from meshinsights.config import MachineConfig, PipelineConfig, When
 from meshinsights.model import SOURCE_TABLES, Window
 from meshinsights.steps.registry import StepSpec, get_step
 
-__all__ = ["PlannedStep", "plan", "code_version", "SOURCE_TABLES"]
+__all__ = ["PlannedStep", "plan", "code_version", "SOURCE_TABLES", "INGEST"]
+
+#: The source node every plan starts from: the ingest task, which writes SOURCE_TABLES.
+INGEST = "ingest"
 
 
 def code_version(func: Any) -> str:
@@ -42,6 +46,8 @@ class PlannedStep:
     lookback: str | None = None
     sink: dict[str, Any] | None = None
     evolve: bool = False
+    #: The steps (or INGEST) that write the tables this step reads: its edges in the one plan.
+    upstream: tuple[str, ...] = ()
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -82,22 +88,32 @@ class PlannedStep:
 
 
 def plan(pipeline: PipelineConfig, machine: MachineConfig | None = None) -> list[PlannedStep]:
-    """Resolve a pipeline's steps (and a machine's overrides) in execution order."""
-    planned = []
+    """Resolve a pipeline's steps (and a machine's overrides) in execution order.
+
+    The one plan: the order is the pipeline's (config loading refuses a step that reads a table
+    no earlier step writes, so it is topological), and each step's ``upstream`` names the
+    steps — or :data:`INGEST` — writing what it reads. The local runner follows the order;
+    the DAG factory draws the edges; ``meshinsights status`` and the dashboard walk the same
+    list.
+    """
+    planned: list[PlannedStep] = []
+    producers = dict.fromkeys(SOURCE_TABLES, INGEST)
     for s in pipeline.steps:
         spec = get_step(s.step_name)
         params = machine.params_for(s) if machine else dict(s.params)
-        planned.append(
-            PlannedStep(
-                id=s.id,
-                spec=spec,
-                params=spec.bind_params(params),
-                inputs={arg: s.inputs.get(arg, arg) for arg in spec.inputs},
-                output=s.output or spec.output,
-                when=s.when,
-                lookback=s.lookback,
-                sink=s.sink.model_dump() if s.sink else None,
-                evolve=s.evolve,
-            )
+        step = PlannedStep(
+            id=s.id,
+            spec=spec,
+            params=spec.bind_params(params),
+            inputs={arg: s.inputs.get(arg, arg) for arg in spec.inputs},
+            output=s.output or spec.output,
+            when=s.when,
+            lookback=s.lookback,
+            sink=s.sink.model_dump() if s.sink else None,
+            evolve=s.evolve,
         )
+        # A table read that nobody wrote yet (an optional input) has no edge.
+        edges = sorted({producers[t] for t in step.tables_read if t in producers} - {s.id})
+        planned.append(dataclasses.replace(step, upstream=tuple(edges)))
+        producers[step.output] = s.id
     return planned

@@ -41,6 +41,33 @@ def test_every_config_becomes_a_dag_without_import_errors(demo_env, airflow_db):
     assert outlet.uri.endswith("/minimal/temperature_hourly")
 
 
+def test_every_dag_draws_the_one_plans_edges(demo_env, airflow_db):
+    """The DAG factory and the local runner share one plan: each step task's upstream is the
+    plan's ``upstream`` (a branch check sits between a step and its upstream), and the plan's
+    order is a topological order of the DAG."""
+    from meshinsights.engine.plan import plan
+
+    bag = dagbag()
+    configs = load_configs(CONFIGS)
+    checked = 0
+    for machine in configs.machines.values():
+        pipeline = configs.pipeline_of(machine)
+        dag = bag.get_dag(machine.dag_id)
+        steps = plan(pipeline, machine)
+        done = {"ingest"}
+        for s in steps:
+            assert set(s.upstream) <= done, (machine.machine_id, s.id, s.upstream)
+            done.add(s.id)
+            task = dag.get_task(s.id)
+            upstream = set(task.upstream_task_ids)
+            if s.when is not None and pipeline.window != "run":
+                assert upstream == {f"check_{s.id}"}
+                upstream = set(dag.get_task(f"check_{s.id}").upstream_task_ids)
+            assert upstream == set(s.upstream), (machine.dag_id, s.id)
+            checked += 1
+    assert checked > 20  # every shipped pipeline, branches included
+
+
 def test_one_broken_machine_file_is_one_error_and_others_still_load(
         demo_env, airflow_db, tmp_path: Path, monkeypatch):
     configs = tmp_path / "configs"
