@@ -30,6 +30,7 @@ __all__ = [
     "remember_secrets",
     "env_var_name",
     "dotenv_value",
+    "env_value",
     "demo_source_url",
     "adx_url",
 ]
@@ -132,10 +133,16 @@ def dotenv_value(name: str) -> str | None:
     return dotenv_values(path).get(name)
 
 
+def env_value(name: str) -> str | None:
+    """``name`` from the environment, else the local ``.env`` file: the one lookup order every
+    caller outside Airflow uses (source connections, the GenAI key and connection, the demo)."""
+    return os.environ.get(name) or dotenv_value(name)
+
+
 def env_resolver(conn_id: str) -> str:
     """The URL in ``AIRFLOW_CONN_<CONN_ID>`` (environment, then ``.env``); clear error if unset."""
     name = env_var_name(conn_id)
-    raw = os.environ.get(name) or dotenv_value(name)
+    raw = env_value(name)
     if not raw and conn_id == DEMO_CONN_ID:
         # Day one works with no set-up: the demo connection defaults to the seeded SQLite file.
         from meshinsights.settings import get_settings
@@ -163,8 +170,7 @@ def env_resolver(conn_id: str) -> str:
 def demo_source_url(settings: Settings) -> str:
     """Where the pipelines read the demo (so where a seed writes): the demo connection if
     set, else the settings' SQLite file (its folder created)."""
-    name = env_var_name(DEMO_CONN_ID)
-    if os.environ.get(name) or dotenv_value(name):
+    if env_value(env_var_name(DEMO_CONN_ID)):
         return env_resolver(DEMO_CONN_ID)
     settings.demo_source.parent.mkdir(parents=True, exist_ok=True)
     return settings.demo_source_url

@@ -28,6 +28,9 @@ os.environ.setdefault("MESHINSIGHTS_ALERTS_DB", str(_AF_HOME / "alerts.db"))
 # Tests never reach a real LLM provider: without a key the GenAI step uses its offline analyst.
 for _var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AIRFLOW_CONN_MESHINSIGHTS_GENAI"):
     os.environ.pop(_var, None)
+# Nor does a developer's .env (keys, connections) reach the tests: tests that read one set
+# MESHINSIGHTS_ENV_FILE themselves.
+os.environ.setdefault("MESHINSIGHTS_ENV_FILE", str(_AF_HOME / "no-such.env"))
 
 from meshinsights.model import Window  # noqa: E402
 from meshinsights.store import DeltaStore  # noqa: E402

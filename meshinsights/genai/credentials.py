@@ -1,21 +1,22 @@
 """Where the GenAI step's key and endpoint come from: an Airflow Connection or the environment.
 
 Never YAML: the pipeline config names a connection id or an environment variable, and this
-module reads the secret at call time. Inside Airflow the Connection API is used (so secrets
-backends and masking apply); outside it, the ``AIRFLOW_CONN_<ID>`` variable Airflow itself
-honours (URI or JSON form). A key is never logged, stored or shown by ``repr``.
+module reads the secret at call time, in the same order as source connections
+(:func:`meshinsights.credentials.env_value`): the ``AIRFLOW_CONN_<ID>`` variable Airflow itself
+honours (URI or JSON form) or the key variable, from the environment and then the local ``.env``
+file; inside Airflow, failing those, the Connection API (so secrets backends apply). A key is
+never logged, stored or shown by ``repr``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from meshinsights.credentials import env_var_name
+from meshinsights.credentials import env_value, env_var_name, remember_secrets
 from meshinsights.errors import ConfigError
 
 __all__ = ["Provider", "PROVIDERS", "DEFAULT_CONN_ID", "Credentials", "resolve"]
@@ -52,7 +53,7 @@ def _url_from_host(host: str | None, path: str = "") -> str | None:
 
 
 def _conn_from_env(conn_id: str) -> _Conn | None:
-    raw = (os.environ.get(env_var_name(conn_id)) or "").strip()
+    raw = (env_value(env_var_name(conn_id)) or "").strip()
     if not raw:
         return None
     if raw.startswith("{"):
@@ -135,10 +136,12 @@ def resolve(
         )
     )
     env_name = api_key_env or ("AZURE_OPENAI_API_KEY" if is_azure else "OPENAI_API_KEY")
-    key: str | None = os.environ.get(env_name) or None
+    key: str | None = env_value(env_name) or None
     source = f"env {env_name}"
     if conn is not None and conn.password:
         key, source = conn.password, f"connection {conn_id}"
+    if key:
+        remember_secrets(key)  # redacted from every later error and log line of this process
     url = base_url or extra.get("base_url") or host
     if provider == "auto":
         if key is None:
@@ -149,12 +152,12 @@ def resolve(
             azure_endpoint
             or extra.get("azure_endpoint")
             or host
-            or os.environ.get("AZURE_OPENAI_ENDPOINT")
+            or env_value("AZURE_OPENAI_ENDPOINT")
         )
         version = (
             api_version
             or extra.get("api_version")
-            or os.environ.get("OPENAI_API_VERSION")
+            or env_value("OPENAI_API_VERSION")
             or DEFAULT_AZURE_API_VERSION
         )
         return "azure", Credentials(key, source, azure_endpoint=endpoint, api_version=version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -172,6 +173,29 @@ def test_resolve_reads_the_key_from_env_or_a_connection(monkeypatch):
     provider, creds = resolve("auto")
     assert (provider, creds.api_key, creds.azure_endpoint, creds.api_version) == (
         "azure", "sk-az", "https://res.openai.azure.com", "2025-01-01")
+
+
+def test_resolve_reads_the_local_env_file_like_source_connections(tmp_path, monkeypatch):
+    """The GenAI key and connection follow the same lookup as source connections: environment,
+    then the local .env file (never copied into the environment), and the key is redacted."""
+    from meshinsights.credentials import redact
+
+    env_file = tmp_path / ".env"
+    monkeypatch.setenv("MESHINSIGHTS_ENV_FILE", str(env_file))
+    env_file.write_text("OPENAI_API_KEY=sk-from-dotenv-123\n")
+    provider, creds = resolve("auto")
+    assert (provider, creds.api_key, creds.source) == ("openai", "sk-from-dotenv-123",
+                                                       "env OPENAI_API_KEY")
+    assert "OPENAI_API_KEY" not in os.environ
+    assert redact("HTTP 401: bad key sk-from-dotenv-123") == "HTTP 401: bad key ***"
+    conn = {"conn_type": "openai", "password": "sk-dotenv-conn", "host": "http://127.0.0.1:9/v1"}
+    env_file.write_text(f"AIRFLOW_CONN_MESHINSIGHTS_GENAI='{json.dumps(conn)}'\n")
+    provider, creds = resolve("auto")
+    assert (provider, creds.api_key, creds.base_url) == ("compatible", "sk-dotenv-conn",
+                                                         "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-wins-456")  # the environment comes first
+    env_file.write_text("OPENAI_API_KEY=sk-from-dotenv-123\n")
+    assert resolve("auto")[1].api_key == "sk-env-wins-456"
 
 
 @pytest.mark.parametrize(
