@@ -61,6 +61,9 @@ PIPELINE_ERRORS = [
      "summary}]}\n", "a condition needs min_rows"),
     ("bad_lookback", "steps:\n  - id: summary\n    uses: window_summary\n    lookback: 3 months\n",
      "must look like 90D"),
+    # A documented option that did nothing (issue 19): refused with what to use instead.
+    ("source_window", "source_window: 7D\nsteps:\n  - id: summary\n    uses: window_summary\n",
+     "source_window was removed (it never changed what ingest read); delete it"),
 ]
 
 

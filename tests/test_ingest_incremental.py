@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -111,3 +112,29 @@ def test_failed_run_never_advances_the_watermark(source: Path, unit: MachineConf
     summaries = run_incremental(unit, PIPELINE, DAYS[1], store, run_id="fixed")
     assert [(s["window"]["start"][:10], s["late"]) for s in summaries] == [
         ("2024-01-01", True), ("2024-01-02", False)]
+
+
+def test_a_source_clock_ahead_stops_the_watermark_at_the_runs_time(
+        source: Path, unit: MachineConfig, store: DeltaStore, caplog) -> None:
+    """One row stamped ingested_at 2099 used to move the watermark to 2099, so no later row
+    was ever late again (issue 19). Stamps after the run's own time are left out of the
+    watermark (with a warning): it stays where the credible stamps put it."""
+    for day in DAYS[:3]:
+        run_incremental(unit, PIPELINE, day, store, run_id="first")
+    # A row of the window the next run reads, stamped by a clock that runs ahead.
+    _insert_late(source, "2024-01-04 12:00:00", "2099-01-01 00:00:00")
+    with caplog.at_level(logging.WARNING, logger="meshinsights.engine.ingest"):
+        run_incremental(unit, PIPELINE, DAYS[3], store, run_id="ahead")
+    after = pd.Timestamp.now(tz="UTC")
+    # The demo stamps each day's rows at the next midnight: day 4's credible stamp.
+    assert last_watermark(store, "inc", "hvac-001") == pd.Timestamp("2024-01-05", tz="UTC")
+    assert "1 row(s) have ingested_at after the run's time" in caplog.text
+
+    # A row that really arrives after that run is still found late and reprocessed.
+    arrived = (after + pd.Timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+    _insert_late(source, "2024-01-02 12:00:00", arrived, value=22.5)
+    summaries = run_incremental(unit, PIPELINE, DAYS[4], store, run_id="later")
+    reopened = {s["window"]["start"][:10] for s in summaries if s["late"]}
+    assert "2024-01-02" in reopened
+    day2 = store.read("inc", "telemetry", "hvac-001", DAYS[1])
+    assert day2.loc[day2["metric"] == "late_probe", "value"].tolist() == [22.5]
