@@ -30,7 +30,7 @@ from meshinsights.engine.plan import PlannedStep, plan
 from meshinsights.errors import MeshInsightsError, StepError, StoreError
 from meshinsights.model import RUN, Window, Windows, contiguous_groups, with_run
 from meshinsights.steps._util import in_window
-from meshinsights.steps.registry import StepSpec
+from meshinsights.steps.registry import Resources, StepSpec
 from meshinsights.store import DeltaStore
 
 __all__ = [
@@ -60,12 +60,15 @@ def _call(
     params: dict[str, Any],
     machine_id: str,
     window: Window,
+    resources: Resources | None = None,
 ) -> pd.DataFrame:
     extra: dict[str, Any] = {}
     if "window" in spec.wants:
         extra["window"] = window
     if "machine_id" in spec.wants:
         extra["machine_id"] = machine_id
+    if "resources" in spec.wants:
+        extra["resources"] = dict(resources or {})
     try:
         out = spec.func(**frames, **params, **extra)
     except MeshInsightsError:
@@ -97,6 +100,7 @@ def run_step(
     params: dict[str, Any] | None = None,
     run_id: str | None = None,
     resolver: Callable[[str], str] | None = None,
+    resources: Resources | None = None,
 ) -> dict[str, Any]:
     """Run one step for one machine (or a group, in one commit) and one window.
 
@@ -108,7 +112,9 @@ def run_step(
     window. A machine-window whose input tables (its own output, read as a cache, aside) hold
     no rows is not passed to the function: nothing to analyse is no analysis (no GenAI call),
     the window is cleared like any empty result, and the summary counts it as
-    ``skipped_empty`` with the reason. Returns a small summary fit for XCom.
+    ``skipped_empty`` with the reason. ``resources`` (named clients, e.g. ``genai_client``)
+    reach steps that declare a ``resources`` parameter; without them a step uses its default
+    client. Returns a small summary fit for XCom.
     """
     started = time.perf_counter()
     if isinstance(spec, PlannedStep):
@@ -152,7 +158,9 @@ def run_step(
                     skipped.append((w, m))
                     outputs.append((w, _no_rows(planned.spec, m, w)))
                     continue
-                outputs.append((w, _call(planned.spec, per_machine, planned.params, m, w)))
+                outputs.append(
+                    (w, _call(planned.spec, per_machine, planned.params, m, w, resources))
+                )
     func_seconds = time.perf_counter() - t_func
     # Empty outputs are left out: their untyped columns would turn a typed column to object.
     frames = [out for _, out in outputs if len(out)] or [outputs[0][1]]
@@ -331,6 +339,7 @@ def run_steps(
     *,
     run_id: str,
     resolver: Callable[[str], str] | None = None,
+    resources: Resources | None = None,
     on_progress: ProgressHook | None = None,
     batch: timedelta = MAX_BATCH,
 ) -> list[dict[str, Any]]:
@@ -367,6 +376,7 @@ def run_steps(
                     namespace=namespace,
                     run_id=run_id,
                     resolver=resolver,
+                    resources=resources,
                 )
             )
             if on_progress:
@@ -383,6 +393,7 @@ def run_pending_runs(
     *,
     run_id: str,
     resolver: Callable[[str], str] | None = None,
+    resources: Resources | None = None,
     on_progress: ProgressHook | None = None,
 ) -> list[dict[str, Any]]:
     """The steps of every run pending for this machine (whose rows changed), then the record.
@@ -415,6 +426,7 @@ def run_pending_runs(
             store,
             run_id=run_id,
             resolver=resolver,
+            resources=resources,
             on_progress=on_progress,
         )
         if windows
@@ -441,6 +453,7 @@ def run_runs(
     *,
     run_id: str,
     resolver: Callable[[str], str] | None = None,
+    resources: Resources | None = None,
     on_progress: ProgressHook | None = None,
 ) -> list[dict[str, Any]]:
     """The steps over these runs (a rerun of one run, or the runs updated since a time).
@@ -459,6 +472,7 @@ def run_runs(
             store,
             run_id=run_id,
             resolver=resolver,
+            resources=resources,
             on_progress=on_progress,
         )
         if runs
@@ -506,6 +520,7 @@ def run_pipeline(
     *,
     run_id: str | None = None,
     resolver: Callable[[str], str] | None = None,
+    resources: Resources | None = None,
     split: bool = True,
     on_progress: ProgressHook | None = None,
     batch: timedelta = MAX_BATCH,
@@ -542,6 +557,7 @@ def run_pipeline(
                 store,
                 run_id=run_id,
                 resolver=resolver,
+                resources=resources,
                 on_progress=on_progress,
                 batch=batch,
             )
@@ -570,6 +586,7 @@ def run_pipeline(
                     pending,
                     run_id=run_id,
                     resolver=resolver,
+                    resources=resources,
                     on_progress=on_progress,
                 )
             )

@@ -13,22 +13,32 @@ import hashlib
 import json
 import logging
 import time
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 import pandas as pd
 from pydantic import Field
 
 from meshinsights.errors import ConfigError, StepError
 from meshinsights.genai import offline
-from meshinsights.genai.client import ClientConfig, GenAIError, complete, estimate_cost
+from meshinsights.genai.client import (
+    ClientConfig,
+    Completion,
+    GenAIError,
+    complete,
+    estimate_cost,
+)
 from meshinsights.genai.credentials import DEFAULT_CONN_ID, Credentials, Provider, resolve
 from meshinsights.genai.models import GENAI_SCHEMA
 from meshinsights.genai.prompt import PROMPT_VERSION, Prompt, build_prompt, is_absent
 from meshinsights.model import Window
 from meshinsights.steps.params import NonNegative, Positive, PositiveInt
-from meshinsights.steps.registry import step
+from meshinsights.steps.registry import Resources, step
 
 __all__ = ["genai_analysis", "OPTIONAL_INPUTS", "GENAI_SCHEMA"]
+
+#: The model call a run may inject (``resources["genai_client"]``): complete()'s signature.
+GenAIClient: TypeAlias = Callable[[ClientConfig, Credentials, str, str], Completion]
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +145,9 @@ def _llm_fields(
     creds: Credentials,
     prompt: Prompt,
     prices: tuple[float | None, float | None],
+    client: GenAIClient,
 ) -> dict[str, Any]:
-    done = complete(config, creds, prompt.system, prompt.user)
+    done = client(config, creds, prompt.system, prompt.user)
     return dict(
         provider=config.provider,
         model=done.model,
@@ -242,8 +253,14 @@ def genai_analysis(
     keep_history: PositiveInt = 10,
     window: Window | None = None,
     machine_id: str | None = None,
+    resources: Resources | None = None,
 ) -> pd.DataFrame:
-    """Findings, severity and recommended actions for the window, by an LLM or offline rules."""
+    """Findings, severity and recommended actions for the window, by an LLM or offline rules.
+
+    The one I/O, the model call, goes through ``resources["genai_client"]`` when the runner
+    supplies it (a callable like :func:`meshinsights.genai.client.complete`; tests pass a
+    fake), else the real client; everything else — prompt, cache, audit row — is pure.
+    """
     if window is None:
         raise StepError("genai_analysis needs the run window (the runner passes it)")
     _check(provider, structured, max_attempts, timeout)
@@ -286,6 +303,7 @@ def genai_analysis(
         keep=keep_history,
         prices=prices,
         machine_id=machine_id,
+        client=(resources or {}).get("genai_client") or complete,
     )
 
 
@@ -301,6 +319,7 @@ def _analyse(
     keep: int,
     prices: tuple[float | None, float | None],
     machine_id: str | None,
+    client: GenAIClient = complete,
 ) -> pd.DataFrame:
     """The cached answer when one matches, else a fresh one appended to the window's history."""
     input_tables, input_hash = _inputs(tables)
@@ -325,7 +344,7 @@ def _analyse(
         fields = {**_offline_fields(tables, window), "status": "ok"}
     else:
         assert creds is not None
-        fields = _ask(config, creds, prompt, tables, window, prices)
+        fields = _ask(config, creds, prompt, tables, window, prices, client)
     row = _base_row(
         prompt,
         window,
@@ -359,6 +378,7 @@ def _ask(
     tables: dict[str, pd.DataFrame],
     window: Window,
     prices: tuple[float | None, float | None],
+    client: GenAIClient,
 ) -> dict[str, Any]:
     """The provider's answer, or the offline analyst's flagged as a fallback with the reason."""
     try:
@@ -367,7 +387,7 @@ def _ask(
                 f"no API key for {config.provider}: {creds.source} is not set; set it "
                 "or create the Airflow Connection named by the genai param conn_id"
             )
-        return {**_llm_fields(config, creds, prompt, prices), "status": "ok"}
+        return {**_llm_fields(config, creds, prompt, prices, client), "status": "ok"}
     except GenAIError as exc:
         logger.warning(
             "genai %s %s failed, using the offline analyst: %s", config.provider, config.model, exc

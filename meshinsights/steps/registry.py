@@ -1,7 +1,8 @@
 """The step registry: ``@step`` binds a pure function to the tables it reads and writes.
 
 Wiring is checked at registration (kedro-style): every declared input must be a parameter of
-the function, and every other parameter must have a default or be ``window``. Third-party
+the function, and every other parameter must have a default or be one the runner
+supplies (``window``, ``machine_id``, ``resources``). Third-party
 steps register through the ``meshinsights.steps`` entry-point group.
 """
 
@@ -14,7 +15,7 @@ import inspect
 import logging
 import reprlib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -25,13 +26,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from meshinsights.errors import StepError
 from meshinsights.model import check_table_name
 
-__all__ = ["StepSpec", "step", "get_step", "registered_steps", "ENTRY_POINT_GROUP"]
+__all__ = [
+    "StepSpec",
+    "step",
+    "get_step",
+    "registered_steps",
+    "ENTRY_POINT_GROUP",
+    "Resources",
+]
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "meshinsights.steps"
-#: Parameters the runner supplies itself rather than from a table or the config.
-RUNTIME_PARAMS = frozenset({"window", "machine_id"})
+#: Parameters the runner supplies itself rather than from a table or the config: the window,
+#: the machine, and ``resources`` — the I/O clients a step needs (e.g. ``genai_client``),
+#: injected by whoever runs it (a test passes fakes), so the function itself stays pure.
+RUNTIME_PARAMS = frozenset({"window", "machine_id", "resources"})
+#: What the runner passes as ``resources``: named clients (read-only for the step).
+Resources = Mapping[str, Any]
 
 _REGISTRY: dict[str, StepSpec] = {}
 _entry_points_loaded = False

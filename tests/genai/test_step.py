@@ -199,3 +199,72 @@ def test_a_misconfigured_azure_provider_falls_back(key, summary, window):
         "records")
     assert row["status"] == "fallback"
     assert "Azure OpenAI needs an endpoint" in row["error"]
+
+
+# ---------------------------------------------------------------- an injected client, no server
+
+
+class FakeClient:
+    """What a run may inject as ``resources["genai_client"]``: complete()'s signature."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    def __call__(self, config, creds, system, user):
+        from meshinsights.genai.client import Completion
+
+        self.calls.append((system, user, creds.api_key))
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        analysis = Analysis.model_validate({
+            "summary": outcome, "overall_severity": "medium", "findings": [],
+            "recommended_actions": []})
+        return Completion(content=analysis.model_dump_json(), analysis=analysis,
+                          parse_status="structured", model="fake-model-1", prompt_tokens=100,
+                          completion_tokens=20, latency_s=0.25, attempts=2, waits=[0.5],
+                          finish_reason="stop")
+
+
+def test_an_injected_client_makes_the_step_testable_without_a_server(key, summary, window):
+    """The step's one I/O goes through the injected client: its answer is audited, a rerun is
+    a cache hit (no second call), and a failure falls back — no HTTP server involved."""
+    from meshinsights.genai.client import GenAIError
+
+    client = FakeClient("Cycling looks short.", GenAIError("boom", attempts=3, waits=[1, 2]))
+    params = {"provider": "compatible", "base_url": "http://unused.invalid/v1",
+              "api_key_env": "TEST_GENAI_KEY", "price_in_per_1m": 1.0, "price_out_per_1m": 2.0}
+    out = analyse(summary, window, resources={"genai_client": client}, **params)
+    [row] = out.to_dict("records")
+    assert (row["status"], row["model"], row["summary"], row["attempts"]) == (
+        "ok", "fake-model-1", "Cycling looks short.", 2)
+    assert row["retry_waits"] == "[0.5]" and row["estimated_cost_usd"] == pytest.approx(140e-6)
+    [(system, user, api_key)] = client.calls
+    assert (system, user, api_key) == (SYSTEM_PROMPT, row["user_prompt"], KEY)
+    assert_no_secret(out)
+
+    again = analyse(summary, window, previous=out, resources={"genai_client": client}, **params)
+    assert len(client.calls) == 1  # same inputs: the stored answer, no call
+    pd.testing.assert_frame_equal(again, out)
+
+    changed = summary.assign(mean=summary["mean"] + 1)
+    out = analyse(changed, window, previous=out, resources={"genai_client": client}, **params)
+    assert len(client.calls) == 2
+    newest = out[out["current"]].iloc[0]
+    assert (newest["status"], newest["error"], newest["attempts"]) == ("fallback", "boom", 3)
+    assert newest["retry_waits"] == "[1, 2]" and len(out) == 2
+
+
+def test_the_runner_passes_its_resources_to_the_step(key, store, summary, window):
+    client = FakeClient("From the runner's client.")
+    store.overwrite("minimal", "summary", summary, machine_ids="hvac-001", window=window)
+    spec = get_step("genai_analysis")
+    assert "resources" in spec.wants and "resources" not in spec.param_defaults
+    params = {"provider": "compatible", "base_url": "http://unused.invalid/v1",
+              "api_key_env": "TEST_GENAI_KEY"}
+    run_step(spec, "hvac-001", window, store, namespace="minimal", params=params,
+             resources={"genai_client": client})
+    assert len(client.calls) == 1
+    [row] = store.read_all("minimal", "genai_analysis").to_dict("records")
+    assert row["summary"] == "From the runner's client." and row["model"] == "fake-model-1"
