@@ -61,9 +61,7 @@ MODEL = Backoff(attempts=4, base=0.5, cap=8.0, jitter=(0.75, 1.0))
 def retrying(
     policy: Backoff,
     *,
-    retry_on: type[BaseException]
-    | tuple[type[BaseException], ...]
-    | Callable[[BaseException], bool],
+    retry_on: RetryOn,
     what: str,
     sleep: Callable[[float], None] = time.sleep,
     wait: Callable[[RetryCallState], float | None] | None = None,

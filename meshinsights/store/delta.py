@@ -341,7 +341,6 @@ class DeltaStore:
                 "concurrent writers; rerun the step (it is idempotent)"
             ) from exc
         raise AssertionError("unreachable")
-        raise AssertionError("unreachable")
 
     def _commit_once(
         self,
