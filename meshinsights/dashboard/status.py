@@ -38,12 +38,14 @@ _COLUMNS = ["step", "table", "window_start", "window_end", "reason"]
 
 def staleness(store: Any, configs_dir: Path, machine_id: str, namespace: str) -> Staleness:
     """Pending and stale windows of ``machine_id`` (as ``meshinsights status`` lists them)."""
-    from meshinsights.config import load_configs
+    from meshinsights.config import load_machine_configs
     from meshinsights.engine.status import machine_status
 
     empty = pd.DataFrame(columns=_COLUMNS)
     try:
-        configs = load_configs(configs_dir)
+        # Only this machine's file (and the pipelines): a page view costs the same at any
+        # fleet size.
+        configs = load_machine_configs(configs_dir, machine_id)
         machine = configs.machine(machine_id)
         pipeline = configs.pipeline_of(machine)
     except MeshInsightsError as exc:
