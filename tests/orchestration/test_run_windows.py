@@ -177,10 +177,10 @@ def test_a_failed_step_leaves_the_run_pending_until_it_succeeds(
 
     real = runner._call
 
-    def flaky(spec, frames, params, machine_id, window):
+    def flaky(spec, frames, params, machine_id, window, resources):
         if window.run == "robot-01-r3":
             raise RuntimeError("disk full")
-        return real(spec, frames, params, machine_id, window)
+        return real(spec, frames, params, machine_id, window, resources)
 
     monkeypatch.setattr(runner, "_call", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
