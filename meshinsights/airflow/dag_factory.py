@@ -16,8 +16,18 @@ from typing import Any
 
 from meshinsights import schedules
 from meshinsights.airflow.callbacks import failure_callback
+from meshinsights.airflow.listener import GROUP_CHECK_TASK
 from meshinsights.config import LoadedConfigs, MachineConfig, PipelineConfig, load_configs
-from meshinsights.config.fleet import fleet_key, shard_of
+from meshinsights.config.fleet import (
+    UNKNOWN_GROUP,
+    dag_shard_key,
+    fleet_key,
+    scan_machine_files,
+    scan_machine_groups,
+    shard_of,
+)
+from meshinsights.config.loading import MAX_CONFIG_BYTES
+from meshinsights.config.machines import GROUP_MARK
 from meshinsights.engine.plan import INGEST, PlannedStep, plan
 from meshinsights.settings import get_settings
 
@@ -87,17 +97,32 @@ def _doc(machine: MachineConfig, pipeline: PipelineConfig, steps: list[PlannedSt
     )
 
 
+def _group_doc(members: list[MachineConfig], pipeline: PipelineConfig, steps: list[Any]) -> str:
+    head = _doc(members[0], pipeline, steps).split("\n\n", 1)[1]
+    shown = ", ".join(f"`{m.machine_id}`" for m in members[:50])
+    more = f" and {len(members) - 50} more" if len(members) > 50 else ""
+    return (
+        f"### group {members[0].group} — pipeline `{pipeline.name}`, {len(members)} "
+        f"machines\n\nMembers: {shown}{more}. Each step task runs the step for every member in "
+        'one commit. Trigger with conf `{"machines": ["<id>"], "start": ISO, "end": ISO}` '
+        "to backfill or rerun some members only; `paused: true` in a member's file leaves it "
+        "out.\n\n" + head
+    )
+
+
 def _build_one(
-    machine: MachineConfig, pipeline: PipelineConfig, configs_dir: str, store_uri: str
+    members: list[MachineConfig], pipeline: PipelineConfig, configs_dir: str, store_uri: str
 ) -> Any:
+    """The DAG of one machine, or of a machine group (``members`` sharing ``group:``)."""
     from airflow.sdk import DAG, get_current_context, task
     from airflow.sdk.definitions.param import Param, ParamsDict
 
+    machine = members[0]
+    group = machine.group  # members agree on the DAG-level settings (config.loading)
     steps = plan(pipeline, machine)
     mid = machine.machine_id
-    start = datetime(
-        machine.start_date.year, machine.start_date.month, machine.start_date.day, tzinfo=UTC
-    )
+    first = min(m.start_date for m in members)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     dag = DAG(
         dag_id=machine.dag_id,
         schedule=timetable_for(machine.schedule),
@@ -111,16 +136,27 @@ def _build_one(
             "owner": machine.owner,
             "retries": machine.retries,
             # A failed task of this machine posts to its webhook Connection (if it has one).
-            "on_failure_callback": failure_callback(machine.alert_conn_id, machine_id=mid),
+            "on_failure_callback": failure_callback(
+                machine.alert_conn_id, machine_id=mid if group is None else None
+            ),
         },
-        tags=["meshinsights", pipeline.name, *machine.tags],
-        doc_md=_doc(machine, pipeline, steps),
+        tags=[
+            "meshinsights",
+            pipeline.name,
+            *({t: None for m in members for t in m.tags}),
+            *([f"group:{group}"] if group is not None else []),
+        ],
+        doc_md=(
+            _doc(machine, pipeline, steps)
+            if group is None
+            else _group_doc(members, pipeline, steps)
+        ),
         render_template_as_native_obj=False,
     )
     tasks: dict[str, Any] = {}
     with dag:
         source_tables = ["telemetry", "quarantine"]
-        if getattr(machine.source, "events_query", None):
+        if any(getattr(m.source, "events_query", None) for m in members):
             source_tables.append("events")
 
         # multiple_outputs is what Airflow would infer from the dict return annotation; given,
@@ -131,19 +167,25 @@ def _build_one(
             outlets=[asset_for(store_uri, pipeline.name, t) for t in source_tables],
         )
         def ingest() -> dict[str, Any]:
-            from meshinsights.airflow.tasks import ingest_task
+            from meshinsights.airflow import tasks as t
 
-            return ingest_task(configs_dir, store_uri, mid, _ctx(get_current_context()))
+            context = _ctx(get_current_context())
+            if group is not None:
+                return t.group_ingest_task(configs_dir, store_uri, pipeline.name, group, context)
+            return t.ingest_task(configs_dir, store_uri, mid, context)
 
         tasks[INGEST] = ingest()
         by_run = pipeline.window == "run"
+        # By run (a per-run check in run_steps) or by group (a per-member check in the step
+        # task), a step's task checks its branch rule itself instead of a branch task.
+        own_check = by_run or group is not None
+        target = (pipeline.name, group) if group is not None else mid
         for s in steps:
             tasks[s.id] = _step_task(
-                s, configs_dir, store_uri, mid, asset_for(store_uri, pipeline.name, s.output)
+                s, configs_dir, store_uri, target, asset_for(store_uri, pipeline.name, s.output)
             )
             upstream = s.upstream  # the plan's edges (INGEST for the source tables)
-            # By run, a step's task checks its branch rule per run (run_steps) instead.
-            if s.when is not None and not by_run:
+            if s.when is not None and not own_check:
                 check = _branch_task(s, configs_dir, store_uri, mid)
                 for u in upstream:
                     tasks[u] >> check
@@ -155,6 +197,10 @@ def _build_one(
             drain = _drain_task(configs_dir, store_uri, mid)
             for t in tasks.values():
                 t >> drain
+        if group is not None:
+            last = _group_check_task()
+            for t in tasks.values():
+                t >> last
     # Set after the tasks: each operator deep-copies the DAG's params once per class of its
     # hierarchy, most of a DAG's build cost. A task's run still sees them (Airflow merges the
     # DAG's params under the task's), and the trigger form is the DAG's.
@@ -173,6 +219,17 @@ def _build_one(
                 if pipeline.window == "run"
                 else {}
             ),
+            **(
+                {
+                    "machines": Param(
+                        [],
+                        type=["null", "array"],
+                        description="members this run covers (empty: all)",
+                    )
+                }
+                if group is not None
+                else {}
+            ),
         }
     )
     return dag
@@ -183,7 +240,10 @@ def _ctx(context: Any) -> dict[str, Any]:
     return {k: context.get(k) for k in keys}
 
 
-def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outlet: Any) -> Any:
+def _step_task(
+    s: PlannedStep, configs_dir: str, store_uri: str, target: str | tuple[str, str], outlet: Any
+) -> Any:
+    """A step's task for a machine (``target`` its id) or a group (``(pipeline, group)``)."""
     from airflow.sdk import get_current_context, task
 
     # A step downstream of a branch must still run when that branch was skipped.
@@ -195,11 +255,27 @@ def _step_task(s: PlannedStep, configs_dir: str, store_uri: str, mid: str, outle
         doc_md=s.spec.description,
     )
     def run() -> dict[str, Any]:
-        from meshinsights.airflow.tasks import step_task
+        from meshinsights.airflow import tasks as t
 
-        return step_task(configs_dir, store_uri, mid, s.id, _ctx(get_current_context()))
+        context = _ctx(get_current_context())
+        if isinstance(target, tuple):
+            return t.group_step_task(configs_dir, store_uri, *target, s.id, context)
+        return t.step_task(configs_dir, store_uri, target, s.id, context)
 
     return run()
+
+
+def _group_check_task() -> Any:
+    from airflow.sdk import get_current_context, task
+
+    # Not all_done: a leaf that succeeds after a failed task would mark the DAG run a success.
+    @task(task_id=GROUP_CHECK_TASK, trigger_rule="none_failed")
+    def check() -> dict[str, Any]:
+        from meshinsights.airflow.tasks import group_check_task
+
+        return group_check_task(_ctx(get_current_context()))
+
+    return check()
 
 
 def _drain_task(configs_dir: str, store_uri: str, mid: str) -> Any:
@@ -235,42 +311,68 @@ def build_dags(
     shard: tuple[int, int] | None = None,
     dag_id: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Every valid machine config as a DAG, plus ``{file: error}`` for every invalid one.
+    """Every valid machine config as a DAG (a group's members as one), plus ``{file: error}``
+    for every invalid one.
 
-    ``shard=(index, count)`` builds only the machines of that shard
-    (:func:`~meshinsights.config.fleet.shard_of`); ``dag_id`` only that DAG, which is what a
-    task process needs (Airflow's parsing context): the other machines' files are not parsed.
+    ``shard=(index, count)`` builds only the DAGs of that shard
+    (:func:`~meshinsights.config.fleet.shard_of` of a machine's id, or of its group); ``dag_id``
+    only that DAG, which is what a task process needs (Airflow's parsing context): the other
+    machines' files are not parsed.
     """
     settings = get_settings(configs=str(config_dir) if config_dir else None, store=store_uri)
-    configs: LoadedConfigs = load_configs(settings.configs_dir, only=_selector(shard, dag_id))
+    root = settings.configs_dir
+    configs: LoadedConfigs = load_configs(root, only=_selector(root, shard, dag_id))
     dags: dict[str, Any] = {}
     errors = dict(configs.errors)
-    for mid, machine in sorted(configs.machines.items()):
+    index, count = shard if shard is not None else (0, 1)
+    by_dag: dict[str, list[MachineConfig]] = {}
+    for _, machine in sorted(configs.machines.items()):
         if dag_id is not None and machine.dag_id != dag_id:
             continue
+        if shard_of(dag_shard_key(machine.machine_id, machine.group), count) != index:
+            continue  # parsed because its text did not tell its group plainly; not this shard
+        by_dag.setdefault(machine.dag_id, []).append(machine)
+    for did, members in by_dag.items():
+        label = f"group {members[0].group}" if members[0].group else f"machine {did}"
         try:
-            dags[machine.dag_id] = _build_one(
-                machine, configs.pipeline_of(machine), str(settings.configs_dir), settings.store_uri
+            dags[did] = _build_one(
+                members, configs.pipeline_of(members[0]), str(root), settings.store_uri
             )
-        except Exception as exc:  # one bad machine must not take the fleet down
-            errors[f"machine {mid}"] = f"machine {mid}: cannot build its DAG: {exc}"
-            logger.exception("building the DAG of %s failed", mid)
+        except Exception as exc:  # one bad machine (or group) must not take the fleet down
+            name = members[0].group or members[0].machine_id
+            kind = "group" if members[0].group else "machine"
+            errors[label] = f"{kind} {name}: cannot build its DAG: {exc}"
+            logger.exception("building the DAG %s failed", did)
     return dags, errors
 
 
-def _selector(shard: tuple[int, int] | None, dag_id: str | None) -> Callable[[str], bool] | None:
-    """Which machine ids to load: those of the shard and/or the one whose DAG id is given.
+def _selector(
+    root: Path, shard: tuple[int, int] | None, dag_id: str | None
+) -> Callable[[str], bool] | None:
+    """Which machine ids to load: those of the shard and/or of the DAG whose id is given.
 
-    A DAG id is ``<pipeline>__<fleet key>``; matching its suffix keeps every machine whose id
-    could clash with it, so a clash is refused here exactly as in a full parse.
+    A machine's DAG id is ``<pipeline>__<fleet key>``; matching its suffix keeps every machine
+    whose id could clash with it, so a clash is refused here exactly as in a full parse. A
+    group's (``<pipeline>__group__<group>``) keeps the files whose text names that group. The
+    shard of a group member is its group's. A file whose text does not tell its id or group
+    plainly is always parsed (and placed after parsing).
     """
     if shard is None and dag_id is None:
         return None
     index, count = shard if shard is not None else (0, 1)
+    ids = scan_machine_files(root, max_bytes=MAX_CONFIG_BYTES)
+    groups = scan_machine_groups(root, max_bytes=MAX_CONFIG_BYTES)
+    group_of = {mid: groups[p] for p, mid in ids.items() if mid is not None}
+    wanted_group = dag_id.split(GROUP_MARK, 1)[1] if dag_id and GROUP_MARK in dag_id else None
 
     def keep(machine_id: str) -> bool:
+        group = group_of.get(machine_id, UNKNOWN_GROUP)
+        if group == UNKNOWN_GROUP:
+            return True
+        if wanted_group is not None:
+            return group == wanted_group
         if dag_id is not None and not dag_id.endswith("__" + fleet_key(machine_id)):
             return False
-        return shard_of(machine_id, count) == index
+        return shard_of(dag_shard_key(machine_id, group), count) == index
 
     return keep

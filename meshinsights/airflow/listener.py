@@ -29,6 +29,7 @@ __all__ = [
     "run_record",
     "runs_schema",
     "write_run",
+    "write_runs",
     "on_task_instance_success",
     "on_task_instance_failed",
     "on_task_instance_skipped",
@@ -41,6 +42,8 @@ RUNS_TABLE = "runs"
 _MAX_ERROR = 500
 #: A run's rows sit in the first minute of its window (see :func:`record_ts`).
 _SPREAD_US = 60_000_000
+#: A group DAG's last task (its failures are the ingest's, recorded per member there).
+GROUP_CHECK_TASK = "check_machines"
 
 
 def runs_schema() -> Any:
@@ -154,20 +157,27 @@ def record_ts(window: tuple[datetime, datetime] | None, *, started: datetime, ke
 
 def write_run(store: Any, record: dict[str, Any]) -> int:
     """Write one row idempotently (partition: machine, [ts, ts + 1 µs)); returns the version."""
+    return write_runs(store, [record])
+
+
+def write_runs(store: Any, records: list[dict[str, Any]]) -> int:
+    """Write the rows of one task attempt (one per machine: a group's task concerns several) in
+    one commit, idempotently (partition: those machines, [ts, ts + 1 µs)); returns the version.
+    """
     import pandas as pd
 
     from meshinsights.model import Window
 
-    frame = pd.DataFrame([record])
+    frame = pd.DataFrame(records)
     for col in ("ts", "started_at", "window_start", "window_end", "ended_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
-    start = record["ts"]
+    start = records[0]["ts"]  # one attempt's rows share it (record_ts keys on the attempt)
     window = Window(start, start + timedelta(microseconds=1))
     result = store.overwrite(
-        record["pipeline"],
+        records[0]["pipeline"],
         RUNS_TABLE,
         frame,
-        machine_ids=record["machine_id"],
+        machine_ids=[r["machine_id"] for r in records],
         window=window,
         schema=runs_schema(),
         metadata={"meshinsights.step": "runs"},
@@ -179,12 +189,42 @@ def write_run(store: Any, record: dict[str, Any]) -> int:
 
 
 @lru_cache(maxsize=8)
-def _machine_of_dag(configs_dir: str, dag_id: str) -> tuple[str, str] | None:
-    # A task process records one DAG's runs: parse that machine's file, not the fleet's.
-    from meshinsights.config import machine_of_dag
+def _machines_of_dag(configs_dir: str, dag_id: str) -> tuple[str, tuple[str, ...]] | None:
+    """(pipeline, machine ids) of a machine's DAG or a machine group's; None for other DAGs.
 
+    A task process records one DAG's runs: it parses that DAG's files, not the fleet's."""
+    from meshinsights.config import load_group_configs, machine_of_dag
+    from meshinsights.config.machines import GROUP_MARK
+
+    if GROUP_MARK in dag_id:
+        loaded = load_group_configs(configs_dir, dag_id.split(GROUP_MARK, 1)[1])
+        members = [m for m in loaded.machines.values() if m.dag_id == dag_id]
+        if not members:
+            return None
+        return members[0].pipeline, tuple(sorted(m.machine_id for m in members))
     machine = machine_of_dag(configs_dir, dag_id)
-    return None if machine is None else (machine.machine_id, machine.pipeline)
+    return None if machine is None else (machine.pipeline, (machine.machine_id,))
+
+
+def _per_machine(
+    members: tuple[str, ...], state: str, summary: dict[str, Any] | None, error: Any
+) -> list[tuple[str, str, dict[str, Any] | None, Any]]:
+    """(machine, state, its summary, error) for each member a group task's outcome concerns.
+
+    A group task's summary says what each member got (``per_machine``), which failed
+    (``failed``) and which it left out (``left_out``, ``rule_skipped``: recorded as skipped);
+    a task that failed or was skipped as a whole concerns every member.
+    """
+    if summary is None or "per_machine" not in summary:
+        return [(m, state, summary, error) for m in members]
+    shared = {k: v for k, v in summary.items() if k not in ("per_machine", "rows_out", "rows_in")}
+    out: list[tuple[str, str, dict[str, Any] | None, Any]] = [
+        (m, state, {**shared, **counts}, None) for m, counts in summary["per_machine"].items()
+    ]
+    out += [(m, "failed", shared, why) for m, why in (summary.get("failed") or {}).items()]
+    left = {**(summary.get("left_out") or {}), **dict.fromkeys(summary.get("rule_skipped") or ())}
+    out += [(m, "skipped", shared, why) for m, why in left.items()]
+    return out
 
 
 def _window(ti: Any, summary: dict[str, Any] | None) -> tuple[datetime, datetime] | None:
@@ -208,35 +248,41 @@ def _record(ti: Any, state: str, error: Any = None) -> None:
     from meshinsights.settings import get_settings
 
     settings = get_settings()
-    found = _machine_of_dag(str(settings.configs_dir), ti.dag_id)
-    if found is None:  # not a machine DAG (maintenance, user DAGs)
-        return
-    machine_id, pipeline = found
+    found = _machines_of_dag(str(settings.configs_dir), ti.dag_id)
+    if found is None or ti.task_id == GROUP_CHECK_TASK:
+        return  # not a machine DAG (maintenance, user DAGs); a group's check: ingest's rows say
+    pipeline, members = found
     summary = None
     if state == "success":
         pulled = ti.xcom_pull(task_ids=ti.task_id, key="return_value")
         summary = pulled if isinstance(pulled, dict) else None
-    record = run_record(
-        machine_id=machine_id,
-        pipeline=pipeline,
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        task_id=ti.task_id,
-        try_number=ti.try_number,
-        state=state,
-        started=ti.start_date or datetime.now(UTC),
-        ended=ti.end_date or datetime.now(UTC),
-        window=_window(ti, summary),
-        summary=summary,
-        error=f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
-        hostname=getattr(ti, "hostname", None),
-    )
-    version = write_run(settings.open_store(), record)
+    window = _window(ti, summary)
+    records = [
+        run_record(
+            machine_id=machine_id,
+            pipeline=pipeline,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            state=its_state,
+            started=ti.start_date or datetime.now(UTC),
+            ended=ti.end_date or datetime.now(UTC),
+            window=window,
+            summary=its_summary,
+            error=f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else err,
+            hostname=getattr(ti, "hostname", None),
+        )
+        for machine_id, its_state, its_summary, err in _per_machine(members, state, summary, error)
+    ]
+    if not records:
+        return
+    version = write_runs(settings.open_store(), records)
     logger.info(
         "recorded %s %s of %s in %s/%s v%d",
         ti.task_id,
         state,
-        machine_id,
+        ", ".join(r["machine_id"] for r in records[:3]) + ("…" if len(records) > 3 else ""),
         pipeline,
         RUNS_TABLE,
         version,

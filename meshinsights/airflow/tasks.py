@@ -23,6 +23,10 @@ __all__ = [
     "branch_task",
     "drain_runs_task",
     "runs_from_context",
+    "machines_from_context",
+    "group_ingest_task",
+    "group_step_task",
+    "group_check_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,22 +158,23 @@ def ingest_task(
     commit mark them drained, so a failure leaves them pending for the retry or the next run.
     The DAG's step tasks cover the run window itself.
     """
-    from meshinsights.engine.ingest import record_drained, run_incremental
-    from meshinsights.engine.plan import plan
-    from meshinsights.engine.runner import late_windows_of, pending_of, run_steps
 
     _, machine, pipeline, store = _setup(configs_dir, store_uri, machine_id, context)
     run_id = _run_id(context)
     if pipeline.window == "run":
         return _ingest_runs(machine, pipeline, store, run_id, context)
-    ingested = run_incremental(
-        machine,
-        pipeline,
-        window_from_context(context),
-        store,
-        run_id=run_id,
-        resolver=_resolve,
-    )
+    return _ingest_window(machine, pipeline, store, window_from_context(context), run_id)
+
+
+def _ingest_window(
+    machine: Any, pipeline: Any, store: Any, window: Window, run_id: str
+) -> dict[str, Any]:
+    from meshinsights.engine.ingest import record_drained, run_incremental
+    from meshinsights.engine.plan import plan
+    from meshinsights.engine.runner import late_windows_of, pending_of, run_steps
+
+    machine_id = machine.machine_id
+    ingested = run_incremental(machine, pipeline, window, store, run_id=run_id, resolver=_resolve)
     pending = pending_of(ingested)
     if pending:
         steps = plan(pipeline, machine)
@@ -313,3 +318,199 @@ def branch_task(
         "branch %s for %s: rule %s", step_id, machine_id, "holds" if holds else "does not hold"
     )
     return step_id if holds else None
+
+
+# ------------------------------------------------------------------ the grouped grain
+# One DAG per machine group (``group:`` in the member files): each task does its job for every
+# member of the run, and a step writes all of them in one commit.
+
+#: The per-machine counts a group task's summary keeps under ``per_machine`` (its listener
+#: writes one runs row per member from them).
+PER_MACHINE_COUNTS = ("rows_in", "rows_out", "rows_quarantined", "duplicates_removed", "version")
+
+
+def planned_output(pipeline: Any, step_id: str) -> str:
+    from meshinsights.engine.plan import plan
+
+    return {p.id: p for p in plan(pipeline)}[step_id].output
+
+
+@lru_cache(maxsize=4)
+def _group_configs(configs_dir: str, group: str) -> Any:
+    # Only the files naming this group are parsed (config.fleet.group_in).
+    from meshinsights.config.loading import load_group_configs
+
+    return load_group_configs(configs_dir, group)
+
+
+def machines_from_context(context: dict[str, Any]) -> list[str]:
+    """``conf.machines``: the members one run of a group's DAG addresses (a backfill or rerun
+    of some machines); empty means all."""
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    asked = conf.get("machines") or []
+    if isinstance(asked, str):
+        asked = [asked]
+    if not isinstance(asked, list) or not all(isinstance(m, str) and m for m in asked):
+        raise ConfigError(
+            "run conf 'machines' must list machine ids of the group, e.g. "
+            '{"machines": ["chiller-07"], "start": "2024-01-01", "end": "2024-01-02"}'
+        )
+    return asked
+
+
+def _group_setup(
+    configs_dir: str, store_uri: str, pipeline_name: str, group: str, context: dict[str, Any]
+) -> tuple[list[Any], Any, Any, Window, dict[str, str]]:
+    """The members this run covers (conf.machines, less paused ones and those whose
+    start_date is after the window), the pipeline, the store, the window, and why each left-out
+    member is left out."""
+    from meshinsights.settings import storage_options_from_env
+    from meshinsights.store import DeltaStore
+
+    configs = _group_configs(configs_dir, group)
+    members = {mid: m for mid, m in sorted(configs.machines.items()) if m.pipeline == pipeline_name}
+    if not members:
+        bad = "; ".join(configs.errors.values())
+        raise ConfigError(
+            f"group {group!r} of pipeline {pipeline_name} has no valid member in "
+            f"{configs_dir}/machines" + (f": {bad}" if bad else "")
+        )
+    pipeline = configs.pipelines[pipeline_name]
+    window = window_from_context(context)
+    asked = machines_from_context(context)
+    unknown = sorted(set(asked) - set(members))
+    if unknown:
+        raise ConfigError(
+            f"run conf machines {unknown} are not members of group {group!r}; its members: "
+            + ", ".join(members)
+        )
+    left_out: dict[str, str] = {}
+    chosen = []
+    for mid, machine in members.items():
+        if asked and mid not in asked:
+            continue
+        if machine.paused:
+            left_out[mid] = "paused: true in its config"
+        elif machine.start_date >= window.end.date():
+            left_out[mid] = f"start_date {machine.start_date} is after this window"
+        else:
+            chosen.append(_with_run_overrides(machine, pipeline, context))
+    for mid, why in left_out.items():
+        logger.info("group %s: machine %s left out of this run: %s", group, mid, why)
+    store = DeltaStore(store_uri, storage_options=storage_options_from_env())
+    return chosen, pipeline, store, window, left_out
+
+
+def group_ingest_task(
+    configs_dir: str, store_uri: str, pipeline_name: str, group: str, context: dict[str, Any]
+) -> dict[str, Any]:
+    """Each member's incremental ingest of the window (one commit each, as its own DAG would).
+
+    A member whose ingest fails does not stop the others: it is listed under ``failed`` (the
+    steps leave it out, its watermark does not move, so a later run catches it up) and the
+    DAG's last task fails the run naming it.
+    """
+    machines, pipeline, store, window, left_out = _group_setup(
+        configs_dir, store_uri, pipeline_name, group, context
+    )
+    run_id = _run_id(context)
+    per_machine: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for machine in machines:
+        try:
+            summary = _ingest_window(machine, pipeline, store, window, run_id)
+        except Exception as exc:  # one member's source must not hold the group's analytics
+            logger.exception("group %s: ingest of %s failed", group, machine.machine_id)
+            failed[machine.machine_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        per_machine[machine.machine_id] = {k: summary.get(k) for k in PER_MACHINE_COUNTS}
+    return {
+        "step": "ingest",
+        "group": group,
+        "window": window.as_dict(),
+        "machines": list(per_machine),
+        "per_machine": per_machine,
+        "failed": failed,
+        "left_out": left_out,
+        "rows_in": sum(int(c.get("rows_in") or 0) for c in per_machine.values()),
+        "run_id": run_id,
+    }
+
+
+def group_step_task(
+    configs_dir: str,
+    store_uri: str,
+    pipeline_name: str,
+    group: str,
+    step_id: str,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """The step for every member the ingest succeeded for, in one commit per set of members
+    sharing the step's definition (their overrides); a branch rule is checked per member, and
+    the members where it does not hold are left untouched (as their own DAG would skip)."""
+    from meshinsights.engine.runner import evaluate_when, plan, run_step
+
+    machines, pipeline, store, window, _ = _group_setup(
+        configs_dir, store_uri, pipeline_name, group, context
+    )
+    ti = context.get("ti")
+    ingested = ti.xcom_pull(task_ids="ingest", key="machines") if ti is not None else None
+    if ingested is not None:
+        machines = [m for m in machines if m.machine_id in set(ingested)]
+    by_definition: dict[str, tuple[Any, list[str]]] = {}
+    rule_skipped: list[str] = []
+    for machine in machines:
+        planned = {p.id: p for p in plan(pipeline, machine)}[step_id]
+        if not evaluate_when(planned.when, store, pipeline.name, machine.machine_id, window):
+            rule_skipped.append(machine.machine_id)
+            continue
+        by_definition.setdefault(planned.fingerprint, (planned, []))[1].append(machine.machine_id)
+    per_machine: dict[str, dict[str, Any]] = {}
+    commits = 0
+    for planned, ids in by_definition.values():
+        done = run_step(
+            planned,
+            ids,
+            window,
+            store,
+            namespace=pipeline.name,
+            run_id=_run_id(context),
+            resolver=_resolve,
+        )
+        counts = done.get("by_machine") or {ids[0]: done}
+        for mid in ids:
+            per_machine[mid] = {
+                "rows_in": counts[mid].get("rows_in"),
+                "rows_out": counts[mid].get("rows_out"),
+                "version": done.get("version"),
+            }
+        commits += done.get("version") is not None
+    if rule_skipped:
+        logger.info("step %s: branch rule does not hold for %s", step_id, rule_skipped)
+    return {
+        "step": step_id,
+        "group": group,
+        "window": window.as_dict(),
+        "machines": sorted(per_machine),
+        "per_machine": per_machine,
+        "rule_skipped": rule_skipped,
+        "rows_out": sum(int(c["rows_out"] or 0) for c in per_machine.values()),
+        "table": planned_output(pipeline, step_id),
+        "commits": commits,
+    }
+
+
+def group_check_task(context: dict[str, Any]) -> dict[str, Any]:
+    """The group DAG's last task: fails the run when a member's ingest failed, naming it (the
+    other members' steps ran), so the failure is as visible as a failed per-machine DAG run."""
+    ti = context.get("ti")
+    failed = (ti.xcom_pull(task_ids="ingest", key="failed") if ti is not None else None) or {}
+    if failed:
+        raise ConnectorError(
+            f"{len(failed)} member(s) of this group failed to ingest; the others' steps ran. "
+            + "; ".join(f"{mid}: {why}" for mid, why in sorted(failed.items()))
+            + ". Their watermarks did not move: fix the source, then clear this DAG run or "
+            "let the next run catch them up."
+        )
+    return {"step": "check_machines", "failed": {}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from meshinsights.config.loading import (
     LoadedConfigs,
     load_configs,
+    load_group_configs,
     load_machine,
     load_machine_configs,
     load_pipeline,
@@ -53,6 +54,7 @@ __all__ = [
     "load_configs",
     "load_machine_configs",
     "machine_of_dag",
+    "load_group_configs",
     "load_pipeline",
     "load_machine",
 ]

@@ -15,7 +15,16 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["machine_id_in", "scan_machine_files", "fleet_key", "shard_of"]
+__all__ = [
+    "machine_id_in",
+    "group_in",
+    "UNKNOWN_GROUP",
+    "scan_machine_files",
+    "scan_machine_groups",
+    "fleet_key",
+    "shard_of",
+    "dag_shard_key",
+]
 
 # A top-level ``machine_id:`` with a plain or quoted id of the characters machine ids allow
 # (model.check_machine_id); such a scalar reads back from YAML as exactly that text.
@@ -34,11 +43,36 @@ def machine_id_in(text: str) -> str | None:
     return found[0][1] if len(found) == 1 else None
 
 
+_GROUP_LINE = re.compile(
+    r"""^group:[ \t]+(?P<q>["']?)(?P<id>[A-Za-z0-9][A-Za-z0-9_\-]{0,127})(?P=q)"""
+    r"""[ \t]*(?:\#.*)?$""",
+    re.MULTILINE,
+)
+# Anything that could set a top-level ``group`` other than one plain line: a key written
+# another way, a merge key, a flow-style document.
+_MAYBE_GROUP = re.compile(r"""^(?:["']?group["']?[ \t]*:|<<[ \t]*:|[ \t]*\{)""", re.MULTILINE)
+
+#: A file whose group its text does not tell plainly: whoever needs groups parses it.
+UNKNOWN_GROUP = "\x00unknown"
+
+
+def group_in(text: str) -> str | None:
+    """The group a machine file declares on one plain top-level line; None when it declares
+    none; :data:`UNKNOWN_GROUP` when its text could set one in a way this cannot read."""
+    found = _GROUP_LINE.findall(text) if "group" in text else []
+    if len(found) == 1 and len(_MAYBE_GROUP.findall(text)) == 1:
+        return str(found[0][1])
+    if not found and not _MAYBE_GROUP.search(text):
+        return None
+    return UNKNOWN_GROUP
+
+
 #: How long a process reuses its last scan of a machines folder that has not changed (mtime).
 #: A task process scans once to parse its DAG file and again to load its machine's config a
 #: moment later; at 10,000 files one scan is ≈ 0.3 s of the task's start (BENCHMARKS.md §8).
 SCAN_REUSE_SECONDS = 10.0
-_last_scans: dict[tuple[str, int], tuple[float, dict[Path, str | None]]] = {}
+_Scan = dict[Path, tuple[str | None, str | None]]
+_last_scans: dict[tuple[str, int], tuple[float, _Scan]] = {}
 
 
 def scan_machine_files(root: Path, *, max_bytes: int = 1_000_000) -> dict[Path, str | None]:
@@ -48,6 +82,16 @@ def scan_machine_files(root: Path, *, max_bytes: int = 1_000_000) -> dict[Path, 
     it reports the problem. A scan of the same unchanged folder in the last
     :data:`SCAN_REUSE_SECONDS` is reused.
     """
+    return {path: ids[0] for path, ids in _scan(root, max_bytes).items()}
+
+
+def scan_machine_groups(root: Path, *, max_bytes: int = 1_000_000) -> dict[Path, str | None]:
+    """Every machine file with the group its text declares (:func:`group_in`); a file that
+    cannot be read maps to :data:`UNKNOWN_GROUP`. The same scan as :func:`scan_machine_files`."""
+    return {path: ids[1] for path, ids in _scan(root, max_bytes).items()}
+
+
+def _scan(root: Path, max_bytes: int) -> _Scan:
     folder = root / "machines"
     try:
         key = (str(folder.resolve()), folder.stat().st_mtime_ns)
@@ -55,26 +99,29 @@ def scan_machine_files(root: Path, *, max_bytes: int = 1_000_000) -> dict[Path, 
         return {}
     cached = _last_scans.get(key)
     if cached is not None and time.monotonic() - cached[0] < SCAN_REUSE_SECONDS:
-        return dict(cached[1])
+        return cached[1]
     # os.scandir and plain strings: pathlib's glob and Path comparisons were most of a scan.
     names = sorted(
         e.name  # what glob("*.yaml") lists, less _defaults.yaml and the like
         for e in os.scandir(folder)
         if e.name.endswith(".yaml") and e.name[:1] not in ("_", ".")
     )
-    out: dict[Path, str | None] = {}
+    out: _Scan = {}
     base = str(folder)
     for name in names:
         try:
             with open(os.path.join(base, name), "rb") as fh:
                 data = fh.read(max_bytes + 1)
-            small = len(data) <= max_bytes
-            out[folder / name] = machine_id_in(data.decode("utf-8")) if small else None
+            if len(data) > max_bytes:
+                out[folder / name] = (None, UNKNOWN_GROUP)
+                continue
+            text = data.decode("utf-8")
+            out[folder / name] = (machine_id_in(text), group_in(text))
         except (OSError, UnicodeDecodeError):
-            out[folder / name] = None
+            out[folder / name] = (None, UNKNOWN_GROUP)
     _last_scans.clear()  # one folder's scan is kept: a process reads one config folder
     _last_scans[key] = (time.monotonic(), out)
-    return dict(out)
+    return out
 
 
 def fleet_key(machine_id: str) -> str:
@@ -90,3 +137,9 @@ def shard_of(machine_id: str, count: int) -> int:
     """
     digest = hashlib.blake2b(fleet_key(machine_id).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
+
+
+def dag_shard_key(machine_id: str, group: str | None) -> str:
+    """What places a machine in a DAG-file shard: its group (a group's DAG is built in one
+    file, from all its members) or, ungrouped, its id."""
+    return machine_id if group is None else "group:" + group

@@ -23,6 +23,7 @@ __all__ = [
     "load_configs",
     "load_machine_configs",
     "machine_of_dag",
+    "load_group_configs",
     "load_pipeline",
     "load_machine",
 ]
@@ -331,6 +332,13 @@ def load_configs(
             defaults = _read_yaml(defaults_path)
         except ConfigError as exc:
             out.errors[str(defaults_path)] = str(exc)
+        if "group" in defaults:  # refused; the other defaults still apply
+            del defaults["group"]
+            out.errors[str(defaults_path)] = (
+                f"{defaults_path}: field group: cannot be a default — set `group:` in each "
+                "member's own file, on its own line (that line is how a group's DAG finds its "
+                "machines without parsing the whole fleet)"
+            )
     by_id: dict[str, list[Path]] = {}
     loaded: dict[Path, MachineConfig] = {}
     for path in declared:
@@ -353,7 +361,46 @@ def load_configs(
         except ConfigError as exc:
             out.errors[str(path)] = str(exc)
     _refuse_clashes(loaded, by_id, out)
+    _check_groups(out)
     return out
+
+
+#: DAG-level settings every member of a machine group must share (its one DAG has one each).
+GROUP_SHARED = ("schedule", "catchup", "retries", "owner", "alert_conn_id")
+
+
+def _check_groups(out: LoadedConfigs) -> None:
+    """A group whose members cannot share one DAG is refused, with an error in each member's
+    file (a group of a run-windowed pipeline, members disagreeing on a DAG-level setting)."""
+    groups: dict[tuple[str, str], list[MachineConfig]] = {}
+    for machine in out.machines.values():
+        if machine.group is not None:
+            groups.setdefault((machine.pipeline, machine.group), []).append(machine)
+    for (pipeline, group), members in groups.items():
+        problem = None
+        if out.pipelines[pipeline].window == "run":
+            problem = (
+                f"pipeline {pipeline} is windowed by run, and a run-windowed pipeline is "
+                "scheduled one DAG per machine: remove `group:`"
+            )
+        for name in GROUP_SHARED:
+            values = {m.machine_id: getattr(m, name) for m in sorted(members, key=_mid)}
+            if problem is None and len({repr(v) for v in values.values()}) > 1:
+                shown = ", ".join(f"{mid}: {v!r}" for mid, v in list(values.items())[:4])
+                problem = (
+                    f"its members' {name} differ ({shown}); the group's one DAG has one "
+                    f"{name}: set it the same in each member, or split the group"
+                )
+        if problem is None:
+            continue
+        for m in members:
+            path = out.paths.pop(m.machine_id)
+            del out.machines[m.machine_id]
+            out.errors[str(path)] = f"{path}: field group: group {group!r}: {problem}"
+
+
+def _mid(machine: MachineConfig) -> str:
+    return machine.machine_id
 
 
 def load_machine_configs(root: Path | str, machine_id: str) -> LoadedConfigs:
@@ -364,6 +411,24 @@ def load_machine_configs(root: Path | str, machine_id: str) -> LoadedConfigs:
     """
     key = fleet_key(machine_id)
     return load_configs(root, only=lambda other: fleet_key(other) == key)
+
+
+def load_group_configs(root: Path | str, group: str) -> LoadedConfigs:
+    """The pipelines and the members of machine group ``group``, parsing only the files whose
+    text names that group (and those whose group their text does not tell plainly)."""
+    from meshinsights.config.fleet import UNKNOWN_GROUP, scan_machine_groups
+
+    root = Path(root)
+    ids = scan_machine_files(root, max_bytes=MAX_CONFIG_BYTES)
+    groups = scan_machine_groups(root, max_bytes=MAX_CONFIG_BYTES)
+    # Left out: machines whose text plainly says they are in no group or in another one.
+    elsewhere = {
+        ids[p] for p, g in groups.items() if ids[p] is not None and g not in (group, UNKNOWN_GROUP)
+    }
+    loaded = load_configs(root, only=lambda mid: mid not in elsewhere)
+    loaded.machines = {k: m for k, m in loaded.machines.items() if m.group == group}
+    loaded.paths = {k: p for k, p in loaded.paths.items() if k in loaded.machines}
+    return loaded
 
 
 def machine_of_dag(root: Path | str, dag_id: str) -> MachineConfig | None:
@@ -378,11 +443,20 @@ def _refuse_clashes(
     """Machines whose ids or DAG ids clash are all refused: running "whichever file won"
     would be a silent choice."""
     dag_ids: dict[str, list[Path]] = {}
+    group_ids = {m.dag_id for m in loaded.values() if m.group is not None}
     for path, machine in loaded.items():
-        dag_ids.setdefault(machine.dag_id, []).append(path)
+        if machine.group is None:  # a group's members share its DAG id by design
+            dag_ids.setdefault(machine.dag_id, []).append(path)
     for path, machine in loaded.items():
         same_id = [p for p in by_id[machine.machine_id] if p != path]
-        same_dag = [p for p in dag_ids[machine.dag_id] if p != path and p not in same_id]
+        same_dag = [p for p in dag_ids.get(machine.dag_id, []) if p != path and p not in same_id]
+        if machine.group is None and machine.dag_id in group_ids:
+            out.errors[str(path)] = (
+                f"{path}: field machine_id: {machine.machine_id!r} gives the DAG id "
+                f"{machine.dag_id!r}, which is also a machine group's DAG; rename the machine "
+                "or the group"
+            )
+            continue
         if same_id:
             out.errors[str(path)] = (
                 f"{path}: field machine_id: {machine.machine_id!r} is also defined in "

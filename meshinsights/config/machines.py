@@ -10,6 +10,7 @@ file, field, value and fix exactly as for the built-ins.
 from __future__ import annotations
 
 import difflib
+import re
 from datetime import date
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
@@ -34,7 +35,12 @@ __all__ = [
     "SOURCE_TYPES",
     "SHAPE_KEYS",
     "source_model",
+    "GROUP_MARK",
+    "group_dag_id",
 ]
+
+# No '.': a group's DAG id must give its name back (machine ids' '.' becomes '_').
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 
 
 def _zone(value: str) -> str:
@@ -311,11 +317,38 @@ class MachineConfig(_Model):
     owner: str = "meshinsights"
     retries: int = Field(2, ge=0, description="Airflow task retries (with exponential backoff)")
     alert_conn_id: str | None = Field(None, description="Connection holding a failure webhook URL")
+    group: str | None = Field(
+        None,
+        description="schedule this machine in its group's one DAG (the grouped grain for big "
+        "fleets) instead of a DAG of its own; set it in the machine file, on its own line",
+    )
+    paused: bool = Field(
+        False, description="a group member the group's DAG runs leave out (see `group`)"
+    )
 
     @field_validator("machine_id")
     @classmethod
     def _mid(cls, v: str) -> str:
         return _valid(check_machine_id, v)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        if v is None or _GROUP_NAME.fullmatch(v):
+            return v
+        raise ValueError(
+            f"invalid group {v!r}: use letters, digits, '_', '-' (starting with a "
+            "letter or digit, at most 128 characters)"
+        )
+
+    @model_validator(mode="after")
+    def _paused_needs_group(self) -> MachineConfig:
+        if self.paused and self.group is None:
+            raise ValueError(
+                "paused: true applies to a group member (its group's DAG leaves it out); "
+                "pause an ungrouped machine's own DAG with the toggle in the Airflow UI"
+            )
+        return self
 
     @field_validator("source", mode="wrap")
     @classmethod
@@ -342,7 +375,19 @@ class MachineConfig(_Model):
 
     @property
     def dag_id(self) -> str:
+        """This machine's DAG: its own, or its group's (``<pipeline>__group__<group>``)."""
+        if self.group is not None:
+            return group_dag_id(self.pipeline, self.group)
         return f"{self.pipeline}__{self.machine_id}".replace(".", "_")
 
     def params_for(self, step_cfg: StepConfig) -> dict[str, Any]:
         return {**step_cfg.params, **self.overrides.get(step_cfg.id, {})}
+
+
+#: What separates a pipeline from a group name in a grouped DAG's id.
+GROUP_MARK = "__group__"
+
+
+def group_dag_id(pipeline: str, group: str) -> str:
+    """The DAG id of a pipeline's machine group."""
+    return f"{pipeline}{GROUP_MARK}{group}"

@@ -208,6 +208,8 @@ def run_step(
     }
     if len(windows) > 1:
         summary["windows"] = [w.as_dict() for w in windows]
+    if len(machines) > 1:  # each machine's counts (a group's run history is per machine)
+        summary["by_machine"] = _counts_by_machine(machines, reads, result)
     if skipped:
         summary.update(_skip_fields(planned, skipped, len(outputs)))
     if planned.sink is not None:
@@ -222,6 +224,22 @@ def run_step(
         summary["seconds"],
     )
     return summary
+
+
+def _counts_by_machine(
+    machines: list[str], reads: list[dict[str, pd.DataFrame]], result: pd.DataFrame
+) -> dict[str, dict[str, int]]:
+    def counts(frame: pd.DataFrame) -> pd.Series:
+        if "machine_id" not in frame or frame.empty:
+            return pd.Series(dtype="int64")
+        return frame["machine_id"].value_counts()
+
+    read = [counts(f) for frames in reads for f in frames.values()]
+    out = counts(result)
+    return {
+        m: {"rows_in": int(sum(c.get(m, 0) for c in read)), "rows_out": int(out.get(m, 0))}
+        for m in machines
+    }
 
 
 def has_input_rows(planned: PlannedStep, frames: dict[str, pd.DataFrame]) -> bool:
