@@ -99,6 +99,12 @@ def _runs(workdir: Path, quick: bool) -> Bench:
     return bench_runs(workdir, quick=quick)
 
 
+def _grain(workdir: Path, quick: bool) -> Bench:
+    from bench.grain import bench_grain
+
+    return bench_grain(workdir, quick=quick)
+
+
 #: Name -> benchmark, in the order of the issue.
 BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "overhead": _overhead,
@@ -113,6 +119,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Bench]] = {
     "api": _api,
     "parsing": _parsing,
     "runs": _runs,
+    "grain": _grain,
 }
 
 

@@ -61,11 +61,17 @@ def status(
             )
         )
     elif airflow:
+        # A group member's backfill goes through its group's DAG, for this member only.
+        conf = (
+            f" --dag-run-conf '{json.dumps({'machines': [machine_id]})}'"
+            if machine.group is not None
+            else ""
+        )
         for span in _contiguous([x.window for x in stale] + pending):
             out.print(
                 f"airflow backfill create --dag-id {machine.dag_id} --from-date "
                 f"{span.start.isoformat()} --to-date {span.end.isoformat()} "
-                "--reprocess-behavior completed",
+                f"--reprocess-behavior completed{conf}",
                 soft_wrap=True,
             )
     else:

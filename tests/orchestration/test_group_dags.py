@@ -137,7 +137,8 @@ def test_the_group_dag_writes_what_the_members_own_dags_write(
 
 def test_a_one_machine_rerun_through_the_group_dag_touches_no_other_member(
         demo_env, airflow_db, tmp_path, monkeypatch):
-    store = _use(monkeypatch, _configs(tmp_path, "grouped", "plant-a"), tmp_path / "store")
+    configs = _configs(tmp_path, "grouped", "plant-a")
+    store = _use(monkeypatch, configs, tmp_path / "store")
     dag = dagbag().get_dag(GROUP_DAG)
     assert dag.test(logical_date=DAY2).state == "success"
     before = store.read_all(NS, "temperature_hourly")
@@ -154,6 +155,19 @@ def test_a_one_machine_rerun_through_the_group_dag_touches_no_other_member(
     pd.testing.assert_frame_equal(
         after[after["machine_id"] != "hvac-002"].sort_values(["machine_id", "ts"]).reset_index(
             drop=True), others.reset_index(drop=True))
+    # Made by another definition (the conf override): status offers the member's backfill
+    # through its group's DAG, for that member only.
+    from typer.testing import CliRunner
+
+    from meshinsights.cli import app
+
+    result = CliRunner().invoke(app, ["--configs", str(configs), "--store", str(tmp_path / "store"),
+                                      "status", "hvac-002", "--airflow"])
+    assert result.exit_code == 1, result.output  # 1: there is something to redo
+    assert result.output.split() == [
+        "airflow", "backfill", "create", "--dag-id", GROUP_DAG, "--from-date",
+        "2024-01-01T00:00:00+00:00", "--to-date", "2024-01-02T00:00:00+00:00",
+        "--reprocess-behavior", "completed", "--dag-run-conf", '\'{"machines":', '["hvac-002"]}\'']
 
 
 def test_paused_members_are_left_out_and_a_failing_member_fails_the_run_visibly(
