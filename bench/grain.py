@@ -28,6 +28,7 @@ from bench import fixtures
 from bench.harness import REPO, Bench, fresh_dir, median, run_child
 from bench.orchestration import _airflow_version
 from bench.scheduler import RUN_TIMEOUT, _wait_run, airflow_database
+from meshinsights.demo import machine_ids
 
 __all__ = ["bench_grain"]
 
@@ -52,7 +53,7 @@ def _parse(spec: str) -> dict[str, Any]:
 
 def _configs(root: Path, scenario: dict[str, Any]) -> tuple[Path, list[str], list[list[str]]]:
     """The configs folder, the DAG ids to trigger, and each DAG's machines."""
-    ids = fixtures.machine_ids(scenario["machines"])
+    ids = machine_ids(scenario["machines"])
     folder = fixtures.write_configs(root / f"configs-{scenario['name']}", PIPELINE, ids)
     per_dag: list[list[str]] = []
     for i, mid in enumerate(ids):

@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from bench import fixtures
+    from meshinsights.demo import machine_ids
     from meshinsights.engine.runner import run_pipeline
     from meshinsights.model import Window
     from meshinsights.store import DeltaStore
 
     root = Path(args.workdir)
-    ids = fixtures.machine_ids(args.machines)
+    ids = machine_ids(args.machines)
     configs = fixtures.load(fixtures.write_configs(root / "configs-local", args.pipeline, ids))
     store = DeltaStore(str(root / "store-local"))
     url = f"sqlite:///{args.db}"
