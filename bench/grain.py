@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import fixtures
-from bench.harness import REPO, Bench, fresh_dir, median, run_child
+from bench.harness import Bench, fresh_dir, median, run_child
 from bench.orchestration import _airflow_version
-from bench.scheduler import RUN_TIMEOUT, _wait_run, airflow_database
+from bench.scheduler import RUN_TIMEOUT, _wait_run, airflow_database, cluster_env
 from meshinsights.demo import machine_ids
 
 __all__ = ["bench_grain"]
@@ -47,8 +47,13 @@ def _parse(spec: str) -> dict[str, Any]:
         return {"name": spec, "kind": "own", "machines": n, "group": 1, "sample": n}
     size, _, sample = rest.partition("@")
     n, _, g = size.partition("x")
-    return {"name": spec, "kind": "group", "machines": int(n), "group": int(g),
-            "sample": int(sample or n)}
+    return {
+        "name": spec,
+        "kind": "group",
+        "machines": int(n),
+        "group": int(g),
+        "sample": int(sample or n),
+    }
 
 
 def _configs(root: Path, scenario: dict[str, Any]) -> tuple[Path, list[str], list[list[str]]]:
@@ -69,8 +74,11 @@ def _configs(root: Path, scenario: dict[str, Any]) -> tuple[Path, list[str], lis
         path.write_text(text)
     loaded = fixtures.load(folder)
     dags = [loaded.machine(m[0]).dag_id for m in per_dag]
-    sampled = [(d, m) for d, m in zip(dags, per_dag, strict=True)
-               if int(m[0].split("-")[1]) <= scenario["sample"]]
+    sampled = [
+        (d, m)
+        for d, m in zip(dags, per_dag, strict=True)
+        if int(m[0].split("-")[1]) <= scenario["sample"]
+    ]
     return folder, [d for d, _ in sampled], [m for _, m in sampled]
 
 
@@ -78,9 +86,11 @@ def _trigger(cluster: Any, dag_id: str, day: datetime, machines: list[str] | Non
     conf: dict[str, Any] = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
     if machines:
         conf["machines"] = machines
-    return str(cluster.request(
-        "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}
-    )["dag_run_id"])
+    return str(
+        cluster.request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}
+        )["dag_run_id"]
+    )
 
 
 def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
@@ -89,16 +99,8 @@ def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
     configs, dags, members = _configs(root, scenario)
     home = fresh_dir(root / f"airflow-{scenario['name']}")
     with airflow_database("airflow_grain") as db_url:
-        cluster = Cluster(home, extra_env={
-            "MESHINSIGHTS_CONFIGS": str(configs),
-            "MESHINSIGHTS_STORE": str(root / f"store-{scenario['name']}"),
-            "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{db}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "4",
-        })
+        env = cluster_env(configs, root / f"store-{scenario['name']}", db, db_url)
+        cluster = Cluster(home, extra_env=env)
         try:
             t = time.perf_counter()
             cluster.start("scheduler", "api-server", "dag-processor")
@@ -106,8 +108,9 @@ def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
                 cluster.wait_dag(dag_id, timeout=600)
                 cluster.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
             startup = time.perf_counter() - t
-            warm = _trigger(cluster, dags[0], DAY0, members[0][:1] if scenario["kind"] ==
-                            "group" else None)
+            warm = _trigger(
+                cluster, dags[0], DAY0, members[0][:1] if scenario["kind"] == "group" else None
+            )
             _wait_run(cluster, dags[0], warm, RUN_TIMEOUT)
             t = time.perf_counter()
             runs = [(d, _trigger(cluster, d, DAY1, None)) for d in dags]
@@ -120,9 +123,15 @@ def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
         finally:
             cluster.stop()
     sampled = sum(len(m) for m in members)
-    return {"startup": startup, "wall": wall, "dag_runs": len(runs), "tasks": tasks,
-            "machines_run": sampled, "configs": scenario["machines"],
-            "median_dag_run_done": median(walls)}
+    return {
+        "startup": startup,
+        "wall": wall,
+        "dag_runs": len(runs),
+        "tasks": tasks,
+        "machines_run": sampled,
+        "configs": scenario["machines"],
+        "median_dag_run_done": median(walls),
+    }
 
 
 def bench_grain(workdir: Path, *, quick: bool) -> Bench:
@@ -132,13 +141,30 @@ def bench_grain(workdir: Path, *, quick: bool) -> Bench:
     db = root / "source.db"
     most = max(s["sample"] for s in scenarios)
     fixtures.seed_source(db, machines=most, days=2)
-    local = run_child("bench.grain_child", ["--db", str(db), "--machines", str(min(most, 20)),
-                                            "--pipeline", PIPELINE, "--workdir", str(root)])
+    local = run_child(
+        "bench.grain_child",
+        [
+            "--db",
+            str(db),
+            "--machines",
+            str(min(most, 20)),
+            "--pipeline",
+            PIPELINE,
+            "--workdir",
+            str(root),
+        ],
+    )
     bench = Bench(
         "grain",
         "Per-machine DAGs vs the grouped grain under the real scheduler (LocalExecutor)",
-        params={"pipeline": PIPELINE, "scenarios": specs, "window": "1 day at 1 min",
-                "executor": "LocalExecutor", "parallelism": 4, "airflow": _airflow_version()},
+        params={
+            "pipeline": PIPELINE,
+            "scenarios": specs,
+            "window": "1 day at 1 min",
+            "executor": "LocalExecutor",
+            "parallelism": 4,
+            "airflow": _airflow_version(),
+        },
     )
     per_day = float(local["seconds_per_machine_day"])
     bench.add("local runner: seconds per machine-day (run_pipeline, warm)", per_day, "s")
@@ -158,10 +184,16 @@ def bench_grain(workdir: Path, *, quick: bool) -> Bench:
         bench.add(f"{p} wall, all triggered DAG runs of one day", r["wall"], "s")
         bench.add(f"{p} machine-days per hour", 3600 / per_machine_day, "")
         if r["machines_run"] < r["configs"]:
-            bench.add(f"{p} extrapolated wall for all {r['configs']} machines (linear)",
-                      per_machine_day * r["configs"], "s")
-        bench.add(f"{p} Airflow cost per machine-day over the local runner's",
-                  per_machine_day / per_day, "x")
+            bench.add(
+                f"{p} extrapolated wall for all {r['configs']} machines (linear)",
+                per_machine_day * r["configs"],
+                "s",
+            )
+        bench.add(
+            f"{p} Airflow cost per machine-day over the local runner's",
+            per_machine_day / per_day,
+            "x",
+        )
         bench.add(f"{p} cluster start-up until every triggered DAG is parsed", r["startup"], "s")
     bench.notes.append(
         "Each scenario: a fresh cluster (scheduler + api-server + dag-processor, LocalExecutor, "

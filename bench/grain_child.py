@@ -35,16 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     url = f"sqlite:///{args.db}"
     day0 = datetime(2024, 1, 1, tzinfo=UTC)
     for mid in ids:  # day 0: the watermark and the tables exist, as in the Airflow runs
-        run_pipeline(configs, mid, Window(day0, day0 + timedelta(days=1)), store,
-                     resolver=lambda _c: url)
+        run_pipeline(
+            configs, mid, Window(day0, day0 + timedelta(days=1)), store, resolver=lambda _c: url
+        )
     day1 = day0 + timedelta(days=1)
     t = time.perf_counter()
     for mid in ids:
-        run_pipeline(configs, mid, Window(day1, day1 + timedelta(days=1)), store,
-                     resolver=lambda _c: url)
+        run_pipeline(
+            configs, mid, Window(day1, day1 + timedelta(days=1)), store, resolver=lambda _c: url
+        )
     wall = time.perf_counter() - t
-    print(json.dumps({"machines": len(ids), "wall": wall,
-                      "seconds_per_machine_day": wall / len(ids)}))
+    print(
+        json.dumps({"machines": len(ids), "wall": wall, "seconds_per_machine_day": wall / len(ids)})
+    )
     return 0
 
 

@@ -61,6 +61,20 @@ def airflow_database(prefix: str = "airflow_bench") -> Iterator[str]:
         engine.dispose()
 
 
+def cluster_env(configs: Path, store: Path, source: Path, db_url: str) -> dict[str, str]:
+    """A benchmark cluster's environment: LocalExecutor on ``db_url``, the repo's DAGs and
+    plugins, the demo connection on the SQLite ``source``."""
+    return {
+        "MESHINSIGHTS_CONFIGS": str(configs),
+        "MESHINSIGHTS_STORE": str(store),
+        "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{source}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    }
+
+
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -178,16 +192,7 @@ def _measure(root: Path, pipeline: str, db: Path, reps: int) -> dict[str, Any]:
     home = fresh_dir(root / f"airflow-{pipeline}")
     with airflow_database("airflow_bench") as db_url:
         cluster = Cluster(
-            home,
-            extra_env={
-                "MESHINSIGHTS_CONFIGS": str(configs),
-                "MESHINSIGHTS_STORE": str(root / f"store-{pipeline}"),
-                "AIRFLOW_CONN_MESHINSIGHTS_DEMO": f"sqlite:///{db}",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            },
+            home, extra_env=cluster_env(configs, root / f"store-{pipeline}", db, db_url)
         )
         try:
             t = time.perf_counter()
