@@ -8,7 +8,8 @@ the fleet's machine-day wall: machine-days per hour = machines / wall × 3600. T
 runner's cost per machine-day over the same source (``bench/grain_child.py``, a fresh
 interpreter: this process never imports deltalake) gives Airflow's cost factor.
 
-Scenarios (``BENCH_GRAIN``, default ``own:100,group:100x100,group:1000x100@200``):
+Scenarios (``BENCH_GRAIN``, default ``own:100,group:100x100,group:1000x100@200``; a
+``+celery`` suffix runs one on the CeleryExecutor with one 4-slot worker on the local Redis):
 ``own:N`` — N per-machine DAGs, all triggered; ``group:NxG`` — N machines in groups of G, all
 groups triggered; ``group:NxG@S`` — the fleet's configs are N machines (the dag-processor
 parses them all) but only the first S machines' groups are triggered: a stated sample,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,19 +43,46 @@ DEFAULT = "own:100,group:100x100,group:1000x100@200"
 
 
 def _parse(spec: str) -> dict[str, Any]:
-    kind, _, rest = spec.partition(":")
+    body, _, executor = spec.partition("+")
+    kind, _, rest = body.partition(":")
+    common = {"name": spec, "celery": executor == "celery"}
     if kind == "own":
         n = int(rest)
-        return {"name": spec, "kind": "own", "machines": n, "group": 1, "sample": n}
+        return {**common, "kind": "own", "machines": n, "group": 1, "sample": n}
     size, _, sample = rest.partition("@")
     n, _, g = size.partition("x")
     return {
-        "name": spec,
+        **common,
         "kind": "group",
         "machines": int(n),
         "group": int(g),
         "sample": int(sample or n),
     }
+
+
+def _celery(env: dict[str, str], db_url: str) -> list[str]:
+    """CeleryExecutor on the local Redis (db 10) with a private queue; the worker's command."""
+    queue = f"grain_{uuid.uuid4().hex[:8]}"
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:6379/10",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db_url,
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+        }
+    )
+    return [
+        "celery",
+        "worker",
+        "--queues",
+        queue,
+        "--concurrency",
+        "4",
+        "--celery-hostname",
+        f"{queue}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def _configs(root: Path, scenario: dict[str, Any]) -> tuple[Path, list[str], list[list[str]]]:
@@ -100,10 +129,12 @@ def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
     home = fresh_dir(root / f"airflow-{scenario['name']}")
     with airflow_database("airflow_grain") as db_url:
         env = cluster_env(configs, root / f"store-{scenario['name']}", db, db_url)
+        worker = _celery(env, db_url) if scenario["celery"] else None
         cluster = Cluster(home, extra_env=env)
         try:
             t = time.perf_counter()
-            cluster.start("scheduler", "api-server", "dag-processor")
+            components: list[Any] = ["scheduler", "api-server", "dag-processor"]
+            cluster.start(*components, *([("celery-worker", worker)] if worker else []))
             for dag_id in dags:
                 cluster.wait_dag(dag_id, timeout=600)
                 cluster.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
@@ -196,8 +227,9 @@ def bench_grain(workdir: Path, *, quick: bool) -> Bench:
         )
         bench.add(f"{p} cluster start-up until every triggered DAG is parsed", r["startup"], "s")
     bench.notes.append(
-        "Each scenario: a fresh cluster (scheduler + api-server + dag-processor, LocalExecutor, "
-        "parallelism 4, PostgreSQL metadata DB); machine configs with schedule: null (manual "
+        "Each scenario: a fresh cluster (scheduler + api-server + dag-processor; LocalExecutor, "
+        "or with +celery the CeleryExecutor and one 4-slot worker on Redis; parallelism 4, "
+        "PostgreSQL metadata DB); machine configs with schedule: null (manual "
         "DAGs); one warm-up run of one machine on day 0, then every measured DAG triggered at "
         "once over the REST API for day 1; wall from the first POST to the last run's success. "
         "Local runner: run_pipeline for day 1 after day 0 for the first machines, warm, in a "
