@@ -111,6 +111,20 @@ def _configs(root: Path, scenario: dict[str, Any]) -> tuple[Path, list[str], lis
     return folder, [d for d, _ in sampled], [m for _, m in sampled]
 
 
+def _wait_dag(cluster: Any, dag_id: str, timeout: float) -> None:
+    """Until the dag-processor has serialized ``dag_id`` (asked by id: a fleet has more DAGs
+    than one page of the DAG list)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster.request("GET", f"/api/v2/dags/{dag_id}")
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} never appeared:\n{cluster.logs()}") from None
+            time.sleep(2)
+
+
 def _trigger(cluster: Any, dag_id: str, day: datetime, machines: list[str] | None) -> str:
     conf: dict[str, Any] = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
     if machines:
@@ -136,7 +150,7 @@ def _measure(root: Path, scenario: dict[str, Any], db: Path) -> dict[str, Any]:
             components: list[Any] = ["scheduler", "api-server", "dag-processor"]
             cluster.start(*components, *([("celery-worker", worker)] if worker else []))
             for dag_id in dags:
-                cluster.wait_dag(dag_id, timeout=600)
+                _wait_dag(cluster, dag_id, timeout=600)
                 cluster.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
             startup = time.perf_counter() - t
             warm = _trigger(
