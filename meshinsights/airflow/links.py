@@ -41,7 +41,10 @@ def _machines(configs_dir: str) -> dict[str, tuple[str, str]]:
     from meshinsights.config import load_configs
 
     configs = load_configs(configs_dir)
-    return {m.dag_id: (m.machine_id, m.pipeline) for m in configs.machines.values()}
+    out: dict[str, tuple[str, str]] = {}
+    for mid, m in sorted(configs.machines.items()):  # a group's DAG: its first member's view
+        out.setdefault(m.dag_id, (mid, m.pipeline))
+    return out
 
 
 def dashboard_url_for_dag(

@@ -122,7 +122,7 @@ def test_the_group_dag_writes_what_the_members_own_dags_write(
         runs_mine[cols].sort_values(cols[:2]).reset_index(drop=True),
         runs_own[cols].sort_values(cols[:2]).reset_index(drop=True), check_dtype=False)
     skipped = mine["runs"][mine["runs"]["state"] == "skipped"]
-    assert sorted(zip(skipped["machine_id"], skipped["task_id"])) == [
+    assert sorted(zip(skipped["machine_id"], skipped["task_id"], strict=True)) == [
         ("hvac-001", "genai"), ("hvac-002", "genai")]
     assert set(mine["runs"]["dag_id"]) == {GROUP_DAG}
     hourly = mine["temperature_hourly"].groupby("machine_id").size().to_dict()
