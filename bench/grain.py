@@ -36,7 +36,9 @@ __all__ = ["bench_grain"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE = "minimal"
+#: The pipeline of every machine (``BENCH_GRAIN_PIPELINE``; the figures in BENCHMARKS.md §11
+#: name theirs).
+PIPELINE = os.environ.get("BENCH_GRAIN_PIPELINE", "minimal")
 DAY0 = datetime(2024, 1, 1, tzinfo=UTC)  # warm-up
 DAY1 = DAY0 + timedelta(days=1)  # measured
 DEFAULT = "own:100,group:100x100,group:1000x100@200"
