@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime, time
 from functools import lru_cache
 from typing import Any
 
@@ -392,7 +393,7 @@ def _group_setup(
             continue
         if machine.paused:
             left_out[mid] = "paused: true in its config"
-        elif machine.start_date >= window.end.date():
+        elif datetime.combine(machine.start_date, time(0), UTC) >= window.end:
             left_out[mid] = f"start_date {machine.start_date} is after this window"
         else:
             chosen.append(_with_run_overrides(machine, pipeline, context))
@@ -411,6 +412,8 @@ def group_ingest_task(
     steps leave it out, its watermark does not move, so a later run catches it up) and the
     DAG's last task fails the run naming it.
     """
+    from meshinsights.credentials import redact
+
     machines, pipeline, store, window, left_out = _group_setup(
         configs_dir, store_uri, pipeline_name, group, context
     )
@@ -422,7 +425,7 @@ def group_ingest_task(
             summary = _ingest_window(machine, pipeline, store, window, run_id)
         except Exception as exc:  # one member's source must not hold the group's analytics
             logger.exception("group %s: ingest of %s failed", group, machine.machine_id)
-            failed[machine.machine_id] = f"{type(exc).__name__}: {exc}"
+            failed[machine.machine_id] = redact(f"{type(exc).__name__}: {exc}")
             continue
         per_machine[machine.machine_id] = {k: summary.get(k) for k in PER_MACHINE_COUNTS}
     return {

@@ -269,3 +269,30 @@ def test_a_group_line_the_scan_cannot_read_is_parsed_not_guessed(tmp_path):
     # The scan cannot tell this file's group, so the group's loader parses it: no member lost.
     assert load_group_configs(configs, "plant-a").machines.keys() == {"hvac-001"}
     assert load_group_configs(configs, "plant-b").machines == {}
+
+
+def test_a_run_covers_the_asked_started_unpaused_members_and_refuses_strangers(tmp_path):
+    """What every group task does first with the run's context (Airflow passes the DagRun;
+    here its conf is the only part used)."""
+    from types import SimpleNamespace
+
+    from meshinsights.airflow.tasks import _group_setup
+    from meshinsights.errors import ConfigError
+
+    configs = _configs(tmp_path, "grouped", "plant-a", extra={
+        "hvac-001": "paused: true\n", "hvac-003": "start_date: 2024-01-02\n"})
+
+    def setup(conf):
+        context = {"dag_run": SimpleNamespace(conf={
+            "start": "2024-01-01T00:00:00+00:00", "end": "2024-01-02T00:00:00+00:00", **conf})}
+        return _group_setup(str(configs), str(tmp_path / "store"), NS, "plant-a", context)
+
+    machines, _, _, _, left_out = setup({})
+    assert [m.machine_id for m in machines] == ["hvac-002"]
+    assert left_out == {"hvac-001": "paused: true in its config",
+                        "hvac-003": "start_date 2024-01-02 is after this window"}
+    machines, _, _, _, left_out = setup({"machines": ["hvac-002"]})
+    assert [m.machine_id for m in machines] == ["hvac-002"] and left_out == {}
+    with pytest.raises(ConfigError, match=r"\['hvac-009'\] are not members of group 'plant-a'; "
+                                          r"its members: hvac-001, hvac-002, hvac-003"):
+        setup({"machines": ["hvac-009"]})
