@@ -297,6 +297,8 @@ def _skipped_summary(
     }
     if len(windows) > 1:
         summary["windows"] = [w.as_dict() for w in windows]
+    if len(machines) > 1:  # as run_step's: every machine's counts, all zero here
+        summary["by_machine"] = {m: {"rows_in": 0, "rows_out": 0} for m in machines}
     return summary
 
 

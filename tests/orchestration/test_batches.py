@@ -290,3 +290,15 @@ def test_the_airflow_ingest_task_reruns_reopened_days_as_one_batch(
     ]
     assert commit["meshinsights.window"] == Window(day(1).start, day(3).start).as_dict()
     assert commit["meshinsights.run_id"] == "airflow"
+
+
+def test_a_run_of_several_machines_reports_each_machines_counts(four_days: DeltaStore):
+    """A group's run history is per machine: run_step says what each machine read and got,
+    also when no machine had rows and a step without a schema wrote nothing."""
+    nothing = run_step(probe(lookback=None), ["m", "n"], day(9), four_days, namespace=NS)
+    assert nothing["version"] is None and not four_days.exists(NS, "batch_probe")
+    assert nothing["by_machine"] == {"m": {"rows_in": 0, "rows_out": 0},
+                                     "n": {"rows_in": 0, "rows_out": 0}}
+    done = run_step(probe(lookback=None), ["m", "n"], day(2), four_days, namespace=NS)
+    assert done["by_machine"] == {"m": {"rows_in": 24, "rows_out": 1},
+                                  "n": {"rows_in": 0, "rows_out": 0}}
