@@ -143,7 +143,7 @@ def _build_one(
         tags=[
             "meshinsights",
             pipeline.name,
-            *({t: None for m in members for t in m.tags}),
+            *dict.fromkeys(t for m in members for t in m.tags),  # members' tags, once each
             *([f"group:{group}"] if group is not None else []),
         ],
         doc_md=(

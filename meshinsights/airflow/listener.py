@@ -245,12 +245,15 @@ def _record(ti: Any, state: str, error: Any = None) -> None:
     # The API server passes ORM TaskInstances for tasks failed from outside: never write there.
     if type(ti).__name__ != "RuntimeTaskInstance":
         return
+    from meshinsights.config.machines import GROUP_MARK
     from meshinsights.settings import get_settings
 
     settings = get_settings()
     found = _machines_of_dag(str(settings.configs_dir), ti.dag_id)
-    if found is None or ti.task_id == GROUP_CHECK_TASK:
-        return  # not a machine DAG (maintenance, user DAGs); a group's check: ingest's rows say
+    if found is None:  # not a machine DAG (maintenance, user DAGs)
+        return
+    if ti.task_id == GROUP_CHECK_TASK and GROUP_MARK in ti.dag_id:
+        return  # a group's check: the ingest's per-member rows already say who failed
     pipeline, members = found
     summary = None
     if state == "success":
