@@ -296,3 +296,34 @@ def test_a_run_covers_the_asked_started_unpaused_members_and_refuses_strangers(t
     with pytest.raises(ConfigError, match=r"\['hvac-009'\] are not members of group 'plant-a'; "
                                           r"its members: hvac-001, hvac-002, hvac-003"):
         setup({"machines": ["hvac-009"]})
+
+
+def test_a_step_that_raises_for_one_member_fails_for_the_group_and_writes_none(
+        demo_env, tmp_path, monkeypatch):
+    """Members share one commit: a step raising for one writes nobody's rows (the task fails
+    and Airflow's retry reruns it for all), never a silent partial group."""
+    from types import SimpleNamespace
+
+    import meshinsights.engine.runner as runner
+    from meshinsights.airflow.tasks import group_ingest_task, group_step_task
+
+    configs = str(_configs(tmp_path, "grouped", "plant-a"))
+    store_uri = str(tmp_path / "store")
+    context = {"dag_run": SimpleNamespace(conf={
+        "start": "2024-01-01T00:00:00+00:00", "end": "2024-01-02T00:00:00+00:00"})}
+    ingested = group_ingest_task(configs, store_uri, NS, "plant-a", context)
+    assert ingested["machines"] == list(MACHINES) and ingested["failed"] == {}
+    real = runner._call
+
+    def broken_for_002(spec, frames, params, machine_id, window, resources):
+        if machine_id == "hvac-002":
+            raise RuntimeError("sensor map missing")
+        return real(spec, frames, params, machine_id, window, resources)
+
+    monkeypatch.setattr(runner, "_call", broken_for_002)
+    with pytest.raises(RuntimeError, match="sensor map missing"):
+        group_step_task(configs, store_uri, NS, "plant-a", "summary", context)
+    assert not DeltaStore(store_uri).exists(NS, "summary")
+    monkeypatch.setattr(runner, "_call", real)  # the retry
+    done = group_step_task(configs, store_uri, NS, "plant-a", "summary", context)
+    assert done["machines"] == list(MACHINES) and done["commits"] == 1
